@@ -1,0 +1,42 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let log: Target.Dependency = .product(name: "Logging", package: "swift-log")
+let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
+
+let package = Package(
+    name: "dualmta",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "dualmta", targets: ["dualmta"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // Layer 0: C libraries and pure, dependency-free modules.
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CResolv"),
+        .target(name: "NetAddress"),
+        .target(name: "SMTPProtocol", dependencies: ["NetAddress"]),
+        .target(name: "Sockets", dependencies: ["NetAddress"]),
+        // Layer 1
+        .target(name: "Spool", dependencies: ["SMTPProtocol"]),
+        .target(name: "DNS", dependencies: ["CResolv", "NetAddress"]),
+        .target(name: "Routing", dependencies: ["DNS", "NetAddress"]),
+        // Layer 2
+        .target(name: "SMTPServer", dependencies: ["SMTPProtocol", "Spool", "Sockets", "NetAddress", log]),
+        .target(name: "MTA", dependencies: ["SMTPServer", "Spool", "SMTPProtocol", "Sockets", "NetAddress", log]),
+        // Layer 3
+        .executableTarget(name: "dualmta", dependencies: ["MTA", argumentParser, log]),
+
+        .testTarget(name: "NetAddressTests", dependencies: ["NetAddress"]),
+        .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"]),
+        .testTarget(name: "SpoolTests", dependencies: ["Spool"]),
+        .testTarget(name: "SocketsTests", dependencies: ["Sockets"]),
+        .testTarget(name: "DNSTests", dependencies: ["DNS"]),
+        .testTarget(name: "RoutingTests", dependencies: ["Routing"]),
+        .testTarget(name: "MTATests", dependencies: ["MTA"]),
+    ]
+)
