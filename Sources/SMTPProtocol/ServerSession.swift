@@ -1,0 +1,614 @@
+/// SMTPProtocol is the pure protocol core of dualmta: addresses and paths, replies with enhanced status codes,
+/// relay policy, the Received trace header, dot-stuffing, and `ServerSession` — the SMTP server state machine.
+///
+/// `ServerSession` takes bytes and returns actions (send these bytes, open/append/commit/abort a spool file,
+/// close). It does no I/O, keeps no clock and never blocks, so every dialogue in the test catalogue is a
+/// plain unit test. Framing is strict CRLF; any bare CR or LF closes the session (R9); RFC 2920 synchronisation is
+/// enforced (R10); DATA ends only at CRLF "." CRLF. Session state (HELO name, TLS, counters) lives apart from the
+/// `Transaction` that RSET, EHLO and the end of DATA drop.
+
+import NetAddress
+
+/// What the I/O driver must do, in order.
+public enum ServerAction: Equatable, Sendable {
+    /// Encoded replies; all replies of one call are coalesced into one `.send` where the order allows.
+    case send([UInt8])
+    /// Follows the 354: open a spool file for this transaction.
+    case beginMessage(Transaction)
+    /// Un-stuffed body bytes, in order, CRLF kept, the final "." line excluded.
+    case messageData([UInt8])
+    /// Valid end of data: make the message durable, then call `commitSucceeded` or `commitFailed`.
+    case commitMessage(Transaction)
+    /// Discard the spool file of the current message.
+    case abortMessage
+    /// Close after the preceding sends are flushed.
+    case close
+    /// A reason worth a log line (never message content).
+    case log(String)
+}
+
+public struct ServerSession: Sendable {
+    public struct Configuration: Sendable {
+        public var hostname: String
+        public var maxMessageSize: Int
+        public var maxRecipients: Int = 100
+        public var maxErrors: Int = 20
+        public var maxJunkCommands: Int = 100
+        /// Octets including CRLF (RFC 5321 §4.5.3.1.4).
+        public var commandLineLimit: Int = 512
+        /// Octets including CRLF (RFC 5321 §4.5.3.1.6).
+        public var textLineLimit: Int = 1000
+        public var maxReceivedHeaders: Int = 50
+        public var tlsAvailable: Bool = false
+        public var policy: RecipientPolicy
+
+        public init(hostname: String, maxMessageSize: Int, policy: RecipientPolicy) {
+            self.hostname = hostname
+            self.maxMessageSize = maxMessageSize
+            self.policy = policy
+        }
+    }
+
+    private enum Phase: Sendable {
+        case notStarted
+        case command
+        case data
+        case awaitingCommit
+        case closed
+    }
+
+    /// A command line without CRLF is given up (500 + close) past this many octets: memory stays bounded.
+    static let maxDiscardedLine = 64 * 1024
+    /// Input accepted while the driver commits a message; a client cannot legitimately send more before a reply.
+    static let maxPendingInput = 256 * 1024
+
+    public let configuration: Configuration
+    /// The peer, IPv4-mapped addresses folded to IPv4.
+    public let clientAddress: IPAddress
+    public let clientMayRelay: Bool
+    /// Set by the driver from the spool's free space; false → MAIL gets 452 4.3.1.
+    public var storageAvailable = true
+
+    private var phase = Phase.notStarted
+    private var input: [UInt8] = []
+    private var readIndex = 0
+    /// Stream offset of `input[0]`; `chunkEnds` holds stream offsets where receive() chunks end (pending ones only).
+    private var inputBase = 0
+    private var chunkEnds: [Int] = []
+    /// Bytes of the current command line before this index hold no CR or LF.
+    private var scanIndex = 0
+    private var discardingLongLine = false
+    private var discardedOctets = 0
+    private var pendingOverflow = false
+
+    private var heloName: String?
+    private var esmtp = false
+    private var transaction: Transaction?
+    private var decoder: DataDecoder?
+    private var errorCount = 0
+    private var junkCount = 0
+    private var commandCount = 0
+
+    private var pendingSend: [UInt8] = []
+    private var actions: [ServerAction] = []
+
+    public init(configuration: Configuration, clientAddress: IPAddress, clientMayRelay: Bool) {
+        self.configuration = configuration
+        self.clientAddress = clientAddress.unmapped
+        self.clientMayRelay = clientMayRelay
+    }
+
+    public var isClosed: Bool { phase == .closed }
+    /// True between `.commitMessage` and `commitSucceeded`/`commitFailed`; input is only buffered meanwhile.
+    public var awaitingCommit: Bool { phase == .awaitingCommit }
+    /// Becomes true with the `220 2.0.0 Ready to start TLS` reply (only when `tlsAvailable`): the driver must then run
+    /// the server handshake and feed decrypted bytes to `receive`. Plaintext already buffered has been discarded (R11).
+    public private(set) var tlsActive = false
+    /// The validated EHLO/HELO name, if any.
+    public var helo: String? { heloName }
+
+    private var host: String { configuration.hostname }
+
+    // MARK: Driver entry points
+
+    /// The greeting, or — when the client talked before it (pre-greet) — 554 5.5.0 and close.
+    public mutating func start(earlyInput: Bool) -> [ServerAction] {
+        guard phase == .notStarted else { return [] }
+        if earlyInput || readIndex < input.count || pendingOverflow {
+            protocolSynchronizationError("input before greeting")
+        } else {
+            phase = .command
+            reply(Reply(220, nil, "\(host) ESMTP dualmta"))
+        }
+        return takeActions()
+    }
+
+    public mutating func receive(_ bytes: some Collection<UInt8>) -> [ServerAction] {
+        guard phase != .closed, !bytes.isEmpty else { return [] }
+        if pendingOverflow { return [] }
+        input.append(contentsOf: bytes)
+        chunkEnds.append(inputBase + input.count)
+        switch phase {
+        case .notStarted, .awaitingCommit:
+            if input.count - readIndex > Self.maxPendingInput {
+                pendingOverflow = true
+                discardInput()
+            }
+            return []
+        default:
+            process()
+            return takeActions()
+        }
+    }
+
+    /// The message is durable: 250, then the input that arrived meanwhile.
+    public mutating func commitSucceeded(queueID: String) -> [ServerAction] {
+        guard phase == .awaitingCommit else { return [] }
+        reply(Reply(250, EnhancedStatus(2, 0, 0), "Ok: queued as \(queueID)"))
+        junkCount = 0
+        return resumeAfterCommit()
+    }
+
+    /// The message could not be made durable (e.g. 451 4.3.0, 452 4.3.1): send that, then continue.
+    public mutating func commitFailed(_ failure: Reply) -> [ServerAction] {
+        guard phase == .awaitingCommit else { return [] }
+        reply(failure)
+        return resumeAfterCommit()
+    }
+
+    public mutating func timedOut() -> [ServerAction] {
+        closeUnsolicited(Reply(421, EnhancedStatus(4, 4, 2), "\(host) Error: timeout exceeded"), reason: "timeout")
+    }
+
+    public mutating func shuttingDown() -> [ServerAction] {
+        closeUnsolicited(Reply(421, EnhancedStatus(4, 3, 2), "\(host) Service shutting down"), reason: "shutdown")
+    }
+
+    private mutating func closeUnsolicited(_ message: Reply, reason: String) -> [ServerAction] {
+        guard phase != .closed else { return [] }
+        reply(message)
+        if phase == .data { emit(.abortMessage) }
+        log("closing: \(reason)")
+        close()
+        return takeActions()
+    }
+
+    private mutating func resumeAfterCommit() -> [ServerAction] {
+        transaction = nil
+        phase = .command
+        if pendingOverflow {
+            pendingOverflow = false
+            protocolSynchronizationError("too much input while committing")
+        } else {
+            process()
+        }
+        return takeActions()
+    }
+
+    // MARK: Output
+
+    private mutating func reply(_ message: Reply) {
+        message.encode(into: &pendingSend)
+    }
+
+    /// A failure reply to a command: counts towards maxErrors.
+    private mutating func fail(_ message: Reply) {
+        errorCount += 1
+        reply(message)
+    }
+
+    private mutating func emit(_ action: ServerAction) {
+        flushSend()
+        actions.append(action)
+    }
+
+    private mutating func log(_ text: String) {
+        actions.append(.log(text))
+    }
+
+    private mutating func flushSend() {
+        guard !pendingSend.isEmpty else { return }
+        actions.append(.send(pendingSend))
+        pendingSend = []
+    }
+
+    private mutating func takeActions() -> [ServerAction] {
+        flushSend()
+        let result = actions
+        actions = []
+        return result
+    }
+
+    private mutating func close() {
+        emit(.close)
+        phase = .closed
+        decoder = nil
+        transaction = nil
+        discardInput()
+    }
+
+    private mutating func discardInput() {
+        inputBase += input.count
+        input = []
+        readIndex = 0
+        scanIndex = 0
+        chunkEnds = []
+    }
+
+    private mutating func protocolSynchronizationError(_ detail: String) {
+        reply(Reply(554, EnhancedStatus(5, 5, 0), "Error: SMTP protocol synchronization"))
+        log("protocol synchronization error (\(detail)) from \(clientAddress.smtpLiteral)")
+        close()
+    }
+
+    private mutating func bareLineEnding(_ where: String, abortMessage: Bool = false) {
+        reply(Reply(554, EnhancedStatus(5, 5, 2), "Error: bare <CR> or <LF> received"))
+        if abortMessage { emit(.abortMessage) }
+        log("bare <CR> or <LF> in \(`where`) from \(clientAddress.smtpLiteral)")
+        close()
+    }
+
+    // MARK: Input processing
+
+    private mutating func process() {
+        var progressing = true
+        while progressing {
+            switch phase {
+            case .command: progressing = commandStep()
+            case .data: progressing = dataStep()
+            case .notStarted, .awaitingCommit, .closed: progressing = false
+            }
+        }
+        compact()
+    }
+
+    private mutating func compact() {
+        if readIndex >= input.count {
+            inputBase += input.count
+            input.removeAll(keepingCapacity: input.capacity <= 1 << 20)
+            readIndex = 0
+            scanIndex = 0
+        } else if readIndex > 0 {
+            inputBase += readIndex
+            input.removeFirst(readIndex)
+            scanIndex = max(0, scanIndex - readIndex)
+            readIndex = 0
+        }
+        if let firstKept = chunkEnds.firstIndex(where: { $0 > inputBase }) {
+            if firstKept > 0 { chunkEnds.removeFirst(firstKept) }
+        } else {
+            chunkEnds.removeAll()
+        }
+    }
+
+    /// True when the receive() chunk holding the byte before stream offset `end` goes on past it (RFC 2920 check).
+    private func moreInSameChunk(after end: Int) -> Bool {
+        guard let chunkEnd = chunkEnds.first(where: { $0 >= end }) else { return false }
+        return chunkEnd > end
+    }
+
+    /// Frames and runs one command line. Returns false when more input is needed or the session stopped.
+    private mutating func commandStep() -> Bool {
+        guard readIndex < input.count else { return false }
+        // Postfix checks the error count before reading the next command.
+        if errorCount >= configuration.maxErrors {
+            reply(Reply(421, EnhancedStatus(4, 7, 0), "\(host) Error: too many errors"))
+            log("too many errors from \(clientAddress.smtpLiteral)")
+            close()
+            return false
+        }
+        var index = max(scanIndex, readIndex)
+        let end = input.count
+        while index < end {
+            let byte = input[index]
+            if byte == 13 || byte == 10 { break }
+            index += 1
+        }
+        let limit = configuration.commandLineLimit
+        if index == end || (input[index] == 13 && index + 1 == end) {
+            // Incomplete line (possibly a trailing CR whose partner is still on the way).
+            scanIndex = index
+            if !discardingLongLine && index - readIndex + 2 > limit {
+                discardingLongLine = true
+            }
+            if discardingLongLine {
+                discardedOctets += index - readIndex
+                readIndex = index
+                if discardedOctets > Self.maxDiscardedLine {
+                    reply(Reply(500, EnhancedStatus(5, 5, 2), "Error: command line too long"))
+                    log("command line over \(Self.maxDiscardedLine) octets without CRLF")
+                    close()
+                }
+            }
+            return false
+        }
+        if input[index] == 10 || input[index + 1] != 10 {
+            bareLineEnding("command")
+            return false
+        }
+        let lineEnd = index + 2
+        let contentLength = discardedOctets + index - readIndex
+        if discardingLongLine || contentLength + 2 > limit {
+            readIndex = lineEnd
+            scanIndex = lineEnd
+            discardingLongLine = false
+            discardedOctets = 0
+            fail(Reply(500, EnhancedStatus(5, 5, 2), "Error: command line too long"))
+            log("command line too long (\(contentLength + 2) octets)")
+            return true
+        }
+        let unexpectedInput = moreInSameChunk(after: inputBase + lineEnd)
+        let line = input[readIndex..<index]
+        readIndex = lineEnd
+        scanIndex = lineEnd
+        handle(line: line, unexpectedInput: unexpectedInput)
+        return true
+    }
+
+    private mutating func dataStep() -> Bool {
+        guard readIndex < input.count, var decoder else { return false }
+        var output: [UInt8] = []
+        let start = readIndex
+        let outcome = input.withUnsafeBufferPointer { buffer in
+            decoder.decode(UnsafeBufferPointer(rebasing: buffer[start...]), into: &output)
+        }
+        self.decoder = decoder
+        if !output.isEmpty { emit(.messageData(output)) }
+        switch outcome {
+        case .needMore(let consumed):
+            readIndex += consumed
+            return false
+        case .finished(let consumed):
+            readIndex += consumed
+            finishMessage(decoder)
+            return true
+        }
+    }
+
+    private mutating func finishMessage(_ decoder: DataDecoder) {
+        self.decoder = nil
+        phase = .command
+        guard let transaction else { return }
+        let rejection: Reply
+        switch decoder.problem {
+        case nil:
+            emit(.commitMessage(transaction))
+            phase = .awaitingCommit
+            return
+        case .bareLineEnding:
+            bareLineEnding("message data", abortMessage: true)
+            return
+        case .lineTooLong:
+            rejection = Reply(554, EnhancedStatus(5, 6, 0), "Error: message line too long")
+        case .nul:
+            rejection = Reply(554, EnhancedStatus(5, 6, 0), "Error: message contains NUL character")
+        case .tooBig:
+            rejection = Reply(552, EnhancedStatus(5, 3, 4), "Message size exceeds fixed maximum message size")
+        case .tooManyHops:
+            rejection = Reply(554, EnhancedStatus(5, 4, 6), "Error: too many hops")
+        }
+        reply(rejection)
+        emit(.abortMessage)
+        log("message rejected: \(rejection.lines.first ?? "")")
+        self.transaction = nil
+    }
+
+    // MARK: Commands
+
+    private enum Verb: String {
+        case ehlo = "EHLO", helo = "HELO", mail = "MAIL", rcpt = "RCPT", data = "DATA", rset = "RSET"
+        case noop = "NOOP", quit = "QUIT", vrfy = "VRFY", help = "HELP", expn = "EXPN", starttls = "STARTTLS"
+        case auth = "AUTH", bdat = "BDAT"
+
+        /// RFC 2920 §3.1: these may only end a pipelined group.
+        var endsGroup: Bool {
+            switch self {
+            case .ehlo, .helo, .data, .noop, .vrfy, .quit, .starttls: return true
+            default: return false
+            }
+        }
+
+        var isJunk: Bool {
+            switch self {
+            case .noop, .rset, .vrfy, .help: return true
+            default: return false
+            }
+        }
+    }
+
+    private mutating func handle(line: ArraySlice<UInt8>, unexpectedInput: Bool) {
+        commandCount += 1
+        guard let text = String(validating: line, as: UTF8.self) else {
+            fail(Reply(500, EnhancedStatus(5, 5, 2), "Error: invalid UTF-8 in command"))
+            log("invalid UTF-8 in command")
+            return
+        }
+        let space = text.firstIndex(of: " ")
+        let verbText = text[..<(space ?? text.endIndex)].uppercased()
+        let argument = space.map { text[text.index(after: $0)...] } ?? ""
+        if commandCount == 1 && space != nil && ["GET", "POST", "CONNECT", "HEAD", "PUT"].contains(verbText) {
+            reply(Reply(554, EnhancedStatus(5, 5, 0), "Error: non-SMTP command"))
+            log("non-SMTP (HTTP) command from \(clientAddress.smtpLiteral)")
+            close()
+            return
+        }
+        let verb = Verb(rawValue: verbText)
+        if unexpectedInput && (verb?.endsGroup == true || (heloName != nil && !esmtp)) {
+            protocolSynchronizationError("input after \(verb?.rawValue ?? "command")")
+            return
+        }
+        // NUL inside a MAIL/RCPT path is an address syntax error (501); anywhere else the command is unrecognized.
+        if verb != .mail && verb != .rcpt && line.contains(0) {
+            fail(Reply(500, EnhancedStatus(5, 5, 2), "Error: NUL character in command"))
+            return
+        }
+        guard let verb else {
+            fail(Reply(500, EnhancedStatus(5, 5, 2), "Error: command not recognized"))
+            return
+        }
+        if verb.isJunk {
+            junkCount += 1
+            if junkCount > configuration.maxJunkCommands {
+                reply(Reply(421, EnhancedStatus(4, 7, 0), "\(host) Error: too many junk commands"))
+                log("too many junk commands from \(clientAddress.smtpLiteral)")
+                close()
+                return
+            }
+        }
+        switch verb {
+        case .ehlo, .helo: hello(argument, extended: verb == .ehlo)
+        case .mail: mail(argument)
+        case .rcpt: rcpt(argument)
+        case .data: data(argument)
+        case .rset:
+            guard argument.isEmpty else { return fail(Reply(501, EnhancedStatus(5, 5, 4), "Syntax: RSET")) }
+            transaction = nil
+            reply(Reply(250, EnhancedStatus(2, 0, 0), "Ok"))
+        case .noop:
+            reply(Reply(250, EnhancedStatus(2, 0, 0), "Ok"))
+        case .quit:
+            reply(Reply(221, EnhancedStatus(2, 0, 0), "Bye"))
+            close()
+        case .vrfy:
+            guard !argument.isEmpty else { return fail(Reply(501, EnhancedStatus(5, 5, 4), "Syntax: VRFY address")) }
+            reply(Reply(252, EnhancedStatus(2, 5, 2), "Cannot VRFY user, but will accept message and attempt delivery"))
+        case .help:
+            reply(Reply(214, EnhancedStatus(2, 0, 0), "See RFC 5321: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY"))
+        case .expn, .auth, .bdat:
+            fail(Reply(502, EnhancedStatus(5, 5, 1), "Error: command not implemented"))
+        case .starttls:
+            startTLS(argument)
+        }
+    }
+
+    private mutating func hello(_ argument: Substring, extended: Bool) {
+        let verb = extended ? "EHLO" : "HELO"
+        // Only a syntactically valid name or address literal is ever stored (it ends up in the Received header).
+        guard Domain(parsing: argument, allowUTF8: false) != nil else {
+            let text = argument.isEmpty ? "Syntax: \(verb) hostname" : "Error: invalid \(verb) hostname"
+            return fail(Reply(501, EnhancedStatus(5, 5, 4), text))
+        }
+        heloName = String(argument)
+        esmtp = extended
+        transaction = nil
+        guard extended else {
+            return reply(Reply(250, nil, host))
+        }
+        var lines = [
+            "\(host) Hello \(argument) \(clientAddress.smtpLiteral)", "PIPELINING",
+            "SIZE \(configuration.maxMessageSize)",
+            "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8",
+        ]
+        if configuration.tlsAvailable && !tlsActive { lines.append("STARTTLS") }
+        reply(Reply(250, nil, lines: lines))
+    }
+
+    private mutating func mail(_ argument: Substring) {
+        guard let heloName else { return fail(Reply(503, EnhancedStatus(5, 5, 1), "Error: send HELO/EHLO first")) }
+        guard transaction == nil else { return fail(Reply(503, EnhancedStatus(5, 5, 1), "Error: nested MAIL command")) }
+        let split: CommandSyntax.PathArgument
+        switch CommandSyntax.splitPathArgument(argument, keyword: "FROM:") {
+        case .success(let value): split = value
+        case .failure(.syntax): return fail(Reply(501, EnhancedStatus(5, 5, 4), "Syntax: MAIL FROM:<address>"))
+        case .failure(.badPath): return fail(Reply(501, EnhancedStatus(5, 1, 7), "Bad sender address syntax"))
+        }
+        guard esmtp || split.parameters.isEmpty else {
+            return fail(Reply(555, EnhancedStatus(5, 5, 4), "Error: MAIL parameters need EHLO"))
+        }
+        let parameters: CommandSyntax.MailParameters
+        switch CommandSyntax.parseMailParameters(split.parameters) {
+        case .success(let value): parameters = value
+        case .failure(let rejection): return fail(rejection)
+        }
+        let reversePath: ReversePath
+        switch PathParser.parse(split.path, allowUTF8: parameters.smtpUTF8, recipient: false) {
+        case .success(.mailbox(let mailbox)): reversePath = .mailbox(mailbox)
+        case .success: reversePath = .null
+        case .failure(.needsSMTPUTF8):
+            return fail(Reply(553, EnhancedStatus(5, 6, 7), "Must declare SMTPUTF8 to send unicode address"))
+        case .failure(.syntax):
+            return fail(Reply(501, EnhancedStatus(5, 1, 7), "Bad sender address syntax"))
+        }
+        if let size = parameters.size, size > configuration.maxMessageSize {
+            return fail(Reply(552, EnhancedStatus(5, 3, 4), "Message size exceeds fixed maximum message size"))
+        }
+        guard storageAvailable else {
+            // The server's state, not the client's fault: not counted as a client error.
+            return reply(Reply(452, EnhancedStatus(4, 3, 1), "Insufficient system storage"))
+        }
+        var protocolName = esmtp ? (parameters.smtpUTF8 ? "UTF8SMTP" : "ESMTP") : "SMTP"
+        if esmtp && tlsActive { protocolName += "S" }
+        transaction = Transaction(
+            reversePath: reversePath, bodyType: parameters.body, smtpUTF8: parameters.smtpUTF8,
+            declaredSize: parameters.size, heloName: heloName, protocolName: protocolName)
+        reply(Reply(250, EnhancedStatus(2, 1, 0), "Ok"))
+    }
+
+    private mutating func rcpt(_ argument: Substring) {
+        guard var current = transaction else {
+            return fail(Reply(503, EnhancedStatus(5, 5, 1), "Error: need MAIL command"))
+        }
+        let split: CommandSyntax.PathArgument
+        switch CommandSyntax.splitPathArgument(argument, keyword: "TO:") {
+        case .success(let value): split = value
+        case .failure(.syntax): return fail(Reply(501, EnhancedStatus(5, 5, 4), "Syntax: RCPT TO:<address>"))
+        case .failure(.badPath): return fail(Reply(501, EnhancedStatus(5, 1, 3), "Bad recipient address syntax"))
+        }
+        guard split.parameters.isEmpty else {
+            return fail(Reply(555, EnhancedStatus(5, 5, 4), "Unsupported option: RCPT parameters"))
+        }
+        let path: ForwardPath
+        switch PathParser.parse(split.path, allowUTF8: current.smtpUTF8, recipient: true) {
+        case .success(.mailbox(let mailbox)): path = .mailbox(mailbox)
+        case .success: path = .postmaster
+        case .failure(.needsSMTPUTF8):
+            return fail(Reply(553, EnhancedStatus(5, 6, 7), "Must declare SMTPUTF8 to send unicode address"))
+        case .failure(.syntax):
+            return fail(Reply(501, EnhancedStatus(5, 1, 3), "Bad recipient address syntax"))
+        }
+        guard current.recipients.count < configuration.maxRecipients else {
+            // RFC 5321 §4.5.3.1.10: 452, and the client sends the rest later; not an error (Postfix: overshoot).
+            return reply(Reply(452, EnhancedStatus(4, 5, 3), "Error: too many recipients"))
+        }
+        switch configuration.policy.evaluate(path, clientMayRelay: clientMayRelay) {
+        case .success(let disposition):
+            current.recipients.append(AcceptedRecipient(path: path, disposition: disposition))
+            transaction = current
+            reply(Reply(250, EnhancedStatus(2, 1, 5), "Ok"))
+        case .failure(let rejection):
+            let reason = "\(rejection.code) \(rejection.lines.first ?? "")"
+            log("RCPT <\(path)> from \(clientAddress.smtpLiteral) rejected: \(reason)")
+            fail(rejection)
+        }
+    }
+
+    private mutating func data(_ argument: Substring) {
+        guard argument.isEmpty else { return fail(Reply(501, EnhancedStatus(5, 5, 4), "Syntax: DATA")) }
+        guard let transaction else { return fail(Reply(503, EnhancedStatus(5, 5, 1), "Error: need MAIL command")) }
+        guard !transaction.recipients.isEmpty else {
+            return fail(Reply(503, EnhancedStatus(5, 5, 1), "Error: need RCPT command"))
+        }
+        reply(Reply(354, nil, "End data with <CR><LF>.<CR><LF>"))
+        emit(.beginMessage(transaction))
+        decoder = DataDecoder(
+            textLineLimit: configuration.textLineLimit, maxSize: configuration.maxMessageSize,
+            maxReceivedHeaders: configuration.maxReceivedHeaders)
+        phase = .data
+    }
+
+    private mutating func startTLS(_ argument: Substring) {
+        guard argument.isEmpty else { return fail(Reply(501, EnhancedStatus(5, 5, 4), "Syntax: STARTTLS")) }
+        guard !tlsActive else { return fail(Reply(554, EnhancedStatus(5, 5, 1), "Error: TLS already active")) }
+        guard configuration.tlsAvailable else {
+            return fail(Reply(454, EnhancedStatus(4, 7, 0), "TLS not available due to local problem"))
+        }
+        reply(Reply(220, EnhancedStatus(2, 0, 0), "Ready to start TLS"))
+        // CVE-2011-0411 / R11: nothing read in plaintext survives the handshake, and the client starts over.
+        if readIndex < input.count { log("discarded \(input.count - readIndex) octets buffered before TLS") }
+        discardInput()
+        tlsActive = true
+        heloName = nil
+        esmtp = false
+        transaction = nil
+    }
+}
