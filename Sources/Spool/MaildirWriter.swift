@@ -1,0 +1,138 @@
+import Glibc
+
+/// Final delivery into Maildir (<root>/<domain>/<user>/{tmp,new,cur}), the qmail way: write into tmp/ under a unique
+/// name, fsync, rename into new/, fsync new/. A reader never sees a partial file; a crash leaves at most a file in
+/// tmp/ (which Maildir readers clean up after 36 hours). Blocking: run it on a work queue.
+///
+/// Directories are walked with openat(O_NOFOLLOW) from the root, so a symlink planted as a domain or user directory
+/// is not followed; new directories are 0700 and their parent is fsynced so the path survives a crash.
+public struct MaildirWriter: Sendable {
+    public let root: String
+    private let host: String
+
+    public init(root: String) {
+        self.root = root
+        var name = [CChar](repeating: 0, count: 256)
+        let raw =
+            gethostname(&name, name.count - 1) == 0
+            ? String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "localhost"
+        // Maildir spec: "/" and ":" in the host part are written as \057 and \072.
+        host = raw.replacingOccurrences("/", with: "\\057").replacingOccurrences(":", with: "\\072")
+    }
+
+    /// Delivers one copy: `prefix` (e.g. "Return-Path: <a@b>\r\n" and "Delivered-To: ...") then the bytes of
+    /// `messageFile`, as they are (line endings untouched). Returns the path of the file in new/.
+    /// `domain` and `user` must be non-empty, not "." or "..", without "/" or NUL (defence in depth: the SMTP layer
+    /// already restricts local parts).
+    public func deliver(prefix: [UInt8], messageFile: String, domain: String, user: String) throws(SpoolError)
+        -> String
+    {
+        try Self.checkName(domain)
+        try Self.checkName(user)
+
+        var prefixPath = ""
+        var rootFD: Int32 = -1
+        for component in root.split(separator: "/", omittingEmptySubsequences: true) {
+            prefixPath += "/" + component
+            try FileSystem.makeDirectory(root.hasPrefix("/") ? prefixPath : String(prefixPath.dropFirst()))
+        }
+        rootFD = try FileSystem.open(root, FileSystem.directoryFlags)
+        defer { close(rootFD) }
+        let domainFD = try Self.subdirectory(rootFD, domain, root)
+        defer { close(domainFD) }
+        let userFD = try Self.subdirectory(domainFD, user, "\(root)/\(domain)")
+        defer { close(userFD) }
+        let base = "\(root)/\(domain)/\(user)"
+        let tmpFD = try Self.subdirectory(userFD, "tmp", base)
+        defer { close(tmpFD) }
+        let newFD = try Self.subdirectory(userFD, "new", base)
+        defer { close(newFD) }
+        close(try Self.subdirectory(userFD, "cur", base))
+
+        let sourceFD = try FileSystem.open(messageFile, FileSystem.readFlags)
+        defer { close(sourceFD) }
+
+        var name = ""
+        var fileFD: Int32 = -1
+        for _ in 0..<8 {
+            name = uniqueName()
+            fileFD = openat(tmpFD, name, FileSystem.createFlags, 0o600)
+            if fileFD >= 0 { break }
+            if errno != EEXIST { throw .fromWrite("open", "\(base)/tmp/\(name)", errno) }
+        }
+        guard fileFD >= 0 else { throw .io(operation: "open", path: "\(base)/tmp", errno: EEXIST) }
+        let temporaryPath = "\(base)/tmp/\(name)"
+        do throws(SpoolError) {
+            defer { close(fileFD) }
+            try FileSystem.writeAll(fileFD, prefix, path: temporaryPath)
+            try Self.copy(from: sourceFD, sourcePath: messageFile, to: fileFD, path: temporaryPath)
+            try FileSystem.fsync(fileFD, path: temporaryPath)
+            if renameat(tmpFD, name, newFD, name) != 0 {
+                throw SpoolError.fromWrite("rename", "\(temporaryPath) -> \(base)/new/\(name)", errno)
+            }
+        } catch {
+            unlinkat(tmpFD, name, 0)
+            throw error
+        }
+        try FileSystem.fsync(newFD, path: "\(base)/new")
+        return "\(base)/new/\(name)"
+    }
+
+    static func checkName(_ name: String) throws(SpoolError) {
+        guard !name.isEmpty, name != ".", name != "..", !name.utf8.contains(UInt8(ascii: "/")),
+            !name.utf8.contains(0)
+        else { throw .invalidMailboxName(name) }
+    }
+
+    /// `<seconds>.M<µs>P<pid>R<random>.<host>`: unique across processes and threads (random part), O_EXCL checks.
+    private func uniqueName() -> String {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        let random = String(UInt64.random(in: 0...UInt64.max), radix: 16)
+        return "\(now.tv_sec).M\(now.tv_nsec / 1000)P\(getpid())R\(random).\(host)"
+    }
+
+    /// Opens (creating, 0700) a directory below `parent` without following a symlink.
+    private static func subdirectory(_ parent: Int32, _ name: String, _ parentPath: String) throws(SpoolError)
+        -> Int32
+    {
+        let path = "\(parentPath)/\(name)"
+        if mkdirat(parent, name, 0o700) == 0 {
+            try FileSystem.fsync(parent, path: parentPath)
+        } else if errno != EEXIST {
+            throw .fromWrite("mkdir", path, errno)
+        }
+        let fd = openat(parent, name, FileSystem.directoryFlags | O_NOFOLLOW)
+        guard fd >= 0 else { throw .io(operation: "open", path: path, errno: errno) }
+        return fd
+    }
+
+    private static func copy(from source: Int32, sourcePath: String, to target: Int32, path: String)
+        throws(SpoolError)
+    {
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(source, $0.baseAddress, $0.count) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw .io(operation: "read", path: sourcePath, errno: errno)
+            }
+            if count == 0 { return }
+            let result: Result<Void, SpoolError> = buffer.withUnsafeBytes { raw in
+                do throws(SpoolError) {
+                    try FileSystem.writeAll(target, UnsafeRawBufferPointer(rebasing: raw[0..<count]), path: path)
+                    return .success(())
+                } catch {
+                    return .failure(error)
+                }
+            }
+            try result.get()
+        }
+    }
+}
+
+extension String {
+    fileprivate func replacingOccurrences(_ target: String, with replacement: String) -> String {
+        split(separator: Character(target), omittingEmptySubsequences: false).joined(separator: replacement)
+    }
+}
