@@ -27,7 +27,12 @@ let package = Package(
         .target(name: "Routing", dependencies: ["DNS", "NetAddress"]),
         // Layer 2
         .target(name: "SMTPServer", dependencies: ["SMTPProtocol", "Spool", "Sockets", "NetAddress", log]),
-        .target(name: "MTA", dependencies: ["SMTPServer", "Spool", "SMTPProtocol", "Sockets", "NetAddress", log]),
+        .target(
+            name: "Delivery", dependencies: ["SMTPProtocol", "Spool", "Sockets", "DNS", "Routing", "NetAddress", log]),
+        .target(
+            name: "MTA",
+            dependencies: ["SMTPServer", "Delivery", "Spool", "SMTPProtocol", "Sockets", "DNS", "Routing", "NetAddress", log]
+        ),
         // Layer 3
         .executableTarget(name: "dualmta", dependencies: ["MTA", argumentParser, log]),
 
@@ -37,6 +42,7 @@ let package = Package(
         .testTarget(name: "SocketsTests", dependencies: ["Sockets"]),
         .testTarget(name: "DNSTests", dependencies: ["DNS"]),
         .testTarget(name: "RoutingTests", dependencies: ["Routing"]),
+        .testTarget(name: "DeliveryTests", dependencies: ["Delivery", "Sockets", "SMTPProtocol", "Spool", "Routing"]),
         .testTarget(name: "MTATests", dependencies: ["MTA"]),
     ]
 )

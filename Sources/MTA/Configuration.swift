@@ -1,0 +1,66 @@
+import Foundation
+import NetAddress
+import Sockets
+
+/// MTA turns the config file into typed settings, sets up logging, and wires the server, the spool and the
+/// queue runner together. Only this module knows the file format; every other module takes its own narrow struct.
+
+/// The effective settings of one dualmta instance. Every field has a default (DESIGN.md §1), so an empty file works.
+public struct Configuration: Sendable, Equatable {
+    public var hostname: String
+    public var listen: [SocketAddress]
+    public var spoolDirectory: String
+    public var localDomains: [String]
+    public var localRecipients: [String]?
+    public var relayDomains: [String]
+    public var relayRecipients: [String]?
+    public var relayNetworks: [CIDR]
+    public var messageSizeLimit: Int
+    public var maxConnections: Int
+    public var maxConnectionsPerClient: Int
+    public var recipientLimit: Int
+    public var commandTimeout: Duration
+    public var logFormat: LogFormat
+    public var logFile: String?
+
+    public enum LogFormat: String, Sendable, Equatable, CaseIterable {
+        case text
+        case json
+    }
+
+    /// The embedded defaults: `[::]:2525` and `0.0.0.0:2525`, spool `./spool`, local domain `localhost`,
+    /// relaying only for loopback clients.
+    public static var defaults: Configuration {
+        Configuration(
+            hostname: systemHostName(),
+            listen: [SocketAddress(parsing: "[::]:2525"), SocketAddress(parsing: "0.0.0.0:2525")].compactMap { $0 },
+            spoolDirectory: "spool",
+            localDomains: ["localhost"],
+            localRecipients: nil,
+            relayDomains: [],
+            relayRecipients: nil,
+            relayNetworks: [CIDR("127.0.0.0/8"), CIDR("[::1]/128")].compactMap { $0 },
+            messageSizeLimit: 10 * 1024 * 1024,
+            maxConnections: 1000,
+            maxConnectionsPerClient: 50,
+            recipientLimit: 100,
+            commandTimeout: .seconds(300),
+            logFormat: .text,
+            logFile: nil
+        )
+    }
+
+    /// Every local domain, `hostname` included (it is always local), lowercased and without duplicates.
+    public var allLocalDomains: [String] {
+        var seen = Set<String>()
+        return ([hostname] + localDomains).map { $0.lowercased() }.filter { seen.insert($0).inserted }
+    }
+}
+
+/// The machine's host name, as `gethostname(2)` reports it; `localhost` when it cannot be read.
+func systemHostName() -> String {
+    var buffer = [CChar](repeating: 0, count: 256)
+    guard gethostname(&buffer, buffer.count - 1) == 0 else { return "localhost" }
+    let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    return name.isEmpty ? "localhost" : name.lowercased()
+}

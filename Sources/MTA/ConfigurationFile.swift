@@ -1,0 +1,280 @@
+import Foundation
+import NetAddress
+import Sockets
+
+/// A config error names the file and line, as a compiler would: `etc/dualmta.conf:12: unknown key "lisen"`.
+public struct ConfigurationError: Error, Equatable, Sendable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var message: String
+
+    public var description: String { line > 0 ? "\(file):\(line): \(message)" : "\(file): \(message)" }
+}
+
+/// The Postfix-like `key = value` format: `#` comments, lists separated by commas or spaces, durations
+/// (`30s 5m 1h 5d`), sizes (`10M`). Unknown keys, repeated keys and bad values are errors with file:line.
+public enum ConfigurationFile {
+    /// Reads and validates a config file.
+    public static func load(path: String) throws(ConfigurationError) -> Configuration {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError(file: path, line: 0, message: "cannot read the file")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigurationError(file: path, line: 0, message: "the file is not valid UTF-8")
+        }
+        return try parse(text, file: path)
+    }
+
+    /// Parses config text on top of the embedded defaults.
+    public static func parse(_ text: String, file: String = "<config>") throws(ConfigurationError) -> Configuration {
+        var configuration = Configuration.defaults
+        var seen: [String: Int] = [:]
+        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let lineNumber = index + 1
+            var line = Substring(rawLine)
+            if let hash = line.firstIndex(of: "#") { line = line[..<hash] }
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.isEmpty { continue }
+            guard let equals = trimmed.firstIndex(of: "=") else {
+                throw ConfigurationError(file: file, line: lineNumber, message: "expected \"key = value\"")
+            }
+            let key = trimmed[..<equals].trimmingCharacters(in: .whitespaces).lowercased()
+            let value = trimmed[trimmed.index(after: equals)...].trimmingCharacters(in: .whitespaces)
+            guard let setting = ConfigurationKey.all.first(where: { $0.name == key }) else {
+                throw ConfigurationError(file: file, line: lineNumber, message: "unknown key \"\(key)\"")
+            }
+            if let earlier = seen[key] {
+                throw ConfigurationError(
+                    file: file, line: lineNumber, message: "\"\(key)\" is already set on line \(earlier)")
+            }
+            seen[key] = lineNumber
+            do throws(ValueError) {
+                try setting.apply(&configuration, value)
+            } catch {
+                throw ConfigurationError(file: file, line: lineNumber, message: "\(key): \(error.message)")
+            }
+        }
+        do throws(ValueError) {
+            try validate(configuration)
+        } catch {
+            throw ConfigurationError(file: file, line: 0, message: error.message)
+        }
+        return configuration
+    }
+
+    /// Rules that span several keys.
+    static func validate(_ configuration: Configuration) throws(ValueError) {
+        if configuration.listen.isEmpty { throw ValueError("listen: at least one address is required") }
+        if Set(configuration.listen).count != configuration.listen.count {
+            throw ValueError("listen: an address is listed twice")
+        }
+        if configuration.recipientLimit < 100 {
+            throw ValueError("recipient_limit: RFC 5321 §4.5.3.1.8 requires at least 100")
+        }
+        if configuration.messageSizeLimit < 65536 {
+            throw ValueError("message_size_limit: RFC 5321 §4.5.3.1.7 requires at least 64K")
+        }
+    }
+
+    /// The effective settings in file form (what `dualmta config show` prints); parsing it gives the same settings.
+    public static func render(_ configuration: Configuration) -> String {
+        ConfigurationKey.all.map { key in
+            key.render(configuration).map { "\(key.name) = \($0)" } ?? "#\(key.name) =   (not set)"
+        }.joined(separator: "\n") + "\n"
+    }
+}
+
+/// A bad value; the parser adds the file, line and key.
+struct ValueError: Error {
+    var message: String
+    init(_ message: String) { self.message = message }
+}
+
+/// One config key: its name, how to read a value into the settings, and how to print it back.
+struct ConfigurationKey: Sendable {
+    let name: String
+    let apply: @Sendable (inout Configuration, String) throws(ValueError) -> Void
+    /// The value in file form; nil when the key is unset (optional keys without a default value).
+    let render: @Sendable (Configuration) -> String?
+
+    static let all: [ConfigurationKey] = [
+        ConfigurationKey(
+            name: "hostname",
+            apply: { config, value throws(ValueError) in config.hostname = try ValueParser.domain(value) },
+            render: { $0.hostname }),
+        ConfigurationKey(
+            name: "listen",
+            apply: { config, value throws(ValueError) in config.listen = try ValueParser.socketAddresses(value) },
+            render: { $0.listen.map(\.description).joined(separator: ", ") }),
+        ConfigurationKey(
+            name: "spool_dir",
+            apply: { config, value throws(ValueError) in
+                guard !value.isEmpty else { throw ValueError("a directory is required") }
+                config.spoolDirectory = value
+            },
+            render: { $0.spoolDirectory }),
+        ConfigurationKey(
+            name: "local_domains",
+            apply: { config, value throws(ValueError) in config.localDomains = try ValueParser.domains(value) },
+            render: { $0.localDomains.joined(separator: ", ") }),
+        ConfigurationKey(
+            name: "local_recipients",
+            apply: { config, value throws(ValueError) in config.localRecipients = try ValueParser.users(value) },
+            render: { $0.localRecipients?.joined(separator: ", ") }),
+        ConfigurationKey(
+            name: "relay_domains",
+            apply: { config, value throws(ValueError) in config.relayDomains = try ValueParser.domains(value) },
+            render: { $0.relayDomains.joined(separator: ", ") }),
+        ConfigurationKey(
+            name: "relay_recipients",
+            apply: { config, value throws(ValueError) in config.relayRecipients = try ValueParser.users(value) },
+            render: { $0.relayRecipients?.joined(separator: ", ") }),
+        ConfigurationKey(
+            name: "relay_networks",
+            apply: { config, value throws(ValueError) in config.relayNetworks = try ValueParser.networks(value) },
+            render: { $0.relayNetworks.map(\.description).joined(separator: ", ") }),
+        ConfigurationKey(
+            name: "message_size_limit",
+            apply: { config, value throws(ValueError) in config.messageSizeLimit = try ValueParser.size(value) },
+            render: { String($0.messageSizeLimit) }),
+        ConfigurationKey(
+            name: "max_connections",
+            apply: { config, value throws(ValueError) in
+                config.maxConnections = try ValueParser.count(value, range: 1...19_000)
+            },
+            render: { String($0.maxConnections) }),
+        ConfigurationKey(
+            name: "max_connections_per_client",
+            apply: { config, value throws(ValueError) in
+                config.maxConnectionsPerClient = try ValueParser.count(value, range: 1...19_000)
+            },
+            render: { String($0.maxConnectionsPerClient) }),
+        ConfigurationKey(
+            name: "recipient_limit",
+            apply: { config, value throws(ValueError) in
+                config.recipientLimit = try ValueParser.count(value, range: 1...100_000)
+            },
+            render: { String($0.recipientLimit) }),
+        ConfigurationKey(
+            name: "command_timeout",
+            apply: { config, value throws(ValueError) in config.commandTimeout = try ValueParser.duration(value) },
+            render: { ValueParser.render($0.commandTimeout) }),
+        ConfigurationKey(
+            name: "log_format",
+            apply: { config, value throws(ValueError) in
+                guard let format = Configuration.LogFormat(rawValue: value.lowercased()) else {
+                    throw ValueError("expected text or json, got \"\(value)\"")
+                }
+                config.logFormat = format
+            },
+            render: { $0.logFormat.rawValue }),
+        ConfigurationKey(
+            name: "log_file",
+            apply: { config, value throws(ValueError) in config.logFile = value.isEmpty ? nil : value },
+            render: { $0.logFile }),
+    ]
+}
+
+/// Parsers for the value types of the config file. Each throws a message without file or line.
+enum ValueParser {
+    static func list(_ value: String) -> [String] {
+        value.split(whereSeparator: { $0 == "," || $0 == " " || $0 == "\t" }).map(String.init)
+    }
+
+    /// A host or domain name: letters, digits, hyphens, dots; no empty label; labels ≤ 63, total ≤ 253.
+    static func domain(_ value: String) throws(ValueError) -> String {
+        var name = value.lowercased()
+        if name.hasSuffix(".") { name.removeLast() }
+        let labels = name.split(separator: ".", omittingEmptySubsequences: false)
+        guard !name.isEmpty, name.utf8.count <= 253,
+            labels.allSatisfy({ label in
+                !label.isEmpty && label.utf8.count <= 63 && !label.hasPrefix("-") && !label.hasSuffix("-")
+                    && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }
+            })
+        else { throw ValueError("\"\(value)\" is not a valid domain name") }
+        return name
+    }
+
+    static func domains(_ value: String) throws(ValueError) -> [String] {
+        var result: [String] = []
+        for item in list(value) { result.append(try domain(item)) }
+        return result
+    }
+
+    /// `user` or `user@domain` entries for recipient lists; compared case-insensitively.
+    static func users(_ value: String) throws(ValueError) -> [String] {
+        let items = list(value)
+        guard !items.isEmpty else { throw ValueError("an empty list; leave the key out to accept any recipient") }
+        for item in items where item.hasPrefix("@") || item.hasSuffix("@") || item.contains("/") {
+            throw ValueError("\"\(item)\" is not a user or user@domain")
+        }
+        return items.map { $0.lowercased() }
+    }
+
+    static func socketAddresses(_ value: String) throws(ValueError) -> [SocketAddress] {
+        var result: [SocketAddress] = []
+        for item in list(value) {
+            guard let address = SocketAddress(parsing: item) else {
+                throw ValueError("\"\(item)\" is not an address with a port, e.g. [::]:2525 or 0.0.0.0:2525")
+            }
+            result.append(address)
+        }
+        return result
+    }
+
+    static func networks(_ value: String) throws(ValueError) -> [CIDR] {
+        var result: [CIDR] = []
+        for item in list(value) {
+            guard let network = CIDR(item) else {
+                throw ValueError("\"\(item)\" is not a network, e.g. 127.0.0.0/8 or [::1]/128")
+            }
+            result.append(network)
+        }
+        return result
+    }
+
+    static func count(_ value: String, range: ClosedRange<Int>) throws(ValueError) -> Int {
+        guard let number = Int(value), range.contains(number) else {
+            throw ValueError("expected a number in \(range.lowerBound)...\(range.upperBound), got \"\(value)\"")
+        }
+        return number
+    }
+
+    /// `10M`, `512K`, `1G` or plain bytes.
+    static func size(_ value: String) throws(ValueError) -> Int {
+        let units: [Character: Int] = ["K": 1024, "M": 1024 * 1024, "G": 1024 * 1024 * 1024]
+        var digits = value.uppercased()
+        var multiplier = 1
+        if let last = digits.last, let unit = units[last] {
+            multiplier = unit
+            digits.removeLast()
+        }
+        guard let number = Int(digits), number > 0, number <= Int(Int32.max) / multiplier else {
+            throw ValueError("expected a size such as 10M, got \"\(value)\"")
+        }
+        return number * multiplier
+    }
+
+    /// `30s`, `5m`, `1h`, `5d`, `250ms`; a plain number means seconds.
+    static func duration(_ value: String) throws(ValueError) -> Duration {
+        let lower = value.lowercased()
+        let units: [(String, Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
+        for (suffix, milliseconds) in units where lower.hasSuffix(suffix) {
+            let digits = lower.dropLast(suffix.count)
+            if let number = Int64(digits), number >= 0, !digits.isEmpty {
+                return .milliseconds(number * milliseconds)
+            }
+        }
+        if let seconds = Int64(lower), seconds >= 0 { return .seconds(seconds) }
+        throw ValueError("expected a duration such as 30s, 5m, 1h or 5d, got \"\(value)\"")
+    }
+
+    static func render(_ duration: Duration) -> String {
+        let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        for (suffix, unit) in [("d", Int64(86_400_000)), ("h", 3_600_000), ("m", 60_000), ("s", 1000)]
+        where milliseconds >= unit && milliseconds % unit == 0 {
+            return "\(milliseconds / unit)\(suffix)"
+        }
+        return "\(milliseconds)ms"
+    }
+}

@@ -1,0 +1,137 @@
+import Delivery
+import Dispatch
+import Foundation
+import Logging
+import NetAddress
+import SMTPProtocol
+import SMTPServer
+import Sockets
+import Spool
+
+/// The running MTA: spool recovery, the SMTP listeners and the queue runner, wired together, plus the signal
+/// handling (SIGTERM/SIGINT: stop accepting, let commits in progress finish, exit).
+public final class MTAService: Sendable {
+    public let configuration: Configuration
+    let logger: Logger
+    let spool: Spool
+    let server: SMTPServer
+    let runner: QueueRunner
+
+    public init(configuration: Configuration, logger: Logger) throws(StartupError) {
+        self.configuration = configuration
+        self.logger = logger
+        do throws(SpoolError) {
+            spool = try Spool(directory: configuration.spoolDirectory)
+        } catch {
+            throw .spool(error)
+        }
+        let policy = Self.recipientPolicy(configuration)
+        let runner = QueueRunner(
+            spool: spool, configuration: DeliveryConfiguration(policy: policy), logger: logger)
+        self.runner = runner
+        server = SMTPServer(
+            configuration: Self.serverConfiguration(configuration, policy: policy), spool: spool, logger: logger,
+            onQueued: { id in runner.wake(id) })
+    }
+
+    /// The relay-control policy: local domains (hostname always), our own addresses, the recipient lists.
+    static func recipientPolicy(_ configuration: Configuration) -> RecipientPolicy {
+        var own = LocalAddresses.interfaceAddresses()
+        for address in configuration.listen where address.ip.addressClass != .unspecified { own.insert(address.ip) }
+        return RecipientPolicy(
+            hostname: configuration.hostname, localDomains: Set(configuration.allLocalDomains), ownAddresses: own,
+            localRecipients: configuration.localRecipients.map(Set.init),
+            relayDomains: Set(configuration.relayDomains.map { $0.lowercased() }),
+            relayRecipients: configuration.relayRecipients.map(Set.init))
+    }
+
+    static func serverConfiguration(_ configuration: Configuration, policy: RecipientPolicy) -> ServerConfiguration {
+        var session = ServerSession.Configuration(
+            hostname: configuration.hostname, maxMessageSize: configuration.messageSizeLimit, policy: policy)
+        session.maxRecipients = configuration.recipientLimit
+        return ServerConfiguration(
+            listen: configuration.listen, session: session, relayNetworks: configuration.relayNetworks,
+            maxConnections: configuration.maxConnections,
+            maxConnectionsPerClient: configuration.maxConnectionsPerClient,
+            commandTimeout: configuration.commandTimeout)
+    }
+
+    /// Recovers the spool, binds the listeners, starts the queue runner. Throws before anything listens if the
+    /// spool cannot be used or an address cannot be bound.
+    public func start() throws(StartupError) {
+        do throws(SpoolError) {
+            let report = try spool.recover()
+            logger.info(
+                "spool-recovered",
+                metadata: [
+                    "spool": "\(spool.directory)", "queued": "\(report.valid.count)",
+                    "removed_incoming": "\(report.removedIncoming.count)",
+                    "removed_uncommitted": "\(report.removedUncommitted.count)",
+                    "quarantined": "\(report.quarantined.count)", "busy": "\(report.busy.count)",
+                ])
+            for item in report.quarantined {
+                logger.warning("quarantined", metadata: ["file": "\(item.name)", "reason": "\(item.reason)"])
+            }
+            for problem in report.problems { logger.warning("spool-recovery-problem", metadata: ["reason": "\(problem)"]) }
+        } catch {
+            throw .spool(error)
+        }
+        do throws(ServerError) {
+            try server.start()
+        } catch {
+            throw .server(error)
+        }
+        runner.start()
+        logger.info(
+            "ready",
+            metadata: [
+                "hostname": "\(configuration.hostname)", "spool": "\(spool.directory)",
+                "local_domains": "\(configuration.allLocalDomains.joined(separator: ","))",
+            ])
+    }
+
+    /// Stops accepting, waits (bounded) for sessions and deliveries in progress, then returns.
+    public func stop(deadline: Duration = .seconds(10)) {
+        logger.info("stopping")
+        server.stop()
+        runner.stop()
+        let clock = ContinuousClock()
+        let end = clock.now + deadline
+        while clock.now < end && (server.activeSessions > 0 || runner.busy > 0) {
+            // Waiting on the main thread for other queues to drain; nothing else runs here.
+            usleep(20_000)
+        }
+        logger.info("stopped", metadata: ["open_sessions": "\(server.activeSessions)"])
+    }
+
+    /// Runs until SIGTERM or SIGINT, then stops cleanly and exits. Never returns.
+    public func runUntilSignalled() -> Never {
+        signal(SIGPIPE, SIG_IGN)
+        let signalQueue = DispatchQueue(label: "dualmta.signals")
+        var sources: [DispatchSourceSignal] = []
+        for number in [SIGTERM, SIGINT] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: signalQueue)
+            source.setEventHandler { [self] in
+                logger.info("signal", metadata: ["signal": "\(number == SIGTERM ? "TERM" : "INT")"])
+                stop()
+                exit(0)
+            }
+            source.resume()
+            sources.append(source)
+        }
+        withExtendedLifetime(sources) { dispatchMain() }
+    }
+}
+
+public enum StartupError: Error, CustomStringConvertible {
+    case spool(SpoolError)
+    case server(ServerError)
+
+    public var description: String {
+        switch self {
+        case .spool(let error): return "spool: \(error)"
+        case .server(let error): return "\(error)"
+        }
+    }
+}
