@@ -31,7 +31,9 @@ let package = Package(
             name: "Delivery", dependencies: ["SMTPProtocol", "Spool", "Sockets", "DNS", "Routing", "NetAddress", log]),
         .target(
             name: "MTA",
-            dependencies: ["SMTPServer", "Delivery", "Spool", "SMTPProtocol", "Sockets", "DNS", "Routing", "NetAddress", log]
+            dependencies: [
+                "SMTPServer", "Delivery", "Spool", "SMTPProtocol", "Sockets", "DNS", "Routing", "NetAddress", log,
+            ]
         ),
         // Layer 3
         .executableTarget(name: "dualmta", dependencies: ["MTA", argumentParser, log]),

@@ -153,7 +153,8 @@ public final class QueueRunner: Sendable {
             let address = envelope.recipients[index].address
             switch RecipientTarget.classify(address, policy: configuration.policy) {
             case .local(let domain, let user):
-                let outcome = localDelivery.deliver(envelope: envelope, recipientIndex: index, domain: domain, user: user)
+                let outcome = localDelivery.deliver(
+                    envelope: envelope, recipientIndex: index, domain: domain, user: user)
                 envelope.recipients[index].updated = Int64(now.timeIntervalSince1970)
                 switch outcome {
                 case .delivered:
@@ -175,7 +176,9 @@ public final class QueueRunner: Sendable {
                 envelope.recipients[index].state = .failed
                 envelope.recipients[index].lastReply = reason
                 envelope.recipients[index].lastStatus = "5.1.3"
-                logger.error("delivery", metadata: ["id": "\(id)", "rcpt": "<\(address)>", "result": "failed", "reason": "\(reason)"])
+                logger.error(
+                    "delivery",
+                    metadata: ["id": "\(id)", "rcpt": "<\(address)>", "result": "failed", "reason": "\(reason)"])
                 changed = true
             }
         }

@@ -1,5 +1,7 @@
+import DNS
 import Foundation
 import NetAddress
+import Routing
 import Sockets
 
 /// MTA turns the config file into typed settings, sets up logging, and wires the server, the spool and the
@@ -22,6 +24,22 @@ public struct Configuration: Sendable, Equatable {
     public var commandTimeout: Duration
     public var logFormat: LogFormat
     public var logFile: String?
+
+    // Outbound (RFC 3974 engine)
+    public var inetProtocols: Set<AddressFamily>
+    public var addressPreference: AddressFamily
+    public var bindAddress: IPAddress?
+    public var bindAddress6: IPAddress?
+    public var dnsServers: [NameServer]?
+    public var routes: StaticRoutes
+    public var transportCacheTTL: Duration
+    public var connectTimeout: Duration
+    public var smtpReplyTimeout: Duration?
+    public var retrySchedule: [Duration]
+    public var deliveryConcurrency: Int
+    public var familyMismatch: FamilyMismatchPolicy
+    public var mxPort: UInt16
+    public var allowLoopbackMX: Bool
 
     public enum LogFormat: String, Sendable, Equatable, CaseIterable {
         case text
@@ -46,7 +64,21 @@ public struct Configuration: Sendable, Equatable {
             recipientLimit: 100,
             commandTimeout: .seconds(300),
             logFormat: .text,
-            logFile: nil
+            logFile: nil,
+            inetProtocols: [.ipv4, .ipv6],
+            addressPreference: .ipv6,
+            bindAddress: nil,
+            bindAddress6: nil,
+            dnsServers: nil,
+            routes: StaticRoutes(),
+            transportCacheTTL: .seconds(3600),
+            connectTimeout: .seconds(30),
+            smtpReplyTimeout: nil,
+            retrySchedule: [.seconds(60), .seconds(300), .seconds(900), .seconds(1800), .seconds(3600)],
+            deliveryConcurrency: 20,
+            familyMismatch: .bounce,
+            mxPort: 25,
+            allowLoopbackMX: false
         )
     }
 

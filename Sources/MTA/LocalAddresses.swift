@@ -18,7 +18,9 @@ enum LocalAddresses {
                 address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { v4 in
                     let raw = v4.pointee.sin_addr.s_addr.bigEndian
                     result.insert(
-                        .v4(IPv4Address(UInt8(raw >> 24), UInt8(raw >> 16 & 0xff), UInt8(raw >> 8 & 0xff), UInt8(raw & 0xff))))
+                        .v4(
+                            IPv4Address(
+                                UInt8(raw >> 24), UInt8(raw >> 16 & 0xff), UInt8(raw >> 8 & 0xff), UInt8(raw & 0xff))))
                 }
             case AF_INET6:
                 address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { v6 in

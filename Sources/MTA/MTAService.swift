@@ -72,7 +72,9 @@ public final class MTAService: Sendable {
             for item in report.quarantined {
                 logger.warning("quarantined", metadata: ["file": "\(item.name)", "reason": "\(item.reason)"])
             }
-            for problem in report.problems { logger.warning("spool-recovery-problem", metadata: ["reason": "\(problem)"]) }
+            for problem in report.problems {
+                logger.warning("spool-recovery-problem", metadata: ["reason": "\(problem)"])
+            }
         } catch {
             throw .spool(error)
         }

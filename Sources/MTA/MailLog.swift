@@ -44,7 +44,8 @@ enum MailLogFormatter {
             leadingKeys.compactMap { key in fields[key].map { (key, $0.description) } }
             + fields.keys.filter { !leadingKeys.contains($0) }.sorted().map { ($0, fields[$0]!.description) }
         if json {
-            var object = "{\"ts\":\(quoteJSON(stamp)),\"level\":\(quoteJSON(level.rawValue)),\"event\":\(quoteJSON(message))"
+            var object =
+                "{\"ts\":\(quoteJSON(stamp)),\"level\":\(quoteJSON(level.rawValue)),\"event\":\(quoteJSON(message))"
             for (key, value) in ordered { object += ",\(quoteJSON(key)):\(quoteJSON(value))" }
             return object + "}\n"
         }
@@ -66,7 +67,8 @@ enum MailLogFormatter {
     /// Values with spaces, quotes or control characters are quoted; control characters are escaped, so a
     /// hostile reply or address can never start a new log line.
     static func quoteText(_ value: String) -> String {
-        let needsQuotes = value.isEmpty || value.contains { $0 == " " || $0 == "\"" || $0 == "=" || $0.isNewline }
+        let needsQuotes =
+            value.isEmpty || value.contains { $0 == " " || $0 == "\"" || $0 == "=" || $0.isNewline }
             || value.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7f }
         guard needsQuotes else { return value }
         return "\"" + escape(value) + "\""

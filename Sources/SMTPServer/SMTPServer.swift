@@ -99,7 +99,8 @@ public final class SMTPServer: Sendable {
         state.withLock { $0.listeners = listeners }
         for listener in listeners {
             logger.info(
-                "listening", metadata: ["addr": "\(listener.localAddress)", "family": "\(listener.localAddress.family)"])
+                "listening",
+                metadata: ["addr": "\(listener.localAddress)", "family": "\(listener.localAddress.family)"])
             listener.start(
                 queue: acceptQueue,
                 onAccept: { [self] socket in accept(socket) },

@@ -136,7 +136,8 @@ final class SessionDriver: @unchecked Sendable {
             smtpUTF8: transaction.smtpUTF8, messageSize: message.size, nextAttempt: now, held: false,
             delayWarned: false,
             recipients: transaction.recipients.map {
-                RecipientRecord(address: $0.path.description, state: .pending, lastReply: nil, lastStatus: nil, updated: nil)
+                RecipientRecord(
+                    address: $0.path.description, state: .pending, lastReply: nil, lastStatus: nil, updated: nil)
             },
             attempts: [], extra: [:])
         let spool = server.spool

@@ -9,7 +9,7 @@ struct DualMTA: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dualmta",
         abstract: "A small dual-stack SMTP mail transfer agent.",
-        subcommands: [Serve.self, Queue.self, ConfigCommand.self],
+        subcommands: [Serve.self, Queue.self, Route.self, ConfigCommand.self],
         defaultSubcommand: Serve.self)
 }
 
@@ -78,7 +78,8 @@ struct Queue: ParsableCommand {
             do {
                 let inspector = try QueueInspector(spoolDirectory: configuration.spoolDirectory)
                 let (envelopes, problems) = try inspector.envelopes()
-                print(json ? QueueInspector.renderJSON(envelopes) : QueueInspector.renderText(envelopes), terminator: "")
+                print(
+                    json ? QueueInspector.renderJSON(envelopes) : QueueInspector.renderText(envelopes), terminator: "")
                 for problem in problems { FileHandle.standardError.write(Data("dualmta: \(problem)\n".utf8)) }
             } catch {
                 FileHandle.standardError.write(Data("dualmta: \(error)\n".utf8))
@@ -108,6 +109,28 @@ struct ConfigCommand: ParsableCommand {
 
         func run() throws {
             print(ConfigurationFile.render(try options.load()), terminator: "")
+        }
+    }
+}
+
+struct Route: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Explain the outbound plan for an address or domain: MX set, addresses in try order, skips.")
+
+    @OptionGroup var options: ConfigOption
+    @Argument(help: "user@domain, a domain, or an address literal such as [IPv6:2001:db8::1].") var target: String
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        let configuration = try options.load()
+        do {
+            try MailLog.bootstrap(format: configuration.logFormat, file: nil)
+            let text = try RouteExplainer.explain(
+                target, configuration: configuration, json: json, logger: Logger(label: "dualmta"))
+            print(text, terminator: text.hasSuffix("\n") ? "" : "\n")
+        } catch {
+            FileHandle.standardError.write(Data("dualmta: \(error)\n".utf8))
+            throw ExitCode(ExitStatus.usage)
         }
     }
 }

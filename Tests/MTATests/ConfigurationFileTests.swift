@@ -66,7 +66,8 @@ import Testing
     }
 
     @Test func showRoundTrips() throws {
-        let original = try ConfigurationFile.parse("local_recipients = alice\nlisten = 127.0.0.1:2600\nlog_file = /tmp/l")
+        let original = try ConfigurationFile.parse(
+            "local_recipients = alice\nlisten = 127.0.0.1:2600\nlog_file = /tmp/l")
         let shown = ConfigurationFile.render(original)
         #expect(try ConfigurationFile.parse(shown) == original)
     }
@@ -87,7 +88,9 @@ import Testing
             fields: ["ms": "3", "family": "ipv6", "id": "Q7F3K2", "reason": "No route to host", "rcpt": "<b@x>"],
             date: Date(timeIntervalSince1970: 0), json: false)
         #expect(
-            line == "1970-01-01T00:00:00Z info  delivery id=Q7F3K2 rcpt=<b@x> family=ipv6 reason=\"No route to host\" ms=3\n")
+            line
+                == "1970-01-01T00:00:00Z info  delivery id=Q7F3K2 rcpt=<b@x> family=ipv6 reason=\"No route to host\" ms=3\n"
+        )
     }
 
     @Test func hostileValuesCannotBreakALine() {
