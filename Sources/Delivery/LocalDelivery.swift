@@ -51,7 +51,8 @@ struct LocalDelivery: Sendable {
         do throws(SpoolError) {
             let path = try maildir.deliver(
                 prefix: Array("Return-Path: <\(envelope.sender)>\r\n".utf8),
-                messageFile: spool.messagePath(envelope.id), domain: domain, user: user)
+                messageFile: spool.messagePath(envelope.id), domain: domain, user: user,
+                fixedName: "\(envelope.arrival).\(envelope.id).R\(recipientIndex)")
             logger.info(
                 "delivery",
                 metadata: [

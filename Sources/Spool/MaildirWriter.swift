@@ -12,21 +12,28 @@ public struct MaildirWriter: Sendable {
 
     public init(root: String) {
         self.root = root
+        host = Self.hostPart()
+    }
+
+    static func hostPart() -> String {
         var name = [CChar](repeating: 0, count: 256)
         let raw =
             gethostname(&name, name.count - 1) == 0
             ? String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "localhost"
         // Maildir spec: "/" and ":" in the host part are written as \057 and \072.
-        host = raw.replacingOccurrences("/", with: "\\057").replacingOccurrences(":", with: "\\072")
+        return raw.replacingOccurrences("/", with: "\\057").replacingOccurrences(":", with: "\\072")
     }
 
     /// Delivers one copy: `prefix` (e.g. "Return-Path: <a@b>\r\n" and "Delivered-To: ...") then the bytes of
     /// `messageFile`, as they are (line endings untouched). Returns the path of the file in new/.
     /// `domain` and `user` must be non-empty, not "." or "..", without "/" or NUL (defence in depth: the SMTP layer
     /// already restricts local parts).
-    public func deliver(prefix: [UInt8], messageFile: String, domain: String, user: String) throws(SpoolError)
-        -> String
-    {
+    /// - Parameter fixedName: a name that is the same every time this copy is delivered (queue id + recipient).
+    ///   With it, delivery is idempotent: when new/ or cur/ already holds the file (a crash came after the rename
+    ///   and before the queue noted it), nothing is written again and the existing path is returned.
+    public func deliver(
+        prefix: [UInt8], messageFile: String, domain: String, user: String, fixedName: String? = nil
+    ) throws(SpoolError) -> String {
         try Self.checkName(domain)
         try Self.checkName(user)
 
@@ -47,7 +54,14 @@ public struct MaildirWriter: Sendable {
         defer { close(tmpFD) }
         let newFD = try Self.subdirectory(userFD, "new", base)
         defer { close(newFD) }
-        close(try Self.subdirectory(userFD, "cur", base))
+        let curFD = try Self.subdirectory(userFD, "cur", base)
+        defer { close(curFD) }
+        if let fixedName {
+            try Self.checkName(fixedName)
+            if let existing = Self.alreadyDelivered(fixedName, newFD: newFD, curFD: curFD, base: base) {
+                return existing
+            }
+        }
 
         let sourceFD = try FileSystem.open(messageFile, FileSystem.readFlags)
         defer { close(sourceFD) }
@@ -55,7 +69,9 @@ public struct MaildirWriter: Sendable {
         var name = ""
         var fileFD: Int32 = -1
         for _ in 0..<8 {
-            name = uniqueName()
+            name = fixedName.map { "\($0).\(host)" } ?? uniqueName()
+            // A fixed name may have a stale tmp/ file from a crash: it is replaced, never appended to.
+            if fixedName != nil { unlinkat(tmpFD, name, 0) }
             fileFD = openat(tmpFD, name, FileSystem.createFlags, 0o600)
             if fileFD >= 0 { break }
             if errno != EEXIST { throw .fromWrite("open", "\(base)/tmp/\(name)", errno) }
@@ -76,6 +92,25 @@ public struct MaildirWriter: Sendable {
         }
         try FileSystem.fsync(newFD, path: "\(base)/new")
         return "\(base)/new/\(name)"
+    }
+
+    /// The path of an earlier copy named `name.<host>` in new/ or (moved there by a reader, with a `:2,` flags
+    /// suffix) in cur/.
+    private static func alreadyDelivered(_ fixedName: String, newFD: Int32, curFD: Int32, base: String) -> String? {
+        var status = stat()
+        let host = MaildirWriter.hostPart()
+        let name = "\(fixedName).\(host)"
+        if fstatat(newFD, name, &status, AT_SYMLINK_NOFOLLOW) == 0 { return "\(base)/new/\(name)" }
+        if fstatat(curFD, name, &status, AT_SYMLINK_NOFOLLOW) == 0 { return "\(base)/cur/\(name)" }
+        guard let directory = fdopendir(dup(curFD)) else { return nil }
+        defer { closedir(directory) }
+        while let entry = readdir(directory) {
+            let entryName = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if entryName.hasPrefix(name + ":") { return "\(base)/cur/\(entryName)" }
+        }
+        return nil
     }
 
     static func checkName(_ name: String) throws(SpoolError) {

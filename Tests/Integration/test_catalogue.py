@@ -130,8 +130,7 @@ def b05(ctx):
 
 @row("B06")
 def b06(ctx):
-    # The catalogue says 501 5.1.7; B05's general rule (NUL anywhere in a command line -> 500 5.5.2) is accepted too.
-    ctx.s().cmd(b"MAIL FROM:<a\x00b@x.example>").expect_any((501, "5.1.7"), (500, "5.5.2"))
+    ctx.s().cmd(b"MAIL FROM:<a\x00b@x.example>").expect(501, "5.1.7")
 
 
 def bare_command(ctx, data: bytes, greet_first: bool = True):
@@ -328,11 +327,9 @@ def p05(ctx):
     c = ctx.srv.connect()
     c.read_reply().expect(220)
     c.send(b"EHLO a\r\nNOOP\r\n")
+    # Input is already waiting after EHLO (a group-ending command): neither EHLO nor NOOP is answered (R10).
     replies = c.read_until_closed()
-    # The server may answer the EHLO before it notices the pipelined NOOP; it must never answer the NOOP.
-    assert codes(replies)[-1:] == [(554, "5.5.0")] and len(replies) in (1, 2), [r.text for r in replies]
-    if len(replies) == 2:
-        assert replies[0].code == 250
+    assert codes(replies) == [(554, "5.5.0")], [r.text for r in replies]
 
 
 @row("P10")
@@ -367,8 +364,8 @@ def rcpt_replies(ctx, rcpts: list[bytes], sender: bytes = b"<a@r.example>", sour
 
 @row("A01")
 def a01(ctx):
-    # (policy) strict: brackets are required. 5.5.4 is the catalogue's code; 5.1.7 (bad sender syntax) is accepted.
-    mail_reply(ctx, b"a@r.example").expect_any((501, "5.5.4"), (501, "5.1.7"))
+    # (policy) strict: the angle brackets are required (like Postfix strict_rfc821_envelopes = yes).
+    mail_reply(ctx, b"a@r.example").expect(501, "5.5.4")
 
 
 @row("A02")
@@ -478,8 +475,7 @@ def a11(ctx):
 
 @row("A12")
 def a12(ctx):
-    # Postfix: 553 5.6.7. A server that has no SMTPUTF8 at all may call it a bad sender address (501 5.1.7).
-    mail_reply(ctx, "<jörg@r.example>".encode()).expect_any((553, "5.6.7"), (501, "5.1.7"))
+    mail_reply(ctx, "<jörg@r.example>".encode()).expect(553, "5.6.7")
 
 
 @row("A13")
@@ -516,7 +512,7 @@ def a15(ctx):
 def a16(ctx):
     c = ctx.s()
     c.cmd(b"MAIL FROM:<a@r.example> FOO=BAR").expect(555, "5.5.4")
-    c.cmd(b"MAIL FROM:<a@r.example> BODY=BINARYMIME").expect_any((555, "5.5.4"), (504, "5.5.4"))
+    c.cmd(b"MAIL FROM:<a@r.example> BODY=BINARYMIME").expect(555, "5.5.4")
 
 
 @row("A17")
@@ -548,8 +544,9 @@ def a18(ctx):
 RELAY_ROWS = {
     "R01": [(b"<victim@remote.example>", [(554, "5.7.1")])],
     "R02": [(b"<victim%remote.example@lab.example>", [(550, "5.1.1")])],
-    # The server's own literal: 550 if it knows the literal as local, else relay denied. Both refuse.
-    "R03": [(b"<victim%remote.example@[127.0.0.1]>", [(550, "5.1.1"), (554, "5.7.1")])],
+    # The server's own address literal is a local destination: the %-hack local part is an unknown user.
+    "R03": [(b"<victim%remote.example@[127.0.0.1]>", [(550, "5.1.1")]),
+            (b"<victim%remote.example@[IPv6:::1]>", [(550, "5.1.1")])],
     "R04": [(b'<"victim@remote.example">', [(501, "5.1.3")])],
     "R05": [(b'<"victim@remote.example"@lab.example>', [(550, "5.1.1")])],
     "R06": [(b"<victim@remote.example@lab.example>", [(501, "5.1.3")])],
@@ -760,6 +757,7 @@ def l06(ctx):
         c.close()
         if r.code == 220 or time.monotonic() > end:
             break
+        time.sleep(0.02)
     r.expect(220)
 
 

@@ -101,6 +101,7 @@ def test_oversized_message(mta: Server, tmp_path: Path):
     # smtplib without the SIZE parameter: the server reads up to the '.', then refuses.
     with smtplib.SMTP("127.0.0.1", mta.port, local_hostname="client.example", timeout=DEADLINE) as s:
         s.ehlo()
+        assert s.esmtp_features.get("size") == str(1 << 20), s.esmtp_features  # message_size_limit = 1M
         assert s.mail(SENDER)[0] == 250
         assert s.rcpt("u@lab.example")[0] == 250
         code, text = s.data(sent)

@@ -12,6 +12,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+import pytest
+
 from conftest import RawClient, Spool, simple_message, unique_tag, wait_until
 
 SENDERS_MID_DATA = 10    # stop in the middle of DATA and stay there
@@ -94,7 +96,8 @@ def subject_of(rest: bytes) -> str:
     return m.group(1).decode()
 
 
-def test_kill9_mid_data_and_restart(start_server):
+@pytest.mark.parametrize("trial", range(3))  # the kill lands at a different point each time
+def test_kill9_mid_data_and_restart(start_server, trial: int):
     srv = start_server()
     rec = Recorder()
     threads = [threading.Thread(target=mid_data_sender, args=(srv.port, "127.0.0.1" if i % 2 else "::1", rec))

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from conftest import DEADLINE, RawClient, Server
+from conftest import DEADLINE, RawClient, Server, Spool
 
 
 def listening_lines(srv: Server) -> list[tuple[str, str]]:
@@ -32,6 +32,7 @@ def test_wildcard_dual_bind(start_server):
     greet("127.0.0.1", p)
     greet("::1", p)
     srv.assert_alive()
+    Spool(srv.spool).settle()
 
 
 def test_ipv6_only_listener(start_server):
@@ -44,6 +45,7 @@ def test_ipv6_only_listener(start_server):
         with pytest.raises(ConnectionRefusedError):
             s.connect(("127.0.0.1", p))
     srv.assert_alive()
+    Spool(srv.spool).settle()
 
 
 def test_ipv4_only_listener(start_server):
@@ -56,3 +58,4 @@ def test_ipv4_only_listener(start_server):
         with pytest.raises(ConnectionRefusedError):
             s.connect(("::1", p))
     srv.assert_alive()
+    Spool(srv.spool).settle()

@@ -27,6 +27,34 @@ import Testing
         }
     }
 
+    @Test func aFixedNameMakesDeliveryIdempotent() throws {
+        try withTemporaryDirectory { directory in
+            let source = directory + "/message"
+            try writeFile(source, Array("x\r\n".utf8))
+            let writer = MaildirWriter(root: directory + "/mailboxes")
+            let first = try writer.deliver(
+                prefix: [], messageFile: source, domain: "lab.example", user: "u", fixedName: "100.QID.R0")
+            // The crash window: delivered, but the queue did not record it. A second run must not add a copy.
+            let second = try writer.deliver(
+                prefix: [], messageFile: source, domain: "lab.example", user: "u", fixedName: "100.QID.R0")
+            #expect(first == second)
+            let base = directory + "/mailboxes/lab.example/u"
+            #expect(names(base + "/new").count == 1)
+            // A reader moved it to cur/ with flags: still found, still one copy.
+            let moved = base + "/cur/" + (first.split(separator: "/").last.map(String.init) ?? "") + ":2,S"
+            #expect(rename(first, moved) == 0)
+            let third = try writer.deliver(
+                prefix: [], messageFile: source, domain: "lab.example", user: "u", fixedName: "100.QID.R0")
+            #expect(third == moved)
+            #expect(names(base + "/new").isEmpty)
+            // Another recipient index is another copy.
+            _ = try writer.deliver(
+                prefix: [], messageFile: source, domain: "lab.example", user: "u", fixedName: "100.QID.R1")
+            #expect(names(base + "/new").count == 1)
+            #expect(names(base + "/tmp").isEmpty)
+        }
+    }
+
     @Test func largeMessagesAndRepeatedDeliveriesGetDistinctFiles() throws {
         try withTemporaryDirectory { directory in
             let source = directory + "/message"
