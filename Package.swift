@@ -18,21 +18,26 @@ let package = Package(
         // Layer 0: C libraries and pure, dependency-free modules.
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CResolv"),
+        .systemLibrary(name: "CCrypt"),
         .target(name: "NetAddress"),
         .target(name: "SMTPProtocol", dependencies: ["NetAddress"]),
         .target(name: "Sockets", dependencies: ["NetAddress"]),
         // Layer 1
         .target(name: "Spool", dependencies: ["SMTPProtocol"]),
+        .target(name: "TLS", dependencies: ["COpenSSL"]),
         .target(name: "DNS", dependencies: ["CResolv", "NetAddress"]),
         .target(name: "Routing", dependencies: ["DNS", "NetAddress"]),
         // Layer 2
-        .target(name: "SMTPServer", dependencies: ["SMTPProtocol", "Spool", "Sockets", "NetAddress", log]),
         .target(
-            name: "Delivery", dependencies: ["SMTPProtocol", "Spool", "Sockets", "DNS", "Routing", "NetAddress", log]),
+            name: "SMTPServer", dependencies: ["SMTPProtocol", "Spool", "Sockets", "TLS", "CCrypt", "NetAddress", log]),
+        .target(
+            name: "Delivery",
+            dependencies: ["SMTPProtocol", "Spool", "Sockets", "TLS", "DNS", "Routing", "NetAddress", log]),
         .target(
             name: "MTA",
             dependencies: [
-                "SMTPServer", "Delivery", "Spool", "SMTPProtocol", "Sockets", "DNS", "Routing", "NetAddress", log,
+                "SMTPServer", "Delivery", "Spool", "SMTPProtocol", "Sockets", "TLS", "DNS", "Routing", "NetAddress",
+                log,
             ]
         ),
         // Layer 3
@@ -42,9 +47,14 @@ let package = Package(
         .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"]),
         .testTarget(name: "SpoolTests", dependencies: ["Spool"]),
         .testTarget(name: "SocketsTests", dependencies: ["Sockets"]),
+        .testTarget(name: "TLSTests", dependencies: ["TLS"]),
         .testTarget(name: "DNSTests", dependencies: ["DNS"]),
         .testTarget(name: "RoutingTests", dependencies: ["Routing"]),
-        .testTarget(name: "DeliveryTests", dependencies: ["Delivery", "Sockets", "SMTPProtocol", "Spool", "Routing"]),
+        .testTarget(
+            name: "DeliveryTests", dependencies: ["Delivery", "Sockets", "SMTPProtocol", "Spool", "Routing", "NetAddress"]),
         .testTarget(name: "MTATests", dependencies: ["MTA"]),
+        .testTarget(
+            name: "SMTPServerTests",
+            dependencies: ["SMTPServer", "SMTPProtocol", "Spool", "Sockets", "TLS", "NetAddress", log]),
     ]
 )

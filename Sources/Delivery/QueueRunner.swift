@@ -17,11 +17,36 @@ public struct DeliveryConfiguration: Sendable {
     public var concurrency: Int
     /// When a local delivery fails for a temporary reason (disk full, I/O error), try again after this long.
     public var localRetryDelay: Duration
+    /// The outbound engine's router; nil leaves remote recipients queued (no outbound transport).
+    public var router: Router?
+    /// Reports, delay notices and expiry; nil: failures are only logged.
+    public var bounces: BounceSettings?
 
-    public init(policy: RecipientPolicy, concurrency: Int = 20, localRetryDelay: Duration = .seconds(60)) {
+    public init(
+        policy: RecipientPolicy, concurrency: Int = 20, localRetryDelay: Duration = .seconds(60), router: Router? = nil,
+        bounces: BounceSettings? = nil
+    ) {
         self.policy = policy
         self.concurrency = concurrency
         self.localRetryDelay = localRetryDelay
+        self.router = router
+        self.bounces = bounces
+    }
+}
+
+public struct BounceSettings: Sendable {
+    public var hostname: String
+    public var maxQueueLifetime: Duration
+    /// Zero turns delay notices off.
+    public var delayWarningAfter: Duration
+    /// `postmaster` (= postmaster@hostname) or a full address.
+    public var doubleBounceRecipient: String
+
+    public init(hostname: String, maxQueueLifetime: Duration, delayWarningAfter: Duration, doubleBounceRecipient: String) {
+        self.hostname = hostname
+        self.maxQueueLifetime = maxQueueLifetime
+        self.delayWarningAfter = delayWarningAfter
+        self.doubleBounceRecipient = doubleBounceRecipient
     }
 }
 
@@ -146,9 +171,8 @@ public final class QueueRunner: Sendable {
             return Date(timeIntervalSince1970: Double(envelope.nextAttempt))
         }
 
-        var changed = false
         var localRetry = false
-        var remotePending = 0
+        var remoteIndices: [Int] = []
         for index in envelope.recipients.indices where envelope.recipients[index].state == .pending {
             let address = envelope.recipients[index].address
             switch RecipientTarget.classify(address, policy: configuration.policy) {
@@ -160,6 +184,7 @@ public final class QueueRunner: Sendable {
                 case .delivered:
                     envelope.recipients[index].state = .delivered
                     envelope.recipients[index].lastReply = "delivered to Maildir"
+                    envelope.recipients[index].lastStatus = "2.0.0"
                 case .temporaryFailure(let reason):
                     envelope.recipients[index].lastReply = reason
                     envelope.recipients[index].lastStatus = "4.3.0"
@@ -169,35 +194,42 @@ public final class QueueRunner: Sendable {
                     envelope.recipients[index].lastReply = reason
                     envelope.recipients[index].lastStatus = status
                 }
-                changed = true
+                logFinal(envelope, index)
             case .remote:
-                remotePending += 1
+                remoteIndices.append(index)
             case .invalid(let reason):
                 envelope.recipients[index].state = .failed
                 envelope.recipients[index].lastReply = reason
-                envelope.recipients[index].lastStatus = "5.1.3"
-                logger.error(
-                    "delivery",
-                    metadata: ["id": "\(id)", "rcpt": "<\(address)>", "result": "failed", "reason": "\(reason)"])
-                changed = true
+                envelope.recipients[index].lastStatus = "5.1.1"
+                logFinal(envelope, index)
             }
         }
-        if remotePending > 0 {
-            logger.info(
-                "waiting",
-                metadata: [
-                    "id": "\(id)", "nrcpt": "\(remotePending)",
-                    "reason": "remote recipients stay queued: no outbound transport is configured in this build",
-                ])
+
+        var remoteDeferred = false
+        if !remoteIndices.isEmpty {
+            if let router = configuration.router {
+                let outbound = OutboundDelivery(router: router, logger: logger, spool: spool)
+                let result = outbound.deliver(&envelope, indices: remoteIndices, now: now)
+                remoteDeferred = !result.deferred.isEmpty
+            } else {
+                logger.info(
+                    "waiting",
+                    metadata: [
+                        "id": "\(id)", "nrcpt": "\(remoteIndices.count)",
+                        "reason": "remote recipients stay queued: no outbound transport is configured",
+                    ])
+            }
         }
-        var retryAt: Date? = nil
-        if localRetry {
-            let next = now.addingTimeInterval(configuration.localRetryDelay.seconds)
-            envelope.nextAttempt = Int64(next.timeIntervalSince1970)
-            retryAt = next
-            changed = true
+
+        expireIfTooOld(&envelope, now: now)
+        if !reportFailures(&envelope, now: now) {
+            // The report could not be queued (spool full?): keep everything as it was and try again later;
+            // the recipients delivered in this run may be delivered again then (a duplicate, never a loss).
+            return now.addingTimeInterval(configuration.localRetryDelay.seconds)
         }
-        if !envelope.recipients.contains(where: { $0.state == .pending }) {
+        warnIfDelayed(&envelope, now: now)
+
+        if envelope.isFinished {
             do throws(SpoolError) {
                 try spool.remove(id)
                 logger.info(
@@ -212,16 +244,133 @@ public final class QueueRunner: Sendable {
             }
             return nil
         }
-        if changed {
-            do throws(SpoolError) {
-                try spool.update(envelope)
-            } catch {
-                // The recipients delivered in this run may be delivered again later: a duplicate, never a loss.
-                logger.error("envelope-update-failed", metadata: ["id": "\(id)", "reason": "\(error)"])
-                return now.addingTimeInterval(configuration.localRetryDelay.seconds)
-            }
+
+        // Retry intervals count from the end of this run: a slow run must not make the next one overdue at once.
+        let finished = Date()
+        var retryAt: Date? = nil
+        if localRetry {
+            retryAt = finished.addingTimeInterval(configuration.localRetryDelay.seconds)
         }
-        return retryAt
+        if remoteDeferred, let router = configuration.router {
+            // RFC 5321 §4.5.4.1: keep it and try again later, on the configured schedule.
+            let runs = (Int(envelope.extra["runs"] ?? "") ?? 0) + 1
+            envelope.extra["runs"] = String(runs)
+            let next = Date(
+                timeIntervalSince1970: Double(
+                    router.configuration.retrySchedule.nextAttempt(
+                        afterFailedRuns: runs, now: Int64(finished.timeIntervalSince1970))))
+            retryAt = retryAt.map { min($0, next) } ?? next
+        }
+        if let retryAt {
+            // Never sleep past the expiry or the delay warning: both are decided in a run.
+            let deadlines = [expiryDate(envelope), delayWarningDate(envelope)].compactMap { $0 }.filter { $0 > finished }
+            let wake = ([retryAt] + deadlines).min() ?? retryAt
+            envelope.nextAttempt = Int64(wake.timeIntervalSince1970.rounded(.up))
+            logger.info(
+                "deferred",
+                metadata: [
+                    "id": "\(id)", "next_attempt": "\(Int64(wake.timeIntervalSince1970))",
+                    "runs": "\(envelope.extra["runs"] ?? "0")",
+                ])
+        }
+        do throws(SpoolError) {
+            try spool.update(envelope)
+        } catch .notFound {
+            return nil  // deleted by the administrator meanwhile
+        } catch {
+            // The recipients delivered in this run may be delivered again later: a duplicate, never a loss.
+            logger.error("envelope-update-failed", metadata: ["id": "\(id)", "reason": "\(error)"])
+            return now.addingTimeInterval(configuration.localRetryDelay.seconds)
+        }
+        return retryAt.map { _ in Date(timeIntervalSince1970: Double(envelope.nextAttempt)) }
+    }
+
+    private func logFinal(_ envelope: Envelope, _ index: Int) {
+        let recipient = envelope.recipients[index]
+        let result: String
+        switch recipient.state {
+        case .delivered: result = "delivered"
+        case .failed: result = "failed"
+        case .pending: result = "deferred"
+        }
+        logger.info(
+            "recipient",
+            metadata: [
+                "id": "\(envelope.id)", "rcpt": "<\(recipient.address)>", "result": "\(result)",
+                "status": "\(recipient.lastStatus ?? "")", "reason": "\(recipient.lastReply ?? "")",
+            ])
+    }
+
+    private func expiryDate(_ envelope: Envelope) -> Date? {
+        guard let lifetime = configuration.bounces?.maxQueueLifetime else { return nil }
+        return Date(timeIntervalSince1970: Double(envelope.arrival) + lifetime.seconds)
+    }
+
+    private func delayWarningDate(_ envelope: Envelope) -> Date? {
+        guard let after = configuration.bounces?.delayWarningAfter, after > .zero, !envelope.delayWarned,
+            !envelope.sender.isEmpty
+        else { return nil }
+        return Date(timeIntervalSince1970: Double(envelope.arrival) + after.seconds)
+    }
+
+    /// Past `max_queue_lifetime`, what is still pending fails with its last temporary status (else 4.4.7).
+    private func expireIfTooOld(_ envelope: inout Envelope, now: Date) {
+        guard let expiry = expiryDate(envelope), now >= expiry else { return }
+        for index in envelope.recipients.indices where envelope.recipients[index].state == .pending {
+            let last = envelope.recipients[index].lastStatus ?? ""
+            envelope.recipients[index].state = .failed
+            envelope.recipients[index].lastStatus = last.hasPrefix("4.") ? last : "4.4.7"
+            let reason = envelope.recipients[index].lastReply.map { "; last error: \($0)" } ?? ""
+            envelope.recipients[index].lastReply = "delivery time expired\(reason)"
+            logger.info(
+                "expired",
+                metadata: [
+                    "id": "\(envelope.id)", "rcpt": "<\(envelope.recipients[index].address)>",
+                    "status": "\(envelope.recipients[index].lastStatus ?? "")",
+                ])
+        }
+    }
+
+    /// Sends one report covering every failed recipient not reported yet. False when it could not be queued.
+    private func reportFailures(_ envelope: inout Envelope, now: Date) -> Bool {
+        let unreported = envelope.recipients.indices.filter {
+            envelope.recipients[$0].state == .failed && envelope.extra["rcpt.\($0).reported"] == nil
+        }
+        guard !unreported.isEmpty else { return true }
+        guard let bouncer = configuration.bounces.map({ bouncer(for: $0) }) else {
+            for index in unreported { envelope.extra["rcpt.\(index).reported"] = "none" }
+            return true
+        }
+        do throws(SpoolError) {
+            let report = try bouncer.report(.failed, envelope: envelope, indices: unreported, now: now)
+            for index in unreported { envelope.extra["rcpt.\(index).reported"] = report?.rawValue ?? "discarded" }
+            if let report { wake(report) }
+            return true
+        } catch {
+            logger.error("bounce-queue-failed", metadata: ["id": "\(envelope.id)", "reason": "\(error)"])
+            return false
+        }
+    }
+
+    /// One delay notice per message, once `delay_warning_after` has passed (never for a `<>` sender).
+    private func warnIfDelayed(_ envelope: inout Envelope, now: Date) {
+        guard let due = delayWarningDate(envelope), now >= due, let settings = configuration.bounces else { return }
+        let pending = envelope.recipients.indices.filter { envelope.recipients[$0].state == .pending }
+        guard !pending.isEmpty else { return }
+        do throws(SpoolError) {
+            if let notice = try bouncer(for: settings).report(.delayed, envelope: envelope, indices: pending, now: now) {
+                wake(notice)
+            }
+            envelope.delayWarned = true
+        } catch {
+            logger.error("delay-notice-failed", metadata: ["id": "\(envelope.id)", "reason": "\(error)"])
+        }
+    }
+
+    private func bouncer(for settings: BounceSettings) -> Bouncer {
+        Bouncer(
+            spool: spool, logger: logger, hostname: settings.hostname,
+            doubleBounceRecipient: settings.doubleBounceRecipient, maxQueueLifetime: settings.maxQueueLifetime)
     }
 }
 

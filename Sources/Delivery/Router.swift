@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NetAddress
 import Routing
+import SMTPProtocol
 import Synchronization
 
 /// Everything the outbound engine needs to know, as values (built by the MTA module from the config file).
@@ -26,6 +27,8 @@ public struct OutboundConfiguration: Sendable {
     public var bindAddress: IPAddress?
     public var bindAddress6: IPAddress?
     public var retrySchedule: RetrySchedule
+    /// Outbound STARTTLS (`smtp_tls`).
+    public var tlsPolicy: ClientTLSPolicy = .none
 
     public init(
         heloName: String, identity: LocalIdentity, capability: Capability, staticRoutes: StaticRoutes, mxPort: UInt16,

@@ -41,6 +41,34 @@ public struct Configuration: Sendable, Equatable {
     public var mxPort: UInt16
     public var allowLoopbackMX: Bool
 
+    // TLS and submission (RFC 3207, RFC 6409, RFC 8314)
+    public var tlsCertFile: String?
+    public var tlsKeyFile: String?
+    public var smtpTLS: SMTPTLSPolicy
+    public var submissionListen: [SocketAddress]
+    public var submissionsListen: [SocketAddress]
+    public var submissionUsersFile: String?
+
+    // Bounces and queue lifetime (RFC 3464, RFC 5321 §4.5.4)
+    public var maxQueueLifetime: Duration
+    public var delayWarningAfter: Duration
+    public var doubleBounceRecipient: String
+    public var senderReturnCheck: SenderReturnCheck
+
+    /// Outbound STARTTLS: `none`, `may` (opportunistic, plain-text retry when the handshake fails), `encrypt`.
+    public enum SMTPTLSPolicy: String, Sendable, Equatable, CaseIterable {
+        case none
+        case may
+        case encrypt
+    }
+
+    /// At MAIL FROM, whether to check that the sender's domain can receive our bounces (the paper's Test 3).
+    public enum SenderReturnCheck: String, Sendable, Equatable, CaseIterable {
+        case off
+        case warn
+        case reject
+    }
+
     public enum LogFormat: String, Sendable, Equatable, CaseIterable {
         case text
         case json
@@ -78,7 +106,17 @@ public struct Configuration: Sendable, Equatable {
             deliveryConcurrency: 20,
             familyMismatch: .bounce,
             mxPort: 25,
-            allowLoopbackMX: false
+            allowLoopbackMX: false,
+            tlsCertFile: nil,
+            tlsKeyFile: nil,
+            smtpTLS: .may,
+            submissionListen: [],
+            submissionsListen: [],
+            submissionUsersFile: nil,
+            maxQueueLifetime: .seconds(5 * 86400),
+            delayWarningAfter: .seconds(4 * 3600),
+            doubleBounceRecipient: "postmaster",
+            senderReturnCheck: .off
         )
     }
 

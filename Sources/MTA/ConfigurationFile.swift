@@ -76,6 +76,7 @@ public enum ConfigurationFile {
         if configuration.messageSizeLimit < 65536 {
             throw ValueError("message_size_limit: RFC 5321 §4.5.3.1.7 requires at least 64K")
         }
+        try ConfigurationKey.validateTLS(configuration)
     }
 
     /// The effective settings in file form (what `dualmta config show` prints); parsing it gives the same settings.
@@ -99,7 +100,10 @@ struct ConfigurationKey: Sendable {
     /// The value in file form; nil when the key is unset (optional keys without a default value).
     let render: @Sendable (Configuration) -> String?
 
-    static let all: [ConfigurationKey] = [
+    /// Every key, in the order `config show` prints them; each feature keeps its keys in its own file.
+    static let all: [ConfigurationKey] = coreKeys + outboundKeys + tlsKeys + bounceKeys
+
+    static let coreKeys: [ConfigurationKey] = [
         ConfigurationKey(
             name: "hostname",
             apply: { config, value throws(ValueError) in config.hostname = try ValueParser.domain(value) },
@@ -174,129 +178,6 @@ struct ConfigurationKey: Sendable {
             name: "log_file",
             apply: { config, value throws(ValueError) in config.logFile = value.isEmpty ? nil : value },
             render: { $0.logFile }),
-        ConfigurationKey(
-            name: "inet_protocols",
-            apply: { config, value throws(ValueError) in
-                var families = Set<AddressFamily>()
-                for item in ValueParser.list(value.lowercased()) {
-                    switch item {
-                    case "ipv4": families.insert(.ipv4)
-                    case "ipv6": families.insert(.ipv6)
-                    case "all": families.formUnion([.ipv4, .ipv6])
-                    default: throw ValueError("expected ipv4, ipv6 or both, got \"\(item)\"")
-                    }
-                }
-                guard !families.isEmpty else { throw ValueError("at least one of ipv4, ipv6 is required") }
-                config.inetProtocols = families
-            },
-            render: { config in
-                AddressFamily.allCases.filter { config.inetProtocols.contains($0) }.map(\.rawValue).joined(
-                    separator: ", ")
-            }),
-        ConfigurationKey(
-            name: "address_preference",
-            apply: { config, value throws(ValueError) in
-                guard let family = AddressFamily(rawValue: value.lowercased()) else {
-                    throw ValueError("expected ipv6 or ipv4, got \"\(value)\"")
-                }
-                config.addressPreference = family
-            },
-            render: { $0.addressPreference.rawValue }),
-        ConfigurationKey(
-            name: "connect_strategy",
-            apply: { _, value throws(ValueError) in
-                guard value.lowercased() == "sequential" else {
-                    throw ValueError("only \"sequential\" (RFC 3974 order) is available in this build")
-                }
-            },
-            render: { _ in "sequential" }),
-        ConfigurationKey(
-            name: "bind_address",
-            apply: { config, value throws(ValueError) in
-                config.bindAddress = try ValueParser.address(value, family: .ipv4)
-            },
-            render: { $0.bindAddress?.description }),
-        ConfigurationKey(
-            name: "bind_address6",
-            apply: { config, value throws(ValueError) in
-                config.bindAddress6 = try ValueParser.address(value, family: .ipv6)
-            },
-            render: { $0.bindAddress6?.description }),
-        ConfigurationKey(
-            name: "dns_servers",
-            apply: { config, value throws(ValueError) in
-                var servers: [NameServer] = []
-                for item in ValueParser.list(value) {
-                    guard let server = NameServer(parsing: item) else {
-                        throw ValueError("\"\(item)\" is not a name server, e.g. 192.0.2.53 or [2001:db8::53]:53")
-                    }
-                    servers.append(server)
-                }
-                config.dnsServers = servers.isEmpty ? nil : servers
-            },
-            render: { $0.dnsServers?.map(\.description).joined(separator: ", ") }),
-        ConfigurationKey(
-            name: "routes",
-            apply: { config, value throws(ValueError) in
-                do throws(StaticRouteError) {
-                    config.routes = try StaticRoutes(parsing: value)
-                } catch {
-                    throw ValueError(error.description)
-                }
-            },
-            render: { config in
-                config.routes.entries.isEmpty ? nil : config.routes.entries.map(\.description).joined(separator: ", ")
-            }),
-        ConfigurationKey(
-            name: "transport_cache_ttl",
-            apply: { config, value throws(ValueError) in config.transportCacheTTL = try ValueParser.duration(value) },
-            render: { ValueParser.render($0.transportCacheTTL) }),
-        ConfigurationKey(
-            name: "connect_timeout",
-            apply: { config, value throws(ValueError) in
-                config.connectTimeout = try ValueParser.positiveDuration(value)
-            },
-            render: { ValueParser.render($0.connectTimeout) }),
-        ConfigurationKey(
-            name: "smtp_reply_timeout",
-            apply: { config, value throws(ValueError) in
-                config.smtpReplyTimeout = try ValueParser.positiveDuration(value)
-            },
-            render: { $0.smtpReplyTimeout.map(ValueParser.render) }),
-        ConfigurationKey(
-            name: "retry_schedule",
-            apply: { config, value throws(ValueError) in
-                var schedule: [Duration] = []
-                for item in ValueParser.list(value) { schedule.append(try ValueParser.positiveDuration(item)) }
-                guard !schedule.isEmpty else { throw ValueError("at least one interval is required") }
-                config.retrySchedule = schedule
-            },
-            render: { $0.retrySchedule.map(ValueParser.render).joined(separator: ", ") }),
-        ConfigurationKey(
-            name: "delivery_concurrency",
-            apply: { config, value throws(ValueError) in
-                config.deliveryConcurrency = try ValueParser.count(value, range: 1...1000)
-            },
-            render: { String($0.deliveryConcurrency) }),
-        ConfigurationKey(
-            name: "family_mismatch",
-            apply: { config, value throws(ValueError) in
-                guard let policy = FamilyMismatchPolicy(rawValue: value.lowercased()) else {
-                    throw ValueError("expected bounce or defer, got \"\(value)\"")
-                }
-                config.familyMismatch = policy
-            },
-            render: { $0.familyMismatch.rawValue }),
-        ConfigurationKey(
-            name: "mx_port",
-            apply: { config, value throws(ValueError) in
-                config.mxPort = UInt16(try ValueParser.count(value, range: 1...65535))
-            },
-            render: { String($0.mxPort) }),
-        ConfigurationKey(
-            name: "allow_loopback_mx",
-            apply: { config, value throws(ValueError) in config.allowLoopbackMX = try ValueParser.boolean(value) },
-            render: { $0.allowLoopbackMX ? "yes" : "no" }),
     ]
 }
 

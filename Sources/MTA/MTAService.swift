@@ -7,6 +7,7 @@ import SMTPProtocol
 import SMTPServer
 import Sockets
 import Spool
+import Synchronization
 
 /// The running MTA: spool recovery, the SMTP listeners and the queue runner, wired together, plus the signal
 /// handling (SIGTERM/SIGINT: stop accepting, let commits in progress finish, exit).
@@ -16,6 +17,8 @@ public final class MTAService: Sendable {
     let spool: Spool
     let server: SMTPServer
     let runner: QueueRunner
+    /// The control socket (`dualmta queue flush`, `dualmta send`); set by start(), cleared by stop().
+    let controlChannel = Mutex<ControlChannel?>(nil)
 
     public init(configuration: Configuration, logger: Logger) throws(StartupError) {
         self.configuration = configuration
@@ -26,12 +29,24 @@ public final class MTAService: Sendable {
             throw .spool(error)
         }
         let policy = Self.recipientPolicy(configuration)
+        let router = Router(
+            configuration: configuration.outbound(interfaceAddresses: LocalAddresses.interfaceAddresses()),
+            cacheFile: spool.stateDirectory + "/transport-cache.json", logger: logger)
         let runner = QueueRunner(
-            spool: spool, configuration: DeliveryConfiguration(policy: policy), logger: logger)
+            spool: spool,
+            configuration: DeliveryConfiguration(
+                policy: policy, concurrency: configuration.deliveryConcurrency, router: router,
+                bounces: BounceSettings(
+                    hostname: configuration.hostname, maxQueueLifetime: configuration.maxQueueLifetime,
+                    delayWarningAfter: configuration.delayWarningAfter,
+                    doubleBounceRecipient: configuration.doubleBounceRecipient)),
+            logger: logger)
         self.runner = runner
+        var serverConfiguration = Self.serverConfiguration(configuration, policy: policy)
+        try TLSSetup.configureServer(
+            &serverConfiguration, configuration, stateDirectory: spool.stateDirectory, logger: logger)
         server = SMTPServer(
-            configuration: Self.serverConfiguration(configuration, policy: policy), spool: spool, logger: logger,
-            onQueued: { id in runner.wake(id) })
+            configuration: serverConfiguration, spool: spool, logger: logger, onQueued: { id in runner.wake(id) })
     }
 
     /// The relay-control policy: local domains (hostname always), our own addresses, the recipient lists.
@@ -84,6 +99,7 @@ public final class MTAService: Sendable {
             throw .server(error)
         }
         runner.start()
+        startControlChannel()
         logger.info(
             "ready",
             metadata: [
@@ -92,11 +108,36 @@ public final class MTAService: Sendable {
             ])
     }
 
+    /// Binds `<spool>/state/control` so the CLI can flush and wake messages without a restart. Without it the
+    /// daemon still works (retries on schedule), so a failure is logged, not fatal.
+    func startControlChannel() {
+        do throws(ControlChannelError) {
+            let channel = try ControlChannel(
+                path: ControlChannel.path(stateDirectory: spool.stateDirectory), logger: logger,
+                onFlush: { [runner, spool, logger] id in
+                    if let id { return runner.wake(id) }
+                    do throws(SpoolError) {
+                        for queued in try spool.queuedIDs() { runner.wake(queued) }
+                    } catch {
+                        logger.error("queue-scan-failed", metadata: ["reason": "\(error)"])
+                    }
+                },
+                onWake: { [runner] id in runner.wake(id) })
+            controlChannel.withLock { $0 = channel }
+        } catch {
+            logger.warning("control-channel-unavailable", metadata: ["reason": "\(error)"])
+        }
+    }
+
     /// Stops accepting, waits (bounded) for sessions and deliveries in progress, then returns.
     public func stop(deadline: Duration = .seconds(10)) {
         logger.info("stopping")
         server.stop()
         runner.stop()
+        controlChannel.withLock { channel in
+            channel?.close()
+            channel = nil
+        }
         let clock = ContinuousClock()
         let end = clock.now + deadline
         while clock.now < end && (server.activeSessions > 0 || runner.busy > 0) {
@@ -129,11 +170,14 @@ public final class MTAService: Sendable {
 public enum StartupError: Error, CustomStringConvertible {
     case spool(SpoolError)
     case server(ServerError)
+    /// The configured certificate or key cannot be used, or TLS is missing where submission needs it.
+    case tls(String)
 
     public var description: String {
         switch self {
         case .spool(let error): return "spool: \(error)"
         case .server(let error): return "\(error)"
+        case .tls(let reason): return "tls: \(reason)"
         }
     }
 }

@@ -49,7 +49,8 @@ enum MailLogFormatter {
             for (key, value) in ordered { object += ",\(quoteJSON(key)):\(quoteJSON(value))" }
             return object + "}\n"
         }
-        let levelName = level.rawValue.padding(toLength: 5, withPad: " ", startingAt: 0)
+        // Short names are padded so messages line up; longer ones ("warning", "critical") are never cut.
+        let levelName = level.rawValue.count >= 5 ? level.rawValue : level.rawValue.padding(toLength: 5, withPad: " ", startingAt: 0)
         var line = "\(stamp) \(levelName) \(message)"
         for (key, value) in ordered { line += " \(key)=\(quoteText(value))" }
         return line + "\n"

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NetAddress
 import Routing
+import SMTPProtocol
 
 extension Configuration {
     /// The outbound engine's view of the settings: who we are (names, addresses, listeners), which families we can
@@ -11,13 +12,15 @@ extension Configuration {
         let identity = LocalIdentity(
             hostname: hostname, aliases: [], addresses: interfaceAddresses, proxyAddresses: [],
             listeners: listen.map { Endpoint(address: $0.ip, port: $0.port) }, localDomains: Set(allLocalDomains))
-        return OutboundConfiguration(
+        var configuration = OutboundConfiguration(
             heloName: hostname, identity: identity,
             capability: Capability(usableFamilies: inetProtocols, preferredFamily: addressPreference),
             staticRoutes: routes, mxPort: mxPort, familyMismatch: familyMismatch,
             acceptLoopbackFromDNS: allowLoopbackMX, dnsServers: dnsServers, transportCacheTTL: transportCacheTTL,
             connectTimeout: connectTimeout, replyTimeout: smtpReplyTimeout, bindAddress: bindAddress,
             bindAddress6: bindAddress6, retrySchedule: RetrySchedule(retrySchedule))
+        configuration.tlsPolicy = ClientTLSPolicy(rawValue: smtpTLS.rawValue) ?? .may
+        return configuration
     }
 
     var transportCacheFile: String { spoolDirectory + "/state/transport-cache.json" }

@@ -10,6 +10,10 @@ public struct QueueInspector {
         spool = try Spool(directory: spoolDirectory)
     }
 
+    init(spool: Spool) {
+        self.spool = spool
+    }
+
     /// Envelopes in arrival order; unreadable ones are reported, not fatal.
     public func envelopes() throws(SpoolError) -> (envelopes: [Envelope], problems: [String]) {
         var envelopes: [Envelope] = []
@@ -52,28 +56,81 @@ public struct QueueInspector {
     /// JSON: an array of messages with id, arrival, size, sender, recipients (address, state, last reply),
     /// next attempt, held, and the number of attempts so far.
     public static func renderJSON(_ envelopes: [Envelope]) -> String {
-        let objects: [[String: Any]] = envelopes.map { envelope in
+        let objects: [[String: Any]] = envelopes.map { listObject($0) }
+        return jsonText(objects, empty: "[]\n")
+    }
+
+    static func listObject(_ envelope: Envelope) -> [String: Any] {
+        [
+            "id": envelope.id.rawValue,
+            "arrival": isoDate(envelope.arrival),
+            "size": envelope.messageSize,
+            "sender": envelope.sender,
+            "client": envelope.client,
+            "held": envelope.held,
+            "next_attempt": isoDate(envelope.nextAttempt),
+            "attempts": envelope.attempts.count,
+            "recipients": envelope.recipients.map { recipient -> [String: Any] in
+                var object: [String: Any] = ["address": recipient.address, "state": recipient.state.rawValue]
+                if let reply = recipient.lastReply { object["last_reply"] = reply }
+                if let status = recipient.lastStatus { object["status"] = status }
+                return object
+            },
+        ]
+    }
+
+    /// `queue show --json`: the list object plus client, HELO, protocol, extra fields and every attempt.
+    public static func renderShowJSON(_ envelope: Envelope) -> String {
+        var object = listObject(envelope)
+        object["helo"] = envelope.heloName
+        object["protocol"] = envelope.protocolName
+        object["extra"] = envelope.extra
+        object["attempts"] = envelope.attempts.map { attempt -> [String: Any] in
             [
-                "id": envelope.id.rawValue,
-                "arrival": isoDate(envelope.arrival),
-                "size": envelope.messageSize,
-                "sender": envelope.sender,
-                "client": envelope.client,
-                "held": envelope.held,
-                "next_attempt": isoDate(envelope.nextAttempt),
-                "attempts": envelope.attempts.count,
-                "recipients": envelope.recipients.map { recipient -> [String: Any] in
-                    var object: [String: Any] = ["address": recipient.address, "state": recipient.state.rawValue]
-                    if let reply = recipient.lastReply { object["last_reply"] = reply }
-                    if let status = recipient.lastStatus { object["status"] = status }
-                    return object
-                },
+                "time": isoDate(attempt.time), "recipients": attempt.recipients, "mx": attempt.mx,
+                "preference": attempt.preference, "address": attempt.address, "family": attempt.family,
+                "result": attempt.result, "reply": attempt.reply, "ms": attempt.milliseconds,
             ]
         }
+        return jsonText(object, empty: "{}\n")
+    }
+
+    /// `queue show`: the envelope, each recipient's state, status and last reply, and every delivery attempt.
+    public static func renderShowText(_ envelope: Envelope) -> String {
+        func field(_ name: String, _ value: String) -> String {
+            (name + ":").padding(toLength: 14, withPad: " ", startingAt: 0) + value + "\n"
+        }
+        var out = field("id", envelope.id.rawValue)
+        out += field("sender", "<\(envelope.sender)>")
+        out += field("arrival", isoDate(envelope.arrival))
+        out += field("client", "\(envelope.client) (helo \(envelope.heloName), \(envelope.protocolName))")
+        out += field("size", "\(envelope.messageSize) bytes")
+        out += field("held", envelope.held ? "yes" : "no")
+        out += field("next attempt", envelope.isFinished ? "-" : isoDate(envelope.nextAttempt))
+        for key in envelope.extra.keys.sorted() { out += field(key, envelope.extra[key] ?? "") }
+        out += "recipients (\(envelope.recipients.count)):\n"
+        for recipient in envelope.recipients {
+            let state = recipient.state.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)
+            out += "    \(state) <\(recipient.address)>"
+            if let status = recipient.lastStatus { out += "  \(status)" }
+            if let reply = recipient.lastReply { out += "  \(reply)" }
+            out += "\n"
+        }
+        out += "attempts (\(envelope.attempts.count)):\n"
+        for attempt in envelope.attempts {
+            out += "    \(isoDate(attempt.time))  mx=\(attempt.mx) pref=\(attempt.preference) addr=\(attempt.address)"
+            out += " family=\(attempt.family) result=\(attempt.result) ms=\(attempt.milliseconds)\n"
+            out += "        rcpt: \(attempt.recipients.map { "<\($0)>" }.joined(separator: " "))\n"
+            if !attempt.reply.isEmpty { out += "        reply: \(attempt.reply)\n" }
+        }
+        return out
+    }
+
+    static func jsonText(_ object: Any, empty: String) -> String {
         guard
-            let data = try? JSONSerialization.data(withJSONObject: objects, options: [.prettyPrinted, .sortedKeys]),
+            let data = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]),
             let text = String(data: data, encoding: .utf8)
-        else { return "[]\n" }
+        else { return empty }
         return text + "\n"
     }
 

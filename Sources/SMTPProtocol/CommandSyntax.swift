@@ -50,10 +50,14 @@ enum CommandSyntax {
         var size: Int?
         var body: BodyType?
         var smtpUTF8 = false
+        /// RFC 4954 §5 `AUTH=` (xtext or `<>`): accepted when AUTH is offered, then ignored (we trust no
+        /// identity a client asserts for a message; the authenticated user is what the session knows).
+        var auth: Substring?
     }
 
     /// Parses MAIL parameters. Unknown keyword or value → 555 5.5.4; bad syntax or duplicate → 501 5.5.4.
-    static func parseMailParameters(_ parameters: [Substring]) -> Result<MailParameters, Reply> {
+    static func parseMailParameters(_ parameters: [Substring], allowAuth: Bool = false) -> Result<MailParameters, Reply>
+    {
         var result = MailParameters()
         var seen = Set<String>()
         for parameter in parameters {
@@ -82,6 +86,11 @@ enum CommandSyntax {
                     return .failure(Reply(501, EnhancedStatus(5, 5, 4), "Bad SMTPUTF8 parameter syntax"))
                 }
                 result.smtpUTF8 = true
+            case "AUTH" where allowAuth:
+                guard let value, !value.isEmpty else {
+                    return .failure(Reply(501, EnhancedStatus(5, 5, 4), "Bad AUTH parameter syntax"))
+                }
+                result.auth = value
             default:
                 return .failure(Reply(555, EnhancedStatus(5, 5, 4), "Unsupported option: \(safeKeyword(keyword))"))
             }

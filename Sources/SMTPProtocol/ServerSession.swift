@@ -23,8 +23,12 @@ public enum ServerAction: Equatable, Sendable {
     case abortMessage
     /// Close after the preceding sends are flushed.
     case close
-    /// A reason worth a log line (never message content).
+    /// A reason worth a log line (never message content, never AUTH data).
     case log(String)
+    /// Like `log`, for events an operator should notice (an attack pattern such as STARTTLS command injection).
+    case warning(String)
+    /// Check these credentials (slow: off the connection's queue), then call `authenticationFinished`.
+    case authenticate(Credentials)
 }
 
 public struct ServerSession: Sendable {
@@ -40,6 +44,13 @@ public struct ServerSession: Sendable {
         public var textLineLimit: Int = 1000
         public var maxReceivedHeaders: Int = 50
         public var tlsAvailable: Bool = false
+        /// Submission service (RFC 6409): AUTH PLAIN and LOGIN are offered once TLS is active, MAIL is refused with
+        /// 530 5.7.0 until the client authenticated, and authenticated clients may relay.
+        public var submission: Bool = false
+        /// Octets including CRLF of an AUTH command line or of a line of the AUTH exchange (RFC 4954 §4).
+        public var authLineLimit: Int = 12288
+        /// Failed AUTH attempts after which the session is closed (421 4.7.0).
+        public var maxAuthFailures: Int = 5
         public var policy: RecipientPolicy
 
         public init(hostname: String, maxMessageSize: Int, policy: RecipientPolicy) {
@@ -54,6 +65,10 @@ public struct ServerSession: Sendable {
         case command
         case data
         case awaitingCommit
+        /// Inside an AUTH exchange: the next line is a base64 response, not a command.
+        case authResponse
+        /// Between `.authenticate` and `authenticationFinished`; input is only buffered meanwhile.
+        case awaitingAuthentication
         case closed
     }
 
@@ -88,14 +103,22 @@ public struct ServerSession: Sendable {
     private var errorCount = 0
     private var junkCount = 0
     private var commandCount = 0
+    /// The mechanism of the AUTH exchange in progress and, for LOGIN, the user name already received.
+    private var authExchange: (mechanism: SASLMechanism, user: String?)?
+    private var pendingUser: String?
+    private var authFailures = 0
 
     private var pendingSend: [UInt8] = []
     private var actions: [ServerAction] = []
 
-    public init(configuration: Configuration, clientAddress: IPAddress, clientMayRelay: Bool) {
+    /// - Parameter implicitTLS: the connection is already encrypted (RFC 8314 port 465 style): STARTTLS is not
+    ///   offered and, on a submission service, AUTH is offered at once.
+    public init(configuration: Configuration, clientAddress: IPAddress, clientMayRelay: Bool, implicitTLS: Bool = false)
+    {
         self.configuration = configuration
         self.clientAddress = clientAddress.unmapped
         self.clientMayRelay = clientMayRelay
+        self.tlsActive = implicitTLS
     }
 
     public var isClosed: Bool { phase == .closed }
@@ -106,6 +129,13 @@ public struct ServerSession: Sendable {
     public private(set) var tlsActive = false
     /// The validated EHLO/HELO name, if any.
     public var helo: String? { heloName }
+    /// The user name of a successful AUTH (kept across EHLO and RSET, dropped by nothing but the end of the session).
+    public private(set) var authenticatedUser: String?
+    /// True between `.authenticate` and `authenticationFinished`; input is only buffered meanwhile.
+    public var awaitingAuthentication: Bool { phase == .awaitingAuthentication }
+    /// AUTH is offered (and accepted) only on a submission service, and only over TLS (PLAIN and LOGIN send the
+    /// password in the clear otherwise).
+    private var authOffered: Bool { configuration.submission && tlsActive }
 
     private var host: String { configuration.hostname }
 
@@ -129,7 +159,7 @@ public struct ServerSession: Sendable {
         input.append(contentsOf: bytes)
         chunkEnds.append(inputBase + input.count)
         switch phase {
-        case .notStarted, .awaitingCommit:
+        case .notStarted, .awaitingCommit, .awaitingAuthentication:
             if input.count - readIndex > Self.maxPendingInput {
                 pendingOverflow = true
                 discardInput()
@@ -175,14 +205,50 @@ public struct ServerSession: Sendable {
 
     private mutating func resumeAfterCommit() -> [ServerAction] {
         transaction = nil
+        return resume(after: "committing")
+    }
+
+    private mutating func resume(after activity: String) -> [ServerAction] {
         phase = .command
         if pendingOverflow {
             pendingOverflow = false
-            protocolSynchronizationError("too much input while committing")
+            protocolSynchronizationError("too much input while \(activity)")
         } else {
             process()
         }
         return takeActions()
+    }
+
+    /// The driver's answer to `.authenticate`: 235, 535 (closing after `maxAuthFailures`) or 454, then the input
+    /// that arrived meanwhile.
+    public mutating func authenticationFinished(_ outcome: AuthenticationOutcome) -> [ServerAction] {
+        guard phase == .awaitingAuthentication else { return [] }
+        phase = .command
+        let user = pendingUser ?? ""
+        pendingUser = nil
+        switch outcome {
+        case .success:
+            authenticatedUser = user
+            reply(Reply(235, EnhancedStatus(2, 7, 0), "Authentication successful"))
+        case .invalidCredentials:
+            rejectCredentials(user: user)
+        case .temporaryFailure:
+            reply(Reply(454, EnhancedStatus(4, 7, 0), "Temporary authentication failure"))
+            log("authentication unavailable for user \(LogText.user(user))")
+        }
+        if phase == .closed { return takeActions() }
+        return resume(after: "authenticating")
+    }
+
+    /// 535 5.7.8, and 421 + close once `maxAuthFailures` is reached. The log names the user, never the password.
+    private mutating func rejectCredentials(user: String) {
+        authFailures += 1
+        fail(Reply(535, EnhancedStatus(5, 7, 8), "Error: authentication failed"))
+        log("authentication failed for user \(LogText.user(user)) from \(clientAddress.smtpLiteral)")
+        if authFailures >= configuration.maxAuthFailures {
+            reply(Reply(421, EnhancedStatus(4, 7, 0), "\(host) Error: too many authentication failures"))
+            close()
+        }
     }
 
     // MARK: Output
@@ -254,9 +320,9 @@ public struct ServerSession: Sendable {
         var progressing = true
         while progressing {
             switch phase {
-            case .command: progressing = commandStep()
+            case .command, .authResponse: progressing = commandStep()
             case .data: progressing = dataStep()
-            case .notStarted, .awaitingCommit, .closed: progressing = false
+            case .notStarted, .awaitingCommit, .awaitingAuthentication, .closed: progressing = false
             }
         }
         compact()
@@ -304,7 +370,7 @@ public struct ServerSession: Sendable {
             if byte == 13 || byte == 10 { break }
             index += 1
         }
-        let limit = configuration.commandLineLimit
+        let limit = currentLineLimit()
         if index == end || (input[index] == 13 && index + 1 == end) {
             // Incomplete line (possibly a trailing CR whose partner is still on the way).
             scanIndex = index
@@ -333,7 +399,12 @@ public struct ServerSession: Sendable {
             scanIndex = lineEnd
             discardingLongLine = false
             discardedOctets = 0
-            fail(Reply(500, EnhancedStatus(5, 5, 2), "Error: command line too long"))
+            if phase == .authResponse {
+                endAuthExchange()
+                fail(Reply(500, EnhancedStatus(5, 5, 6), "Error: authentication exchange line is too long"))
+            } else {
+                fail(Reply(500, EnhancedStatus(5, 5, 2), "Error: command line too long"))
+            }
             log("command line too long (\(contentLength + 2) octets)")
             return true
         }
@@ -341,8 +412,21 @@ public struct ServerSession: Sendable {
         let line = input[readIndex..<index]
         readIndex = lineEnd
         scanIndex = lineEnd
-        handle(line: line, unexpectedInput: unexpectedInput)
+        if phase == .authResponse {
+            authResponse(line)
+        } else {
+            handle(line: line, unexpectedInput: unexpectedInput)
+        }
         return true
+    }
+
+    /// RFC 4954 §4: AUTH command lines and exchange lines may be up to 12288 octets; other commands 512.
+    private func currentLineLimit() -> Int {
+        guard configuration.submission else { return configuration.commandLineLimit }
+        if phase == .authResponse { return configuration.authLineLimit }
+        let prefix = input[readIndex..<min(input.count, readIndex + 5)]
+        let isAuth = prefix.count == 5 && zip(prefix, "AUTH ".utf8).allSatisfy { $0 & 0xDF == $1 & 0xDF }
+        return isAuth ? configuration.authLineLimit : configuration.commandLineLimit
     }
 
     private mutating func dataStep() -> Bool {
@@ -433,7 +517,9 @@ public struct ServerSession: Sendable {
             return
         }
         let verb = Verb(rawValue: verbText)
-        if unexpectedInput && (verb?.endsGroup == true || (heloName != nil && !esmtp)) {
+        // STARTTLS that will be answered 220 discards what follows instead (R11; the issue's rule, Postfix's fix).
+        let startsTLS = verb == .starttls && argument.isEmpty && !tlsActive && configuration.tlsAvailable
+        if unexpectedInput && !startsTLS && (verb?.endsGroup == true || (heloName != nil && !esmtp)) {
             protocolSynchronizationError("input after \(verb?.rawValue ?? "command")")
             return
         }
@@ -474,6 +560,8 @@ public struct ServerSession: Sendable {
             reply(Reply(252, EnhancedStatus(2, 5, 2), "Cannot VRFY user, but will accept message and attempt delivery"))
         case .help:
             reply(Reply(214, EnhancedStatus(2, 0, 0), "See RFC 5321: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY"))
+        case .auth where configuration.submission:
+            auth(argument)
         case .expn, .auth, .bdat:
             fail(Reply(502, EnhancedStatus(5, 5, 1), "Error: command not implemented"))
         case .starttls:
@@ -500,12 +588,17 @@ public struct ServerSession: Sendable {
             "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8",
         ]
         if configuration.tlsAvailable && !tlsActive { lines.append("STARTTLS") }
+        if authOffered { lines.append("AUTH PLAIN LOGIN") }
         reply(Reply(250, nil, lines: lines))
     }
 
     private mutating func mail(_ argument: Substring) {
         guard let heloName else { return fail(Reply(503, EnhancedStatus(5, 5, 1), "Error: send HELO/EHLO first")) }
         guard transaction == nil else { return fail(Reply(503, EnhancedStatus(5, 5, 1), "Error: nested MAIL command")) }
+        if configuration.submission && authenticatedUser == nil {
+            let text = tlsActive ? "Authentication required" : "Must issue a STARTTLS command first"
+            return fail(Reply(530, EnhancedStatus(5, 7, 0), text))
+        }
         let split: CommandSyntax.PathArgument
         switch CommandSyntax.splitPathArgument(argument, keyword: "FROM:") {
         case .success(let value): split = value
@@ -516,7 +609,7 @@ public struct ServerSession: Sendable {
             return fail(Reply(555, EnhancedStatus(5, 5, 4), "Error: MAIL parameters need EHLO"))
         }
         let parameters: CommandSyntax.MailParameters
-        switch CommandSyntax.parseMailParameters(split.parameters) {
+        switch CommandSyntax.parseMailParameters(split.parameters, allowAuth: authOffered) {
         case .success(let value): parameters = value
         case .failure(let rejection): return fail(rejection)
         }
@@ -536,8 +629,10 @@ public struct ServerSession: Sendable {
             // The server's state, not the client's fault: not counted as a client error.
             return reply(Reply(452, EnhancedStatus(4, 3, 1), "Insufficient system storage"))
         }
+        // RFC 3848 / RFC 6531: S for TLS, A for an authenticated client (AUTH needs EHLO, so never "SMTPA").
         var protocolName = esmtp ? (parameters.smtpUTF8 ? "UTF8SMTP" : "ESMTP") : "SMTP"
         if esmtp && tlsActive { protocolName += "S" }
+        if esmtp && authenticatedUser != nil { protocolName += "A" }
         transaction = Transaction(
             reversePath: reversePath, bodyType: parameters.body, smtpUTF8: parameters.smtpUTF8,
             declaredSize: parameters.size, heloName: heloName, protocolName: protocolName)
@@ -570,7 +665,7 @@ public struct ServerSession: Sendable {
             // RFC 5321 §4.5.3.1.10: 452, and the client sends the rest later; not an error (Postfix: overshoot).
             return reply(Reply(452, EnhancedStatus(4, 5, 3), "Error: too many recipients"))
         }
-        switch configuration.policy.evaluate(path, clientMayRelay: clientMayRelay) {
+        switch configuration.policy.evaluate(path, clientMayRelay: clientMayRelay || authenticatedUser != nil) {
         case .success(let disposition):
             current.recipients.append(AcceptedRecipient(path: path, disposition: disposition))
             transaction = current
@@ -604,11 +699,106 @@ public struct ServerSession: Sendable {
         }
         reply(Reply(220, EnhancedStatus(2, 0, 0), "Ready to start TLS"))
         // CVE-2011-0411 / R11: nothing read in plaintext survives the handshake, and the client starts over.
-        if readIndex < input.count { log("discarded \(input.count - readIndex) octets buffered before TLS") }
+        if readIndex < input.count {
+            actions.append(
+                .warning(
+                    "discarded \(input.count - readIndex) octets pipelined after STARTTLS from \(clientAddress.smtpLiteral)"
+                ))
+        }
         discardInput()
         tlsActive = true
         heloName = nil
         esmtp = false
         transaction = nil
+        authenticatedUser = nil
+    }
+
+    // MARK: AUTH (RFC 4954)
+
+    private mutating func auth(_ argument: Substring) {
+        guard tlsActive else {
+            return fail(
+                Reply(538, EnhancedStatus(5, 7, 11), "Encryption required for requested authentication mechanism"))
+        }
+        guard heloName != nil, esmtp else { return fail(Reply(503, EnhancedStatus(5, 5, 1), "Error: send EHLO first")) }
+        guard authenticatedUser == nil else {
+            return fail(Reply(503, EnhancedStatus(5, 5, 1), "Error: already authenticated"))
+        }
+        guard transaction == nil else {
+            return fail(Reply(503, EnhancedStatus(5, 5, 1), "Error: MAIL transaction in progress"))
+        }
+        let parts = argument.split(separator: " ", omittingEmptySubsequences: false)
+        guard (1...2).contains(parts.count), !parts[0].isEmpty, parts.count == 1 || !parts[1].isEmpty else {
+            return fail(Reply(501, EnhancedStatus(5, 5, 4), "Syntax: AUTH mechanism [initial-response]"))
+        }
+        guard let mechanism = SASLMechanism(rawValue: parts[0].uppercased()) else {
+            return fail(Reply(504, EnhancedStatus(5, 5, 4), "Unrecognized authentication type"))
+        }
+        authExchange = (mechanism, nil)
+        phase = .authResponse
+        if parts.count == 2 {
+            // "=" is an empty initial response (RFC 4954 §4).
+            authResponse(parts[1] == "=" ? ArraySlice() : ArraySlice(parts[1].utf8), initial: true)
+        } else {
+            challenge(mechanism == .plain ? "" : "VXNlcm5hbWU6")  // base64 "Username:" (the LOGIN custom)
+        }
+    }
+
+    private mutating func challenge(_ text: String) {
+        reply(Reply(334, nil, text))
+    }
+
+    private mutating func endAuthExchange() {
+        authExchange = nil
+        if phase == .authResponse { phase = .command }
+    }
+
+    /// One client line of the exchange (or the initial response). Its content is never logged.
+    private mutating func authResponse(_ line: ArraySlice<UInt8>, initial: Bool = false) {
+        guard let exchange = authExchange else { return }
+        if line.elementsEqual("*".utf8) {
+            endAuthExchange()
+            return fail(Reply(501, EnhancedStatus(5, 7, 0), "Authentication aborted"))
+        }
+        guard let decoded = Base64.decode(String(decoding: line, as: UTF8.self)) else {
+            endAuthExchange()
+            return fail(Reply(501, EnhancedStatus(5, 5, 2), "Error: invalid base64 data"))
+        }
+        switch exchange.mechanism {
+        case .plain:
+            if initial && decoded.isEmpty {
+                return challenge("")  // "AUTH PLAIN =": an empty initial response, the credentials follow
+            }
+            switch SASL.plain(decoded) {
+            case .failure:
+                endAuthExchange()
+                fail(Reply(501, EnhancedStatus(5, 5, 2), "Error: invalid authentication data"))
+            case .success(let (authorizationID, credentials)):
+                if !authorizationID.isEmpty && authorizationID != credentials.user {
+                    // Acting as another user is not supported: the same answer as a wrong password.
+                    endAuthExchange()
+                    return rejectCredentials(user: credentials.user)
+                }
+                verify(credentials)
+            }
+        case .login:
+            guard let field = SASL.loginField(decoded) else {
+                endAuthExchange()
+                return fail(Reply(501, EnhancedStatus(5, 5, 2), "Error: invalid authentication data"))
+            }
+            if let user = exchange.user {
+                verify(Credentials(user: user, password: field))
+            } else {
+                authExchange = (.login, field)
+                challenge("UGFzc3dvcmQ6")  // base64 "Password:"
+            }
+        }
+    }
+
+    private mutating func verify(_ credentials: Credentials) {
+        authExchange = nil
+        pendingUser = credentials.user
+        phase = .awaitingAuthentication
+        emit(.authenticate(credentials))
     }
 }

@@ -5,11 +5,25 @@ import SMTPProtocol
 import Sockets
 import Spool
 import Synchronization
+import TLS
 
 /// SMTPServer owns the listening sockets and the live sessions: it binds every configured address on its own
 /// socket (IPv6 ones with IPV6_V6ONLY, so `[::]:N` and `0.0.0.0:N` coexist), enforces connection limits, and hands
 /// each accepted socket to a `SessionDriver`, which feeds bytes to the pure `ServerSession` and performs its actions.
 /// It never imports Delivery: `onQueued` tells whoever wired it that a message was committed.
+///
+/// Three kinds of listener share one server: `listen` (MX, STARTTLS offered when a certificate is loaded),
+/// `submissionListen` (RFC 6409: STARTTLS, then AUTH before MAIL) and `submissionsListen` (RFC 8314: TLS from the
+/// first byte, AUTH at once). TLS is a byte filter in the driver (`TLSSession` over memory BIOs).
+
+/// Which service a listening socket offers.
+public enum ListenerKind: String, Sendable {
+    case smtp
+    case submission
+    case submissions
+
+    var requiresAuthentication: Bool { self != .smtp }
+}
 
 /// What the server needs to know; built by the MTA module from the config file.
 public struct ServerConfiguration: Sendable {
@@ -19,6 +33,14 @@ public struct ServerConfiguration: Sendable {
     public var maxConnections: Int
     public var maxConnectionsPerClient: Int
     public var commandTimeout: Duration
+    /// Server TLS context; nil: no STARTTLS (454 if asked) and no submission listeners.
+    public var tlsContext: TLSContext?
+    public var submissionListen: [SocketAddress] = []
+    public var submissionsListen: [SocketAddress] = []
+    /// The submission users; required when a submission listener is configured.
+    public var users: UserDatabase?
+    /// A failed AUTH is answered after this delay times the number of failures so far in the session.
+    public var authFailureDelay: Duration = .seconds(1)
 
     public init(
         listen: [SocketAddress], session: ServerSession.Configuration, relayNetworks: [CIDR], maxConnections: Int,
@@ -36,11 +58,14 @@ public struct ServerConfiguration: Sendable {
 public enum ServerError: Error, CustomStringConvertible, Sendable {
     case cannotListen(SocketAddress, SocketError)
     case noListener
+    /// Submission listeners need a TLS context and a users database.
+    case submissionUnavailable(String)
 
     public var description: String {
         switch self {
         case .cannotListen(let address, let error): return "cannot listen on \(address): \(error)"
         case .noListener: return "no listening socket could be opened"
+        case .submissionUnavailable(let reason): return "submission service unavailable: \(reason)"
         }
     }
 }
@@ -54,6 +79,8 @@ public final class SMTPServer: Sendable {
     let sessionTarget = DispatchQueue(label: "dualmta.sessions", attributes: .concurrent)
     /// fsync and rename run here, never on a session's queue.
     let commitQueue = DispatchQueue(label: "dualmta.commit", attributes: .concurrent)
+    /// Password hashing (deliberately slow) and the users file read run here.
+    let authQueue = DispatchQueue(label: "dualmta.auth", attributes: .concurrent)
     private let acceptQueue = DispatchQueue(label: "dualmta.accept")
     private let state = Mutex(State())
     private let storage: StorageMonitor
@@ -82,10 +109,21 @@ public final class SMTPServer: Sendable {
     /// - Returns: the bound addresses (real ports when the config asked for port 0).
     @discardableResult
     public func start() throws(ServerError) -> [SocketAddress] {
+        let submission = configuration.submissionListen + configuration.submissionsListen
+        if !submission.isEmpty && configuration.tlsContext == nil {
+            throw .submissionUnavailable("no TLS certificate")
+        }
+        if !submission.isEmpty && configuration.users == nil { throw .submissionUnavailable("no users file") }
         var listeners: [Listener] = []
-        for address in configuration.listen {
+        var kinds: [ListenerKind] = []
+        let wanted =
+            configuration.listen.map { ($0, ListenerKind.smtp) }
+            + configuration.submissionListen.map { ($0, ListenerKind.submission) }
+            + configuration.submissionsListen.map { ($0, ListenerKind.submissions) }
+        for (address, kind) in wanted {
             do throws(SocketError) {
                 listeners.append(try Listener.bind(address))
+                kinds.append(kind)
             } catch .addressFamilyUnsupported {
                 logger.warning(
                     "listen-skipped",
@@ -97,13 +135,16 @@ public final class SMTPServer: Sendable {
         }
         guard !listeners.isEmpty else { throw .noListener }
         state.withLock { $0.listeners = listeners }
-        for listener in listeners {
+        for (listener, kind) in zip(listeners, kinds) {
             logger.info(
                 "listening",
-                metadata: ["addr": "\(listener.localAddress)", "family": "\(listener.localAddress.family)"])
+                metadata: [
+                    "addr": "\(listener.localAddress)", "family": "\(listener.localAddress.family)",
+                    "service": "\(kind.rawValue)",
+                ])
             listener.start(
                 queue: acceptQueue,
-                onAccept: { [self] socket in accept(socket) },
+                onAccept: { [self] socket in accept(socket, kind: kind) },
                 onError: { [self] error in acceptFailed(error) })
         }
         return listeners.map(\.localAddress)
@@ -125,7 +166,7 @@ public final class SMTPServer: Sendable {
     /// Number of sessions still open (used to wait for a clean stop).
     public var activeSessions: Int { state.withLock { $0.sessions.count } }
 
-    private func accept(_ socket: AcceptedSocket) {
+    private func accept(_ socket: AcceptedSocket, kind: ListenerKind) {
         let client = socket.peer.ip
         let hostname = configuration.session.hostname
         let refusal: String? = state.withLock { state in
@@ -149,7 +190,7 @@ public final class SMTPServer: Sendable {
             return
         }
         let mayRelay = configuration.relayNetworks.contains { $0.contains(client) }
-        let driver = SessionDriver(server: self, connection: connection, queue: queue, mayRelay: mayRelay)
+        let driver = SessionDriver(server: self, connection: connection, queue: queue, mayRelay: mayRelay, kind: kind)
         state.withLock { state in
             state.sessions[ObjectIdentifier(driver)] = driver
             state.perClient[client, default: 0] += 1

@@ -5,12 +5,20 @@ import NetAddress
 import SMTPProtocol
 import Sockets
 import Spool
+import TLS
 
 /// Connects one socket to one `ServerSession`: bytes in, actions out. The session decides everything; the driver
 /// only performs the actions (write replies, stream the message into the spool, commit it off the queue, close).
 ///
-/// Confinement: every mutable field is touched only on `queue`, the connection's serial queue. The one blocking
-/// step, the commit (fsync + rename), runs on the server's commit queue and reports back to `queue`.
+/// TLS is a byte filter between the socket and the session: after the 220 to STARTTLS (or at once on an implicit-TLS
+/// listener) every socket read goes through `TLSSession.consumeFromNetwork`/`handshake`/`readPlaintext` and every
+/// reply through `writePlaintext`; whatever the TLS session produced for the network is sent after each call. The
+/// session already dropped the plaintext that came with STARTTLS (CVE-2011-0411), and the TLS session only ever
+/// sees bytes read after it was created.
+///
+/// Confinement: every mutable field is touched only on `queue`, the connection's serial queue. The blocking steps,
+/// the commit (fsync + rename) and the password check, run on the server's commit and auth queues and report back
+/// to `queue`.
 final class SessionDriver: @unchecked Sendable {
     let connection: Connection
     private unowned let server: SMTPServer
@@ -21,23 +29,42 @@ final class SessionDriver: @unchecked Sendable {
     private var messageError: SpoolError?
     private var timer: DispatchSourceTimer?
     private var finished = false
+    private let kind: ListenerKind
+    /// The TLS filter, once STARTTLS was answered 220 (or from the start on an implicit-TLS listener).
+    private var tls: TLSSession?
+    /// Set when the handshake completed.
+    private var tlsDescription: TLSDescription?
+    private var greeted = false
+    private var authFailures = 0
 
-    init(server: SMTPServer, connection: Connection, queue: DispatchQueue, mayRelay: Bool) {
+    init(server: SMTPServer, connection: Connection, queue: DispatchQueue, mayRelay: Bool, kind: ListenerKind) {
         self.server = server
         self.connection = connection
         self.queue = queue
+        self.kind = kind
+        var configuration = server.configuration.session
+        configuration.tlsAvailable = server.configuration.tlsContext != nil
+        configuration.submission = kind.requiresAuthentication
         self.session = ServerSession(
-            configuration: server.configuration.session, clientAddress: connection.peer.ip, clientMayRelay: mayRelay)
+            configuration: configuration, clientAddress: connection.peer.ip, clientMayRelay: mayRelay,
+            implicitTLS: kind == .submissions)
         var logger = server.logger
         logger[metadataKey: "client"] = "\(connection.peer.ip.smtpLiteral)"
+        if kind != .smtp { logger[metadataKey: "service"] = "\(kind.rawValue)" }
         self.logger = logger
     }
 
     func start() {
         logger.debug("connect", metadata: ["local": "\(connection.local)"])
-        // Bytes already waiting before our greeting: an early talker (a spam bot or a smuggling probe).
-        perform(session.start(earlyInput: connection.hasPendingInput()))
-        guard !finished else { return }
+        if kind == .submissions {
+            // RFC 8314 §3.3: TLS from the first byte; the greeting goes out once the handshake is done.
+            guard beginTLS() else { return }
+        } else {
+            // Bytes already waiting before our greeting: an early talker (a spam bot or a smuggling probe).
+            greeted = true
+            perform(session.start(earlyInput: connection.hasPendingInput()))
+            guard !finished else { return }
+        }
         connection.startReading(
             { [self] bytes in received(bytes) },
             onClose: { [self] error in peerClosed(error) })
@@ -49,22 +76,109 @@ final class SessionDriver: @unchecked Sendable {
         queue.async { [self] in
             guard !finished else { return }
             if session.awaitingCommit { return }  // the commit finishes first; its 250 must not be lost
+            if !greeted { return abandon() }  // an implicit-TLS handshake in progress: nothing to say
             perform(session.shuttingDown())
         }
     }
 
     private func received(_ bytes: UnsafeRawBufferPointer) {
         guard !finished else { return }
-        session.storageAvailable = server.storageAvailable()
         armTimer()
+        guard let tls else { return deliver(bytes) }
+        tls.consumeFromNetwork(bytes)
+        if !tls.isHandshakeComplete {
+            let result = tls.handshake()
+            flushTLS()
+            switch result {
+            case .incomplete:
+                return
+            case .failed(let error):
+                logger.notice("tls-handshake-failed", metadata: ["reason": "\(error)"])
+                return abandon()
+            case .complete:
+                handshakeCompleted(tls)
+            }
+        }
+        readTLS(tls)
+    }
+
+    /// Plaintext for the session; starts the TLS filter right after the session answered STARTTLS with 220.
+    private func deliver(_ bytes: some Collection<UInt8>) {
+        session.storageAvailable = server.storageAvailable()
         perform(session.receive(bytes))
+        if session.tlsActive && tls == nil && !finished { _ = beginTLS() }
+    }
+
+    /// Creates the server-side TLS session; on failure logs and closes. Returns whether TLS is on.
+    private func beginTLS() -> Bool {
+        guard let context = server.configuration.tlsContext else {
+            logger.error("tls-unavailable", metadata: ["reason": "no TLS context"])
+            abandon()
+            return false
+        }
+        do throws(TLSError) {
+            tls = try TLSSession(context: context, role: .server)
+            return true
+        } catch {
+            logger.error("tls-unavailable", metadata: ["reason": "\(error)"])
+            abandon()
+            return false
+        }
+    }
+
+    private func handshakeCompleted(_ tls: TLSSession) {
+        let description = TLSDescription(
+            protocolVersion: tls.protocolVersion ?? "unknown", cipher: tls.cipherName ?? "unknown", bits: tls.cipherBits
+        )
+        tlsDescription = description
+        logger.info("tls", metadata: ["tls": "\(description.protocolVersion)", "cipher": "\(description.cipher)"])
+    }
+
+    /// Decrypts what is buffered and hands it to the session (the greeting first on an implicit-TLS listener).
+    private func readTLS(_ tls: TLSSession) {
+        let result = tls.readPlaintext()
+        flushTLS()
+        switch result {
+        case .complete(let plaintext):
+            if !greeted {
+                greeted = true
+                // Plaintext inside TLS before our greeting is the same synchronisation error as in the clear.
+                if !plaintext.isEmpty { _ = session.receive(plaintext) }
+                perform(session.start(earlyInput: false))
+                return
+            }
+            if !plaintext.isEmpty { deliver(plaintext) }
+        case .incomplete:
+            return
+        case .failed(.closed):
+            peerClosed(nil)
+        case .failed(let error):
+            logger.notice("tls-error", metadata: ["reason": "\(error)"])
+            abandon()
+        }
+    }
+
+    /// Sends what the TLS session produced for the peer (records, alerts, close_notify).
+    private func flushTLS() {
+        guard let tls else { return }
+        let output = tls.getDataForNetwork()
+        if !output.isEmpty { connection.write(output) }
+    }
+
+    private func send(_ bytes: [UInt8]) {
+        guard let tls else { return connection.write(bytes) }
+        // .incomplete: a reply before the handshake finished (a timeout's 421); the peer cannot read it anyway.
+        if case .failed(let error) = tls.writePlaintext(bytes), error != .closed {
+            logger.notice("tls-error", metadata: ["reason": "\(error)"])
+        }
+        flushTLS()
     }
 
     private func perform(_ actions: [ServerAction]) {
         for action in actions {
             switch action {
             case .send(let bytes):
-                connection.write(bytes)
+                send(bytes)
             case .beginMessage(let transaction):
                 beginMessage(transaction)
             case .messageData(let bytes):
@@ -77,7 +191,45 @@ final class SessionDriver: @unchecked Sendable {
                 finish()
             case .log(let reason):
                 logger.notice("rejected", metadata: ["reason": "\(reason)"])
+            case .warning(let reason):
+                logger.warning("warning", metadata: ["reason": "\(reason)"])
+            case .authenticate(let credentials):
+                authenticate(credentials)
             }
+        }
+    }
+
+    /// Runs the password check on the auth queue; a failure is answered after a delay that grows with each failure
+    /// in this session (a brute-force client gets ever slower answers, and only `maxAuthFailures` of them).
+    private func authenticate(_ credentials: Credentials) {
+        guard let users = server.configuration.users else {
+            perform(session.authenticationFinished(.temporaryFailure))
+            return
+        }
+        connection.pauseReading()
+        let delay = server.configuration.authFailureDelay * (authFailures + 1)
+        server.authQueue.async { [self] in
+            let outcome = users.verify(credentials)
+            let wait = outcome == .invalidCredentials ? delay : .zero
+            queue.asyncAfter(deadline: .now() + wait.dispatchInterval) { [self] in
+                authenticated(outcome, user: credentials.user)
+            }
+        }
+    }
+
+    private func authenticated(_ outcome: AuthenticationOutcome, user: String) {
+        guard !finished else { return }
+        switch outcome {
+        case .success:
+            logger.info("authenticated", metadata: ["user": "\(PasswordHash.isValidUserName(user) ? user : "?")"])
+        case .invalidCredentials: authFailures += 1
+        case .temporaryFailure:
+            logger.error("auth-unavailable", metadata: ["users_file": "\(server.configuration.users?.path ?? "")"])
+        }
+        perform(session.authenticationFinished(outcome))
+        if !finished {
+            connection.resumeReading()
+            armTimer()
         }
     }
 
@@ -89,7 +241,7 @@ final class SessionDriver: @unchecked Sendable {
                 heloName: transaction.heloName, clientAddress: connection.peer.ip,
                 hostname: server.configuration.session.hostname, protocolName: transaction.protocolName,
                 queueID: message.id.rawValue, recipients: transaction.recipients.map(\.path),
-                date: RFC5322Date.format(Date()))
+                date: RFC5322Date.format(Date()), tls: tlsDescription, authenticatedUser: session.authenticatedUser)
             try message.append(Array(header.utf8))
             self.message = message
         } catch {
@@ -156,13 +308,19 @@ final class SessionDriver: @unchecked Sendable {
     private func committed(_ envelope: Envelope, result: Result<Void, SpoolError>) {
         switch result {
         case .success:
-            logger.info(
-                "accepted",
-                metadata: [
-                    "id": "\(envelope.id)", "from": "<\(envelope.sender)>", "size": "\(envelope.messageSize)",
-                    "nrcpt": "\(envelope.recipients.count)", "helo": "\(envelope.heloName)",
-                    "proto": "\(envelope.protocolName)", "family": "\(connection.peer.family)",
-                ])
+            var metadata: Logger.Metadata = [
+                "id": "\(envelope.id)", "from": "<\(envelope.sender)>", "size": "\(envelope.messageSize)",
+                "nrcpt": "\(envelope.recipients.count)", "helo": "\(envelope.heloName)",
+                "proto": "\(envelope.protocolName)", "family": "\(connection.peer.family)",
+            ]
+            if let tlsDescription {
+                metadata["tls"] = "\(tlsDescription.protocolVersion)"
+                metadata["cipher"] = "\(tlsDescription.cipher)"
+            }
+            if let user = session.authenticatedUser, PasswordHash.isValidUserName(user) {
+                metadata["user"] = "\(user)"
+            }
+            logger.info("accepted", metadata: metadata)
             server.onQueued(envelope.id)
             guard !finished else { return }
             perform(session.commitSucceeded(queueID: envelope.id.rawValue))
@@ -199,6 +357,19 @@ final class SessionDriver: @unchecked Sendable {
         guard !finished else { return }
         finished = true
         abortMessage()
+        if let tls {
+            tls.shutdown()  // close_notify after the last reply
+            flushTLS()
+        }
+        connection.close(afterFlush: true)
+        cleanUp()
+    }
+
+    /// Closes after a TLS failure: whatever the TLS session still has for the peer (an alert) goes out first.
+    private func abandon() {
+        guard !finished else { return }
+        finished = true
+        abortMessage()
         connection.close(afterFlush: true)
         cleanUp()
     }
@@ -222,7 +393,7 @@ final class SessionDriver: @unchecked Sendable {
 
     private func timerFired() {
         guard !finished else { return }
-        if session.awaitingCommit {
+        if session.awaitingCommit || session.awaitingAuthentication {
             armTimer()
             return
         }

@@ -9,8 +9,24 @@ struct DualMTA: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dualmta",
         abstract: "A small dual-stack SMTP mail transfer agent.",
-        subcommands: [Serve.self, Queue.self, Route.self, ConfigCommand.self],
+        subcommands: [Serve.self, Send.self, Queue.self, Route.self, ConfigCommand.self, Passwd.self],
         defaultSubcommand: Serve.self)
+
+    /// Invoked as `sendmail` or as `dualmta send`, the sendmail flags are parsed by hand (argument-parser cannot
+    /// express `-fSENDER`, `-oi` or `-bp`); invoked as `mailq`, it is `queue list`.
+    static func main() {
+        let arguments = CommandLine.arguments
+        let name = arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
+        if name == "sendmail" { Foundation.exit(SendCommand.main(arguments: Array(arguments.dropFirst()))) }
+        if name == "mailq" {
+            Self.main(["queue", "list"] + arguments.dropFirst())
+            return
+        }
+        if arguments.count > 1 && arguments[1] == "send" {
+            Foundation.exit(SendCommand.main(arguments: Array(arguments.dropFirst(2))))
+        }
+        Self.main(nil)
+    }
 }
 
 /// `-c FILE`, shared by the subcommands. Without it, the embedded defaults apply.
@@ -64,28 +80,86 @@ struct Serve: ParsableCommand {
     }
 }
 
+/// Listed for `--help` only: `main()` hands `dualmta send ...` to SendCommand before argument-parser sees it.
+struct Send: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Submit a message on stdin into the spool (sendmail-compatible: -f SENDER, -t, -i, -bp, -q).")
+
+    @Argument(parsing: .captureForPassthrough, help: "sendmail flags and recipients") var arguments: [String] = []
+
+    func run() throws {
+        let status = SendCommand.main(arguments: arguments)
+        if status != 0 { throw ExitCode(status) }
+    }
+}
+
 struct Queue: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Inspect the queue.", subcommands: [List.self], defaultSubcommand: List.self)
+        abstract: "Inspect and control the queue.",
+        subcommands: [List.self, Show.self, Delete.self, Hold.self, Release.self, Bounce.self, Flush.self],
+        defaultSubcommand: List.self)
+
+    /// Runs one queue command against the configured spool, exiting with its sysexits status.
+    static func run(_ command: QueueCommand, options: ConfigOption) throws {
+        let configuration = try options.load()
+        let status = QueueControl.execute(
+            command, spoolDirectory: configuration.spoolDirectory, out: { print($0, terminator: "") },
+            err: { FileHandle.standardError.write(Data($0.utf8)) })
+        if status != 0 { throw ExitCode(status) }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print a message's envelope, each recipient's state and every delivery attempt.")
+        @OptionGroup var options: ConfigOption
+        @Argument(help: "Queue id.") var id: String
+        @Flag(help: "Print JSON.") var json = false
+        func run() throws { try Queue.run(.show(id, json: json), options: options) }
+    }
+
+    struct Delete: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove a message without a bounce.")
+        @OptionGroup var options: ConfigOption
+        @Argument(help: "Queue id.") var id: String
+        func run() throws { try Queue.run(.delete(id), options: options) }
+    }
+
+    struct Hold: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Keep a message queued without delivery attempts.")
+        @OptionGroup var options: ConfigOption
+        @Argument(help: "Queue id.") var id: String
+        func run() throws { try Queue.run(.hold(id), options: options) }
+    }
+
+    struct Release: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Undo hold.")
+        @OptionGroup var options: ConfigOption
+        @Argument(help: "Queue id.") var id: String
+        func run() throws { try Queue.run(.release(id), options: options) }
+    }
+
+    struct Bounce: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Fail every pending recipient now (5.0.0); the daemon sends the report.")
+        @OptionGroup var options: ConfigOption
+        @Argument(help: "Queue id.") var id: String
+        func run() throws { try Queue.run(.bounce(id), options: options) }
+    }
+
+    struct Flush: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Retry one message, or every message, now (tells the running daemon).")
+        @OptionGroup var options: ConfigOption
+        @Argument(help: "Queue id (default: every message).") var id: String?
+        func run() throws { try Queue.run(.flush(id), options: options) }
+    }
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List queued messages (like mailq).")
         @OptionGroup var options: ConfigOption
         @Flag(help: "Print JSON.") var json = false
 
-        func run() throws {
-            let configuration = try options.load()
-            do {
-                let inspector = try QueueInspector(spoolDirectory: configuration.spoolDirectory)
-                let (envelopes, problems) = try inspector.envelopes()
-                print(
-                    json ? QueueInspector.renderJSON(envelopes) : QueueInspector.renderText(envelopes), terminator: "")
-                for problem in problems { FileHandle.standardError.write(Data("dualmta: \(problem)\n".utf8)) }
-            } catch {
-                FileHandle.standardError.write(Data("dualmta: \(error)\n".utf8))
-                throw ExitCode(ExitStatus.temporaryFailure)
-            }
-        }
+        func run() throws { try Queue.run(.list(json: json), options: options) }
     }
 }
 

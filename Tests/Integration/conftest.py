@@ -518,8 +518,11 @@ class Delivered:
     rest: bytes
 
 
+# `comments`: the optional TLS and AUTH comments between the from and by clauses, e.g.
+# "(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)) (authenticated user alice)".
 RECEIVED_RX = re.compile(
-    r"^from (?P<helo>\S+) \((?:(?P<ptr>\S+) )?\[(?P<addr>[^\]]+)\]\)\s+by (?P<by>\S+) \(dualmta\)\s+"
+    r"^from (?P<helo>\S+) \((?:(?P<ptr>\S+) )?\[(?P<addr>[^\]]+)\]\)\s+"
+    r"(?P<comments>(?:\((?:[^()]|\([^()]*\))*\)\s+)*)by (?P<by>\S+) \(dualmta\)\s+"
     r"with (?P<proto>\S+)\s+id (?P<id>\S+)(?:\s+for <(?P<for>[^>]*)>)?\s*;\s*(?P<date>.+)$")
 
 
@@ -619,6 +622,10 @@ def default_settings(spool: Path) -> dict[str, str | None]:
         "message_size_limit": "1M",
         "command_timeout": "30s",
         "log_format": "text",
+        # Safety net: no test may ask the machine's own resolver. Port 9 on loopback answers nothing, so an MX
+        # lookup is a temporary failure (4.4.3) and remote mail stays queued unless a test sets routes or its own
+        # lab DNS server.
+        "dns_servers": "127.0.0.1:9",
     }
 
 

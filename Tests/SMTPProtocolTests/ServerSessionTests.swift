@@ -629,10 +629,30 @@ import Testing
         harness.writes([Self.mailFrom + Self.rcptLocal + "DATA\r\n", ".\r\n"])
         #expect(harness.committed.first?.protocolName == "ESMTPS")
 
-        // P06 in one write: the stricter choice of standards.md §6.2 — close, nothing runs.
-        let injected = run(["STARTTLS\r\nRSET\r\n"], configuration: Lab.configuration { $0.tlsAvailable = true })
+    }
+
+    /// P06, T6.1 (CVE-2011-0411): commands pipelined after STARTTLS are discarded with a warning, never run.
+    @Test(arguments: ["STARTTLS\r\nRSET\r\n", "STARTTLS\r\nEHLO x\r\nMAIL FROM:<a@b.example>\r\n"])
+    func startTLSDiscardsPipelinedCommands(write: String) {
+        var injected = Harness(configuration: Lab.configuration { $0.tlsAvailable = true })
+        injected.write(write)
+        #expect(Array(injected.codes.dropFirst()) == ["220 2.0.0"])
+        #expect(injected.session.tlsActive && !injected.session.isClosed)
+        let discarded = write.utf8.count - "STARTTLS\r\n".utf8.count
+        #expect(
+            injected.actions.contains(
+                .warning("discarded \(discarded) octets pipelined after STARTTLS from [192.0.2.1]")))
+        injected.write(Self.rcptLocal)  // T6.1: no EHLO or MAIL survived
+        #expect(injected.codes.last == "503 5.5.1")
+        injected.write(Self.ehlo)
+        #expect(injected.codes.last == "250")
+    }
+
+    /// Without a 220 (no TLS available), STARTTLS still ends a pipelined group: 554 5.5.0 and close (R10).
+    @Test func refusedStartTLSKeepsTheSynchronizationRule() {
+        let injected = run(["STARTTLS\r\nRSET\r\n"])
         #expect(Array(injected.codes.dropFirst()) == ["554 5.5.0"])
-        #expect(!injected.session.tlsActive)
+        #expect(!injected.session.tlsActive && injected.session.isClosed)
     }
 
     // MARK: Chunking independence (B16)

@@ -63,12 +63,18 @@ struct Harness {
     var nextQueueID = 1
     /// When set, commits fail with this reply instead of succeeding.
     var commitFailure: Reply? = nil
+    /// Credentials the session asked the harness to check; "alice" with `Harness.password` is valid.
+    var checked: [Credentials] = []
+    /// When set, every AUTH check has this outcome.
+    var authOutcome: AuthenticationOutcome? = nil
+    static let password = "wonder land"
 
     init(
         configuration: ServerSession.Configuration = Lab.configuration(), client: IPAddress = Lab.outsider,
-        mayRelay: Bool = false, greet: Bool = true
+        mayRelay: Bool = false, greet: Bool = true, implicitTLS: Bool = false
     ) {
-        session = ServerSession(configuration: configuration, clientAddress: client, clientMayRelay: mayRelay)
+        session = ServerSession(
+            configuration: configuration, clientAddress: client, clientMayRelay: mayRelay, implicitTLS: implicitTLS)
         if greet { actions += session.start(earlyInput: false) }
     }
 
@@ -102,7 +108,14 @@ struct Harness {
     }
 
     mutating func settleCommits() {
-        while session.awaitingCommit {
+        while session.awaitingCommit || session.awaitingAuthentication {
+            if session.awaitingAuthentication {
+                guard case .authenticate(let credentials)? = actions.last(where: { $0.isAuthenticate }) else { break }
+                checked.append(credentials)
+                let valid = credentials.user == "alice" && credentials.password == Harness.password
+                actions += session.authenticationFinished(authOutcome ?? (valid ? .success : .invalidCredentials))
+                continue
+            }
             guard
                 case .commitMessage(let transaction)? = actions.last(where: {
                     if case .commitMessage = $0 { true } else { false }
@@ -183,5 +196,11 @@ struct Harness {
             }
         }
         return result
+    }
+}
+
+extension ServerAction {
+    var isAuthenticate: Bool {
+        if case .authenticate = self { true } else { false }
     }
 }

@@ -1,0 +1,21 @@
+// swift-tools-version:6.0
+// libFuzzer targets for dualmta (reliability.md §4(a), §5). Build and run them with scripts/fuzz.
+//
+// The main package exports no library products, so `.package(path: "..")` cannot reach its modules. Instead the
+// modules under test are compiled here from the very same sources: Modules/<Name> are symlinks to
+// ../Sources/<Name>. The main package's build is untouched, and the fuzz build (sanitizer flags, Fuzz/.build)
+// never mixes with it.
+import PackageDescription
+
+let package = Package(
+    name: "dualmta-fuzz",
+    targets: [
+        .target(name: "NetAddress", path: "Modules/NetAddress"),
+        .target(name: "SMTPProtocol", dependencies: ["NetAddress"], path: "Modules/SMTPProtocol"),
+        .target(name: "Spool", dependencies: ["SMTPProtocol"], path: "Modules/Spool"),
+        .executableTarget(name: "FuzzSession", dependencies: ["SMTPProtocol", "NetAddress"]),
+        .executableTarget(name: "FuzzMailbox", dependencies: ["SMTPProtocol"]),
+        .executableTarget(name: "FuzzEnvelope", dependencies: ["Spool"]),
+        .executableTarget(name: "FuzzReply", dependencies: ["SMTPProtocol"]),
+    ]
+)

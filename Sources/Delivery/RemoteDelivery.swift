@@ -1,0 +1,500 @@
+import Dispatch
+import Glibc
+import SMTPProtocol
+import Sockets
+import TLS
+
+/// A failed outbound connect, with the text an operator expects in the log ("Connection refused",
+/// "No route to host", "connect timed out"). Every connect failure is "this host, not this message":
+/// the caller tries the next address, and defers with 4.4.1 when none is left (standards §1.2 step 8–9).
+public struct ConnectError: Error, Equatable, Sendable, CustomStringConvertible {
+    public var address: SocketAddress
+    public var error: SocketError
+
+    public init(address: SocketAddress, error: SocketError) {
+        self.address = address
+        self.error = error
+    }
+
+    /// The reason alone: strerror text for a failed connect(), "connect timed out", else the socket error.
+    public var reason: String {
+        switch error {
+        case .system(call: "connect", let code): return errnoText(code)
+        case .timedOut: return "connect timed out"
+        default: return error.description
+        }
+    }
+
+    public var description: String { "connect to \(address): \(reason)" }
+
+    /// The temporary reply to record for the recipients (4.4.1: no answer from host).
+    public var reply: Reply { Reply(421, EnhancedStatus(4, 4, 1), description) }
+}
+
+/// The outcome of one delivery attempt to one address.
+public struct DeliveryAttemptResult: Sendable {
+    public enum Outcome: Sendable {
+        /// No session: the connect failed.
+        case connectFailed(ConnectError)
+        /// The session ran (to its end or not); per-recipient outcomes inside.
+        case session(ClientResult)
+        /// The stored message could not be opened or examined; nothing was attempted (local, temporary 4.3.0).
+        case messageUnreadable(String)
+    }
+
+    public var address: SocketAddress
+    public var outcome: Outcome
+    /// Our end of the connection, when one was made (for the log).
+    public var localAddress: SocketAddress?
+    /// The socket error that ended the session, if the connection failed rather than closed (ECONNRESET, ...).
+    public var socketError: SocketError?
+    /// From the call to `deliver` to the completion.
+    public var elapsedMilliseconds: Int
+    /// The TLS parameters when the session ran over STARTTLS (for the `tls=` and `cipher=` log items).
+    public var tls: TLSDescription? = nil
+    /// Set when a TLS handshake failed with `smtp_tls = may` and this result is from the plaintext retry on a new
+    /// connection to the same address (Postfix's behaviour); the handshake's failure reason, for the log.
+    public var plaintextRetryReason: String? = nil
+}
+
+/// One SMTP transaction to one address over TCP: connect, drive a `ClientSession` (one deadline per stage),
+/// stream the stored message, close. Routing (which address next) and the spool update are the caller's.
+public final class RemoteDelivery {
+    private init() {}
+
+    /// The opportunistic client context (RFC 7435: no certificate verification), shared by every attempt; nil
+    /// only if OpenSSL cannot make a context at all, which then counts as a failed handshake.
+    static let opportunisticTLS: TLSContext? = try? TLSContext.client(verifyPeer: false)
+
+    /// Runs one delivery attempt; `completion` is called exactly once, on `queue`.
+    ///
+    /// The message file is opened and measured on the calling thread (two quick system calls) so that a missing
+    /// file costs no connection; the body is then read in 64 KiB chunks on a utility queue, one chunk at a time
+    /// (the next read starts when the previous chunk is in the kernel), and encoded with `OutboundBody`.
+    ///
+    /// - Parameters:
+    ///   - address: the server to connect to.
+    ///   - source: the local address to bind (same family), or nil.
+    ///   - connectTimeout: deadline for the TCP handshake.
+    ///   - timeouts: the per-stage SMTP deadlines.
+    ///   - heloName: our EHLO/HELO name.
+    ///   - sender: reverse-path without brackets, "" for `<>`.
+    ///   - recipients: forward-paths without brackets.
+    ///   - messageFile: path of the stored message (CRLF line ends, as the spool keeps it).
+    ///   - bodyType: the `BODY=` to declare, or nil.
+    ///   - smtpUTF8: whether the message needs SMTPUTF8.
+    ///   - tlsPolicy: `smtp_tls`. With `.may`, a failed handshake is retried once on a new connection without TLS
+    ///     (the result then carries `plaintextRetryReason`).
+    ///   - queue: a serial queue; the connection, the timers and the completion run on it.
+    ///   - completion: the result of the attempt.
+    public static func deliver(
+        to address: SocketAddress, from source: SocketAddress?, connectTimeout: Duration,
+        timeouts: ClientTimeouts, heloName: String, sender: String, recipients: [String], messageFile: String,
+        bodyType: BodyType?, smtpUTF8: Bool, tlsPolicy: ClientTLSPolicy = .none, queue: DispatchQueue,
+        completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
+    ) {
+        let started = ContinuousClock.now
+        let file: OutboundMessageFile
+        do throws(OutboundMessageFile.OpenError) {
+            file = try OutboundMessageFile(path: messageFile)
+        } catch {
+            let result = DeliveryAttemptResult(
+                address: address, outcome: .messageUnreadable(error.description), localAddress: nil,
+                socketError: nil, elapsedMilliseconds: elapsedMilliseconds(since: started))
+            queue.async { completion(result) }
+            return
+        }
+        let session = ClientSession(
+            heloName: heloName, sender: sender, recipients: recipients, messageSize: file.size, bodyType: bodyType,
+            needsSMTPUTF8: smtpUTF8, tlsPolicy: tlsPolicy)
+        // standards §6.2 / O15: `may` + failed handshake → the same address once more, in plaintext.
+        var plaintextRetry: (@Sendable (String) -> Void)? = nil
+        if tlsPolicy == .may {
+            plaintextRetry = { @Sendable reason in
+                let retryCompletion: @Sendable (DeliveryAttemptResult) -> Void = { second in
+                    var result = second
+                    result.plaintextRetryReason = reason
+                    result.elapsedMilliseconds = elapsedMilliseconds(since: started)
+                    completion(result)
+                }
+                deliver(
+                    to: address, from: source, connectTimeout: connectTimeout, timeouts: timeouts, heloName: heloName,
+                    sender: sender, recipients: recipients, messageFile: messageFile, bodyType: bodyType,
+                    smtpUTF8: smtpUTF8, tlsPolicy: .none, queue: queue, completion: retryCompletion)
+            }
+        }
+        let retryInPlaintext = plaintextRetry
+        Connection.connect(to: address, from: source, timeout: connectTimeout, queue: queue) { result in
+            switch result {
+            case .failure(let error):
+                file.close()
+                completion(
+                    DeliveryAttemptResult(
+                        address: address, outcome: .connectFailed(ConnectError(address: address, error: error)),
+                        localAddress: nil, socketError: nil, elapsedMilliseconds: elapsedMilliseconds(since: started)))
+            case .success(let connection):
+                let run = DeliveryRun(
+                    address: address, connection: connection, session: session, timeouts: timeouts, file: file,
+                    started: started, tlsContext: tlsPolicy == .none ? nil : opportunisticTLS,
+                    retryInPlaintext: retryInPlaintext, completion: completion)
+                run.start()
+            }
+        }
+    }
+}
+
+/// The stored message, opened read-only. The fd is read on the file queue and closed on the connection queue;
+/// `DeliveryRun` guarantees the two never overlap (see its invariant).
+private final class OutboundMessageFile: @unchecked Sendable {
+    // @unchecked Sendable: `fd` and `size` are immutable after init; `close()` is called once, by the owner,
+    // when no read is in flight.
+    enum OpenError: Error, CustomStringConvertible {
+        case open(path: String, errno: Int32)
+        case stat(path: String, errno: Int32)
+
+        var description: String {
+            switch self {
+            case .open(let path, let code): return "open \(path): \(errnoText(code))"
+            case .stat(let path, let code): return "fstat \(path): \(errnoText(code))"
+            }
+        }
+    }
+
+    enum Chunk: Sendable {
+        case data([UInt8])
+        case end
+        case failed(Int32)
+    }
+
+    static let chunkSize = 64 * 1024
+
+    let path: String
+    let fd: Int32
+    let size: Int
+
+    init(path: String) throws(OpenError) {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .open(path: path, errno: errno) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            let code = errno
+            _ = Glibc.close(fd)
+            throw .stat(path: path, errno: code)
+        }
+        self.path = path
+        self.fd = fd
+        size = Int(info.st_size)
+    }
+
+    /// Blocking pread of up to `length` bytes at `offset`.
+    func read(at offset: Int, length: Int) -> Chunk {
+        var buffer = [UInt8](repeating: 0, count: length)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, length, off_t(offset)) }
+            if count > 0 {
+                buffer.removeSubrange(count...)
+                return .data(buffer)
+            }
+            if count == 0 { return .end }
+            let code = errno
+            if code == EINTR { continue }
+            return .failed(code)
+        }
+    }
+
+    func close() {
+        _ = Glibc.close(fd)
+    }
+}
+
+/// One running attempt: performs the session's actions on the connection.
+private final class DeliveryRun: @unchecked Sendable {
+    // @unchecked Sendable — confinement invariant: every mutable property is touched only on `queue` (the
+    // connection's queue: read and close callbacks, write completions, timers, and the read results posted back
+    // with `queue.async`). `file.fd` is read on `fileQueue` only while `readInFlight` is true, and closed on
+    // `queue` only while it is false.
+
+    private static let fileQueue = DispatchQueue(
+        label: "dualmta.remote-delivery.file", qos: .utility,
+        attributes: .concurrent)
+
+    private let address: SocketAddress
+    private let connection: Connection
+    private let queue: DispatchQueue
+    private let timeouts: ClientTimeouts
+    private let file: OutboundMessageFile
+    private let started: ContinuousClock.Instant
+    private let completion: @Sendable (DeliveryAttemptResult) -> Void
+    private let tlsContext: TLSContext?
+    private let retryInPlaintext: (@Sendable (String) -> Void)?
+
+    private var session: ClientSession
+    /// The TLS filter after the server's 220 to STARTTLS: reads go through it, and so do writes.
+    private var tls: TLSSession?
+    private var tlsDescription: TLSDescription?
+    private var timer: DispatchSourceTimer?
+    /// Bumped at every arm: an event of a replaced timer may already be queued and must be ignored.
+    private var timerGeneration = 0
+    private var encoder = OutboundBody()
+    private var offset = 0
+    private var streaming = false
+    private var readInFlight = false
+    private var fileClosed = false
+    private var done = false
+    private var socketError: SocketError?
+
+    init(
+        address: SocketAddress, connection: Connection, session: ClientSession, timeouts: ClientTimeouts,
+        file: OutboundMessageFile, started: ContinuousClock.Instant, tlsContext: TLSContext?,
+        retryInPlaintext: (@Sendable (String) -> Void)?,
+        completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
+    ) {
+        self.tlsContext = tlsContext
+        self.retryInPlaintext = retryInPlaintext
+        self.address = address
+        self.connection = connection
+        queue = connection.queue
+        self.session = session
+        self.timeouts = timeouts
+        self.file = file
+        self.started = started
+        self.completion = completion
+    }
+
+    /// On `queue`, right after the connect.
+    func start() {
+        // The handlers hold `self` until the connection closes (close() drops them): that is the run's lifetime.
+        connection.startReading(
+            { bytes in self.received(bytes) },
+            onClose: { error in
+                guard !self.done else { return }
+                self.socketError = error
+                if self.handshaking { return self.handshakeFailed("connection closed during the TLS handshake") }
+                let actions = self.session.connectionClosed()
+                self.perform(actions)
+            })
+        perform(session.start())
+    }
+
+    // MARK: - TLS
+
+    private var handshaking: Bool { tls.map { !$0.isHandshakeComplete } ?? false }
+
+    private func received(_ bytes: UnsafeRawBufferPointer) {
+        guard !done else { return }
+        guard let tls else { return perform(session.receive(bytes)) }
+        tls.consumeFromNetwork(bytes)
+        if !tls.isHandshakeComplete {
+            let result = tls.handshake()
+            flushTLS()
+            switch result {
+            case .incomplete:
+                return
+            case .failed(let error):
+                return handshakeFailed("\(error)")
+            case .complete:
+                tlsDescription = TLSDescription(
+                    protocolVersion: tls.protocolVersion ?? "unknown", cipher: tls.cipherName ?? "unknown",
+                    bits: tls.cipherBits)
+                perform(session.tlsEstablished())
+                guard !done else { return }
+            }
+        }
+        let result = tls.readPlaintext()
+        flushTLS()
+        switch result {
+        case .complete(let plaintext):
+            if !plaintext.isEmpty { perform(session.receive(plaintext)) }
+        case .incomplete:
+            break
+        case .failed:
+            // close_notify or a broken record: the session is over either way.
+            perform(session.connectionClosed())
+        }
+    }
+
+    /// After the server's 220 to STARTTLS: the ClientHello goes out at once.
+    private func beginTLS() {
+        guard let tlsContext, let session = try? TLSSession(context: tlsContext, role: .client(serverName: nil))
+        else { return handshakeFailed("no TLS client context") }
+        tls = session
+        arm(.ehlo)
+        if case .failed(let error) = session.handshake() {
+            flushTLS()
+            return handshakeFailed("\(error)")
+        }
+        flushTLS()
+    }
+
+    private func handshakeFailed(_ reason: String) {
+        guard !done else { return }
+        if let retryInPlaintext {
+            // `may`: this connection is dropped and the caller's completion comes from the plaintext retry.
+            done = true
+            streaming = false
+            timer?.cancel()
+            timer = nil
+            timerGeneration += 1
+            connection.close(afterFlush: false)
+            closeFileIfIdle()
+            retryInPlaintext(reason)
+            return
+        }
+        perform(session.tlsFailed(reason))
+    }
+
+    private func flushTLS() {
+        guard let tls else { return }
+        let output = tls.getDataForNetwork()
+        if !output.isEmpty { connection.write(output) }
+    }
+
+    /// Writes plaintext, through TLS once it is on; `completion` when the bytes are in the kernel.
+    private func write(_ bytes: [UInt8], completion: (() -> Void)? = nil) {
+        guard let tls else { return connection.write(bytes, completion: completion) }
+        // A failed write means a broken session; the read side reports the end.
+        _ = tls.writePlaintext(bytes)
+        connection.write(tls.getDataForNetwork(), completion: completion)
+    }
+
+    private func perform(_ actions: [ClientAction]) {
+        for action in actions {
+            guard !done else { return }
+            switch action {
+            case .send(let bytes):
+                write(bytes)
+            case .startTLS:
+                beginTLS()
+            case .sendBody:
+                streaming = true
+                readNextChunk()
+            case .arm(let stage):
+                arm(stage)
+            case .close:
+                // Nothing useful is pending when the session closes (QUIT answered, or the peer is broken), and a
+                // peer that stopped reading would never let a flush finish.
+                connection.close(afterFlush: false)
+            case .finished(let result):
+                finish(result)
+            }
+        }
+    }
+
+    // MARK: - Deadlines
+
+    private func arm(_ stage: ClientStage) {
+        timer?.cancel()
+        timerGeneration += 1
+        let generation = timerGeneration
+        let timer = DispatchSource.makeTimerSource(queue: queue)
+        timer.schedule(deadline: dispatchDeadline(after: timeouts[stage]))
+        timer.setEventHandler { [weak self] in
+            guard let self, generation == self.timerGeneration, !self.done else { return }
+            if self.handshaking { return self.handshakeFailed("timeout during the TLS handshake") }
+            self.perform(self.session.timedOut())
+        }
+        self.timer = timer
+        timer.activate()
+    }
+
+    // MARK: - Body
+
+    /// Reads exactly the size measured at open (the size declared with SIZE=): a spool file never changes after
+    /// commit, and a shorter file must not go out as a shorter message (reliability I3, nothing partial).
+    private func readNextChunk() {
+        guard streaming, !done else { return }
+        if offset >= file.size {
+            // Terminator in the same write as the last block: one segment fewer, no Nagle wait for the `.`.
+            endBody([])
+            return
+        }
+        readInFlight = true
+        let file = self.file
+        let offset = self.offset
+        let length = min(OutboundMessageFile.chunkSize, file.size - offset)
+        Self.fileQueue.async {
+            let chunk = file.read(at: offset, length: length)
+            self.queue.async { self.chunkRead(chunk) }
+        }
+    }
+
+    private func endBody(_ lastBlock: [UInt8]) {
+        write(lastBlock + encoder.finish()) {
+            guard self.streaming, !self.done else { return }
+            self.streaming = false
+            self.perform(self.session.bodySent())
+        }
+    }
+
+    private func chunkRead(_ chunk: OutboundMessageFile.Chunk) {
+        readInFlight = false
+        guard streaming, !done else {
+            closeFileIfIdle()
+            return
+        }
+        switch chunk {
+        case .data(let bytes):
+            offset += bytes.count
+            let wire = encoder.encode(bytes)
+            if offset >= file.size {
+                endBody(wire)
+            } else {
+                write(wire) { self.chunkWritten() }
+            }
+        case .end:
+            streaming = false
+            perform(session.abort("\(file.path) shrank below its size of \(file.size) octets"))
+        case .failed(let code):
+            streaming = false
+            perform(session.abort("read \(file.path): \(errnoText(code))"))
+        }
+    }
+
+    private func chunkWritten() {
+        guard streaming, !done else { return }
+        // RFC 5321 §4.5.3.2.5: the data-block deadline runs per block sent, not for the whole body.
+        arm(.dataBlock)
+        readNextChunk()
+    }
+
+    // MARK: - End
+
+    private func finish(_ result: ClientResult) {
+        done = true
+        streaming = false
+        timer?.cancel()
+        timer = nil
+        timerGeneration += 1
+        connection.close(afterFlush: false)
+        closeFileIfIdle()
+        completion(
+            DeliveryAttemptResult(
+                address: address, outcome: .session(result), localAddress: connection.local,
+                socketError: socketError, elapsedMilliseconds: elapsedMilliseconds(since: started),
+                tls: tlsDescription))
+    }
+
+    private func closeFileIfIdle() {
+        guard done, !readInFlight, !fileClosed else { return }
+        fileClosed = true
+        file.close()
+    }
+}
+
+private func elapsedMilliseconds(since start: ContinuousClock.Instant) -> Int {
+    let elapsed = ContinuousClock.now - start
+    let (seconds, attoseconds) = elapsed.components
+    return Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000)
+}
+
+private func dispatchDeadline(after duration: Duration) -> DispatchTime {
+    let (seconds, attoseconds) = duration.components
+    let nanoseconds = max(0, seconds) * 1_000_000_000 + max(0, attoseconds) / 1_000_000_000
+    return .now() + .nanoseconds(Int(clamping: nanoseconds))
+}
+
+/// strerror text ("Connection refused"). glibc returns static strings for known codes.
+private func errnoText(_ code: Int32) -> String {
+    guard let text = strerror(code) else { return "errno \(code)" }
+    return String(cString: text)
+}

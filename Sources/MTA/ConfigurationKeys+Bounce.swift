@@ -1,0 +1,24 @@
+/// Keys of bounces, delay notices and queue lifetime.
+extension ConfigurationKey {
+    static let bounceKeys: [ConfigurationKey] = [
+        ConfigurationKey(
+            name: "max_queue_lifetime",
+            apply: { config, value throws(ValueError) in
+                config.maxQueueLifetime = try ValueParser.positiveDuration(value)
+            },
+            render: { ValueParser.render($0.maxQueueLifetime) }),
+        ConfigurationKey(
+            name: "delay_warning_after",
+            apply: { config, value throws(ValueError) in config.delayWarningAfter = try ValueParser.duration(value) },
+            render: { $0.delayWarningAfter == .zero ? "0" : ValueParser.render($0.delayWarningAfter) }),
+        ConfigurationKey(
+            name: "double_bounce_recipient",
+            apply: { config, value throws(ValueError) in
+                guard !value.isEmpty, !value.contains(" "), !value.hasPrefix("@"), !value.hasSuffix("@") else {
+                    throw ValueError("expected a user (local) or user@domain, got \"\(value)\"")
+                }
+                config.doubleBounceRecipient = value
+            },
+            render: { $0.doubleBounceRecipient }),
+    ]
+}

@@ -1,0 +1,65 @@
+import Foundation
+import Sockets
+
+/// Keys of STARTTLS and the submission service (RFC 3207, RFC 6409, RFC 8314).
+extension ConfigurationKey {
+    static let tlsKeys: [ConfigurationKey] = [
+        ConfigurationKey(
+            name: "tls_cert_file",
+            apply: { config, value throws(ValueError) in config.tlsCertFile = value.isEmpty ? nil : value },
+            render: { $0.tlsCertFile }),
+        ConfigurationKey(
+            name: "tls_key_file",
+            apply: { config, value throws(ValueError) in config.tlsKeyFile = value.isEmpty ? nil : value },
+            render: { $0.tlsKeyFile }),
+        ConfigurationKey(
+            name: "smtp_tls",
+            apply: { config, value throws(ValueError) in
+                guard let policy = Configuration.SMTPTLSPolicy(rawValue: value.lowercased()) else {
+                    throw ValueError("expected none, may or encrypt, got \"\(value)\"")
+                }
+                config.smtpTLS = policy
+            },
+            render: { $0.smtpTLS.rawValue }),
+        ConfigurationKey(
+            name: "submission_listen",
+            apply: { config, value throws(ValueError) in
+                config.submissionListen = try ValueParser.socketAddresses(value)
+            },
+            render: {
+                $0.submissionListen.isEmpty ? nil : $0.submissionListen.map(\.description).joined(separator: ", ")
+            }),
+        ConfigurationKey(
+            name: "submissions_listen",
+            apply: { config, value throws(ValueError) in
+                config.submissionsListen = try ValueParser.socketAddresses(value)
+            },
+            render: {
+                $0.submissionsListen.isEmpty ? nil : $0.submissionsListen.map(\.description).joined(separator: ", ")
+            }),
+        ConfigurationKey(
+            name: "submission_users_file",
+            apply: { config, value throws(ValueError) in config.submissionUsersFile = value.isEmpty ? nil : value },
+            render: { $0.submissionUsersFile }),
+    ]
+
+    /// Rules across the TLS and submission keys (called from `ConfigurationFile.validate`).
+    static func validateTLS(_ configuration: Configuration) throws(ValueError) {
+        if (configuration.tlsCertFile == nil) != (configuration.tlsKeyFile == nil) {
+            throw ValueError("tls_cert_file and tls_key_file: set both or neither")
+        }
+        let submission = configuration.submissionListen + configuration.submissionsListen
+        if !submission.isEmpty {
+            guard let users = configuration.submissionUsersFile else {
+                throw ValueError("submission_listen/submissions_listen need submission_users_file")
+            }
+            guard FileManager.default.isReadableFile(atPath: users) else {
+                throw ValueError("submission_users_file: cannot read \(users)")
+            }
+        }
+        let all = configuration.listen + submission
+        if Set(all).count != all.count {
+            throw ValueError("listen, submission_listen and submissions_listen: an address is listed twice")
+        }
+    }
+}

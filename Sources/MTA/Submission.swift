@@ -1,0 +1,587 @@
+import Foundation
+import Glibc
+import SMTPProtocol
+import SMTPServer
+import Spool
+
+// `dualmta send` and the binary invoked as `sendmail`: local submission of a message on stdin straight into the
+// spool, with the server's commit protocol (Spool.begin/append/commit), so it needs no SMTP and no running daemon.
+// It exits 0 only after the commit (the message is durable), then tells a running daemon (`wake <ID>`).
+//
+// Exit codes (sysexits): 64 usage (bad flags, no recipients), 65 bad data (bare CR, bad address, too large),
+// 75 any spool error, 78 config error. The pure parts (argument parsing, LF → CRLF, header parsing, address lists,
+// composing the stored message) are separate from `main` so they are tested without a spool.
+
+/// What the command line asked for. sendmail's flags cannot be expressed with argument-parser (`-fSENDER`, `-oi`,
+/// `-bp`), so they are parsed by hand.
+public struct SendOptions: Equatable, Sendable {
+    public enum Mode: Equatable, Sendable {
+        case send
+        /// `-bp` (and `mailq`): list the queue.
+        case listQueue
+        /// `-q`: flush the queue.
+        case flushQueue
+        /// `--help`
+        case help
+    }
+
+    public var mode = Mode.send
+    public var configPath: String?
+    /// The `-f` value as given; "" or "<>" is the null sender.
+    public var sender: String?
+    /// `-t`: recipients from To, Cc and Bcc (added to those on the command line, as Postfix does).
+    public var recipientsFromHeaders = false
+    /// `-i` / `-oi`: a line with a single dot does not end the input.
+    public var ignoreDots = false
+    /// `-v`: print the queue id on stderr.
+    public var verbose = false
+    public var recipients: [String] = []
+    /// Accepted but ignored options, for a warning each.
+    public var warnings: [String] = []
+
+    public init() {}
+}
+
+/// Everything `send` can fail with, each with its exit status.
+public enum SubmissionError: Error, Equatable, Sendable, CustomStringConvertible {
+    case usage(String)
+    case noRecipients
+    /// A CR not followed by LF (standards.md §7.3); `line` counts from 1.
+    case bareCR(line: Int)
+    case badAddress(String)
+    case badSender(String)
+    case addressSyntax(String)
+    case tooLarge(limit: Int)
+    case input(Int32)
+    case config(String)
+    case spool(SpoolError)
+
+    public var description: String {
+        switch self {
+        case .usage(let text): return text
+        case .noRecipients: return "no recipients (give them as arguments, or use -t)"
+        case .bareCR(let line): return "bare CR (a CR not followed by LF) in line \(line) of the input"
+        case .badAddress(let text): return "bad recipient address \(text.debugDescription)"
+        case .badSender(let text): return "bad sender address \(text.debugDescription)"
+        case .addressSyntax(let text): return "cannot parse address list \(text.debugDescription)"
+        case .tooLarge(let limit): return "message larger than message_size_limit (\(limit) bytes)"
+        case .input(let code): return "reading stdin: \(String(cString: strerror(code)))"
+        case .config(let text): return text
+        case .spool(let error): return "spool: \(error)"
+        }
+    }
+
+    public var exitStatus: Int32 {
+        switch self {
+        case .usage, .noRecipients: return SysExit.usage
+        case .bareCR, .badAddress, .badSender, .addressSyntax, .tooLarge: return SysExit.dataError
+        case .input, .spool: return SysExit.temporaryFailure
+        case .config: return SysExit.config
+        }
+    }
+}
+
+// MARK: - Arguments
+
+public enum SendArguments {
+    public static let usage = """
+        usage: dualmta send [-c FILE] [-f SENDER] [-t] [-i] [-v] [RCPT...]    (message on stdin)
+               sendmail [-f SENDER] [-t] [-i|-oi] [-F NAME] [-bp] [-q] [RCPT...]
+        """
+
+    /// Parses sendmail-style arguments (without the program name). Options may come after recipients;
+    /// `--` ends the options.
+    public static func parse(_ arguments: [String]) throws(SubmissionError) -> SendOptions {
+        var options = SendOptions()
+        var index = 0
+        func value(_ flag: String, attached: Substring) throws(SubmissionError) -> String {
+            if !attached.isEmpty { return String(attached) }
+            index += 1
+            guard index < arguments.count else { throw .usage("option \(flag) needs a value") }
+            return arguments[index]
+        }
+        while index < arguments.count {
+            let argument = arguments[index]
+            defer { index += 1 }
+            if argument == "--" {
+                options.recipients += arguments[(index + 1)...]
+                index = arguments.count
+                continue
+            }
+            guard argument.hasPrefix("-"), argument.count > 1 else {
+                options.recipients.append(argument)
+                continue
+            }
+            if argument == "--help" {
+                options.mode = .help
+                continue
+            }
+            if argument.hasPrefix("--config") {
+                let rest = argument.dropFirst("--config".count)
+                if rest.isEmpty {
+                    options.configPath = try value("--config", attached: "")
+                } else if rest.hasPrefix("=") {
+                    options.configPath = String(rest.dropFirst())
+                } else {
+                    throw .usage("unknown option \(argument)")
+                }
+                continue
+            }
+            let flag = argument.dropFirst().first ?? "-"
+            let attached = argument.dropFirst(2)
+            switch flag {
+            case "c", "C":
+                options.configPath = try value("-\(flag)", attached: attached)
+            case "f", "r":
+                options.sender = try value("-\(flag)", attached: attached)
+            case "F":
+                _ = try value("-F", attached: attached)  // full name: accepted and ignored
+            case "o":
+                if attached == "i" {
+                    options.ignoreDots = true
+                } else {
+                    options.warnings.append("option \(argument) ignored")
+                }
+            case "O", "B", "N", "R", "V", "L", "h":
+                let given = try value("-\(flag)", attached: attached)
+                options.warnings.append("option -\(flag) \(given) ignored")
+            case "U", "m", "n":
+                break  // initial submission / me-too / no aliasing: meaningless here
+            case "e":
+                options.warnings.append("option \(argument) ignored")
+            case "b":
+                switch attached {
+                case "m": options.mode = .send
+                case "p": options.mode = .listQueue
+                default: throw .usage("unsupported mode \(argument) (only -bm and -bp)")
+                }
+            case "q":
+                options.mode = .flushQueue
+                if !attached.isEmpty { options.warnings.append("\(argument): interval and selectors ignored") }
+            default:
+                // Combined boolean flags, e.g. -ti.
+                let letters = argument.dropFirst()
+                guard letters.allSatisfy({ "tiv".contains($0) }) else { throw .usage("unknown option \(argument)") }
+                for letter in letters {
+                    switch letter {
+                    case "t": options.recipientsFromHeaders = true
+                    case "i": options.ignoreDots = true
+                    default: options.verbose = true
+                    }
+                }
+            }
+        }
+        return options
+    }
+}
+
+// MARK: - Message text
+
+public enum MessageText {
+    /// LF → CRLF (an existing CRLF is kept); a CR not followed by LF is refused. Without `ignoreDots`, a line that
+    /// is a single "." ends the input (the rest is discarded), as in sendmail. The result ends with CRLF unless empty.
+    public static func normalize(_ input: [UInt8], ignoreDots: Bool) throws(SubmissionError) -> [UInt8] {
+        var output: [UInt8] = []
+        output.reserveCapacity(input.count + input.count / 32 + 2)
+        var start = 0
+        var line = 1
+        while start < input.count {
+            let newline = input[start...].firstIndex(of: UInt8(ascii: "\n"))
+            var end = newline ?? input.count
+            // Only a CR right before a LF is a line end; any other CR is bare.
+            if newline != nil, end > start, input[end - 1] == UInt8(ascii: "\r") { end -= 1 }
+            let content = input[start..<end]
+            if content.contains(UInt8(ascii: "\r")) { throw .bareCR(line: line) }
+            if !ignoreDots && content.count == 1 && content.first == UInt8(ascii: ".") { break }
+            output.append(contentsOf: content)
+            output.append(contentsOf: [UInt8(ascii: "\r"), UInt8(ascii: "\n")])
+            start = (newline ?? input.count) + 1
+            line += 1
+        }
+        return output
+    }
+}
+
+/// One header field as it appears in the message: its name and the raw bytes (continuation lines and the final
+/// CRLF included).
+public struct HeaderField: Equatable, Sendable {
+    public var name: String
+    public var raw: ArraySlice<UInt8>
+
+    /// The value unfolded (RFC 5322 §2.2.3: CRLF removed), without the name and colon.
+    public var unfoldedValue: String {
+        var bytes = Array(raw.drop { $0 != UInt8(ascii: ":") }.dropFirst())
+        bytes.removeAll { $0 == UInt8(ascii: "\r") || $0 == UInt8(ascii: "\n") }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// The header section of a CRLF-normalized message.
+public struct HeaderSection: Equatable, Sendable {
+    public var fields: [HeaderField]
+    /// Index of the first body byte.
+    public var bodyStart: Int
+    /// Whether an empty line separated header and body.
+    public var hasSeparator: Bool
+
+    /// Fields end at the first empty line, or at the first line that is neither a field nor a continuation (that
+    /// line starts the body; `compose` then inserts the missing empty line).
+    public init(parsing bytes: [UInt8]) {
+        fields = []
+        bodyStart = bytes.count
+        hasSeparator = false
+        var position = 0
+        while position < bytes.count {
+            var end = position
+            while end + 1 < bytes.count, !(bytes[end] == 13 && bytes[end + 1] == 10) { end += 1 }
+            let next = end + 1 < bytes.count ? end + 2 : bytes.count
+            if end == position {
+                bodyStart = next
+                hasSeparator = true
+                return
+            }
+            let first = bytes[position]
+            if (first == UInt8(ascii: " ") || first == UInt8(ascii: "\t")), var last = fields.popLast() {
+                last.raw = bytes[last.raw.startIndex..<next]
+                fields.append(last)
+            } else if let colon = bytes[position..<end].firstIndex(of: UInt8(ascii: ":")), colon > position,
+                bytes[position..<colon].allSatisfy({ $0 >= 33 && $0 <= 126 })
+            {
+                fields.append(
+                    HeaderField(
+                        name: String(decoding: bytes[position..<colon], as: UTF8.self), raw: bytes[position..<next]))
+            } else {
+                bodyStart = position
+                return
+            }
+            position = next
+        }
+    }
+
+    public func contains(_ name: String) -> Bool {
+        fields.contains { $0.name.lowercased() == name.lowercased() }
+    }
+}
+
+/// RFC 5322 §3.4 address lists, as far as sendmail -t needs them: mailboxes with or without display names,
+/// groups (`undisclosed-recipients:;`), comments and quoted strings. Returns the addr-specs in order.
+public enum AddressList {
+    public static func parse(_ text: String) throws(SubmissionError) -> [String] {
+        let bytes = Array(text.utf8)
+        var result: [String] = []
+        var current: [UInt8] = []
+        var angle: [UInt8]? = nil
+        var inAngle = false
+        var inGroup = false
+        var index = 0
+
+        func finish() {
+            var spec = angle ?? current
+            spec = removeWhitespaceOutsideQuotes(spec)
+            if angle != nil, spec.first == UInt8(ascii: "@"), let colon = spec.firstIndex(of: UInt8(ascii: ":")) {
+                spec = Array(spec[(colon + 1)...])  // obsolete source route @a,@b:user@c
+            }
+            if !spec.isEmpty { result.append(String(decoding: spec, as: UTF8.self)) }
+            current = []
+            angle = nil
+        }
+
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte == UInt8(ascii: "\"") {
+                var quoted: [UInt8] = [byte]
+                index += 1
+                var closed = false
+                while index < bytes.count {
+                    let inner = bytes[index]
+                    quoted.append(inner)
+                    index += 1
+                    if inner == UInt8(ascii: "\\"), index < bytes.count {
+                        quoted.append(bytes[index])
+                        index += 1
+                    } else if inner == UInt8(ascii: "\"") {
+                        closed = true
+                        break
+                    }
+                }
+                guard closed else { throw .addressSyntax(text) }
+                if inAngle { angle?.append(contentsOf: quoted) } else { current.append(contentsOf: quoted) }
+                continue
+            }
+            if byte == UInt8(ascii: "(") {
+                var depth = 0
+                repeat {
+                    guard index < bytes.count else { throw .addressSyntax(text) }
+                    switch bytes[index] {
+                    case UInt8(ascii: "\\"): index += 1
+                    case UInt8(ascii: "("): depth += 1
+                    case UInt8(ascii: ")"): depth -= 1
+                    default: break
+                    }
+                    index += 1
+                } while depth > 0
+                if !inAngle { current.append(UInt8(ascii: " ")) }
+                continue
+            }
+            index += 1
+            if inAngle {
+                if byte == UInt8(ascii: ">") { inAngle = false } else { angle?.append(byte) }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: "<"):
+                guard angle == nil else { throw .addressSyntax(text) }
+                angle = []
+                inAngle = true
+            case UInt8(ascii: ","):
+                finish()
+            case UInt8(ascii: ":"):
+                // A group's display name ends here; its members follow up to ";".
+                guard !inGroup, angle == nil else { throw .addressSyntax(text) }
+                inGroup = true
+                current = []
+            case UInt8(ascii: ";"):
+                guard inGroup else { throw .addressSyntax(text) }
+                finish()
+                inGroup = false
+            default:
+                current.append(byte)
+            }
+        }
+        guard !inAngle else { throw .addressSyntax(text) }
+        finish()
+        return result
+    }
+
+    private static func removeWhitespaceOutsideQuotes(_ bytes: [UInt8]) -> [UInt8] {
+        var result: [UInt8] = []
+        var quoted = false
+        var escaped = false
+        for byte in bytes {
+            if quoted {
+                if escaped {
+                    escaped = false
+                } else if byte == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if byte == UInt8(ascii: "\"") {
+                    quoted = false
+                }
+                result.append(byte)
+            } else if byte == UInt8(ascii: "\"") {
+                quoted = true
+                result.append(byte)
+            } else if byte != UInt8(ascii: " ") && byte != UInt8(ascii: "\t") && byte != 13 && byte != 10 {
+                result.append(byte)
+            }
+        }
+        return result
+    }
+}
+
+// MARK: - Composing
+
+/// The stored message and its envelope addresses, computed without I/O.
+public struct Submission: Equatable, Sendable {
+    /// Reverse path as wire text ("" for `<>`).
+    public var sender: String
+    public var recipients: [String]
+    public var message: [UInt8]
+    public var smtpUTF8: Bool
+    public var eightBit: Bool
+
+    /// - Parameters:
+    ///   - input: the message as read from stdin.
+    ///   - login: the submitting user's login name (Received header, default sender).
+    ///   - date: RFC 5322 date-time for Received and, when missing, Date.
+    ///   - messageIDStamp: unique text for a generated Message-ID (the queue id).
+    public static func compose(
+        input: [UInt8], options: SendOptions, hostname: String, login: String, queueID: String, date: String,
+        maxSize: Int
+    ) throws(SubmissionError) -> Submission {
+        let text = try MessageText.normalize(input, ignoreDots: options.ignoreDots)
+        let header = HeaderSection(parsing: text)
+
+        let sender = try senderAddress(options.sender, login: login, hostname: hostname)
+        var recipientTexts: [String] = []
+        for argument in options.recipients { recipientTexts += try AddressList.parse(argument) }
+        if options.recipientsFromHeaders {
+            for field in header.fields where ["to", "cc", "bcc"].contains(field.name.lowercased()) {
+                recipientTexts += try AddressList.parse(field.unfoldedValue)
+            }
+        }
+        var recipients: [String] = []
+        var seen = Set<String>()
+        var international = false
+        for text in recipientTexts {
+            guard let mailbox = mailbox(text, hostname: hostname) else { throw .badAddress(text) }
+            international = international || mailbox.isInternationalized
+            if seen.insert(mailbox.description.lowercased()).inserted { recipients.append(mailbox.description) }
+        }
+        guard !recipients.isEmpty else { throw .noRecipients }
+
+        var message = Array(
+            "Received: from local user \(login)\r\n\tby \(hostname) (dualmta) with local id \(queueID);\r\n\t\(date)\r\n"
+                .utf8)
+        // Bcc never leaves this host (RFC 5322 §3.6.3, the first of its options; Postfix does the same).
+        for field in header.fields where field.name.lowercased() != "bcc" { message += field.raw }
+        if !header.contains("From") {
+            message += Array("From: <\(sender.isEmpty ? "MAILER-DAEMON@\(hostname)" : sender)>\r\n".utf8)
+        }
+        if !header.contains("Date") { message += Array("Date: \(date)\r\n".utf8) }
+        if !header.contains("Message-ID") { message += Array("Message-ID: <\(queueID)@\(hostname)>\r\n".utf8) }
+        let body = text[header.bodyStart...]
+        if header.hasSeparator || !body.isEmpty { message += [13, 10] }
+        message += body
+        guard message.count <= maxSize else { throw .tooLarge(limit: maxSize) }
+        return Submission(
+            sender: sender, recipients: recipients, message: message,
+            smtpUTF8: international || (sender.utf8.contains { $0 >= 0x80 }), eightBit: message.contains { $0 >= 0x80 })
+    }
+
+    /// `-f` value → reverse path; default `login@hostname`.
+    static func senderAddress(_ given: String?, login: String, hostname: String) throws(SubmissionError) -> String {
+        guard var text = given else {
+            guard let mailbox = mailbox(login, hostname: hostname) else { throw .badSender(login) }
+            return mailbox.description
+        }
+        text = text.trimmingCharacters(in: .whitespaces)
+        if text.hasPrefix("<") && text.hasSuffix(">") && text.count >= 2 { text = String(text.dropFirst().dropLast()) }
+        if text.isEmpty { return "" }
+        guard let mailbox = mailbox(text, hostname: hostname) else { throw .badSender(text) }
+        return mailbox.description
+    }
+
+    /// An address, qualified with `hostname` when it has no domain (a local user, as in sendmail).
+    static func mailbox(_ text: String, hostname: String) -> Mailbox? {
+        let afterQuotes = text.lastIndex(of: "\"").map { text[$0...] } ?? text[...]
+        let qualified = afterQuotes.contains("@") ? text : text + "@" + hostname
+        return Mailbox(parsing: Substring(qualified), allowUTF8: true)
+    }
+}
+
+// MARK: - The command
+
+public enum SendCommand {
+    /// Runs `dualmta send ARGS` / `sendmail ARGS` and returns the exit status.
+    public static func main(arguments: [String]) -> Int32 {
+        let options: SendOptions
+        do throws(SubmissionError) {
+            options = try SendArguments.parse(arguments)
+        } catch {
+            printError("dualmta: \(error)\n\(SendArguments.usage)\n")
+            return error.exitStatus
+        }
+        for warning in options.warnings { printError("dualmta: warning: \(warning)\n") }
+        if options.mode == .help {
+            print(SendArguments.usage)
+            return SysExit.ok
+        }
+        let configuration: Configuration
+        if let path = options.configPath {
+            do throws(ConfigurationError) {
+                configuration = try ConfigurationFile.load(path: path)
+            } catch {
+                printError("dualmta: \(error)\n")
+                return SysExit.config
+            }
+        } else {
+            configuration = Configuration.defaults
+        }
+        switch options.mode {
+        case .listQueue, .flushQueue:
+            return QueueControl.execute(
+                options.mode == .listQueue ? .list(json: false) : .flush(nil),
+                spoolDirectory: configuration.spoolDirectory, out: { print($0, terminator: "") },
+                err: printError)
+        case .help, .send:
+            break
+        }
+        do throws(SubmissionError) {
+            let id = try submit(options: options, configuration: configuration, input: readInput)
+            if options.verbose { printError("dualmta: queued as \(id)\n") }
+            return SysExit.ok
+        } catch {
+            printError("dualmta: \(error)\n")
+            return error.exitStatus
+        }
+    }
+
+    /// Reads the message, composes it and commits it to the spool; then wakes a running daemon. Returns the id.
+    public static func submit(
+        options: SendOptions, configuration: Configuration,
+        input: (Int) throws(SubmissionError) -> [UInt8]
+    ) throws(SubmissionError) -> QueueID {
+        // LF → CRLF may double the size, so read up to twice the limit and check the composed size.
+        let raw = try input(configuration.messageSizeLimit * 2 + 1)
+        guard raw.count <= configuration.messageSizeLimit * 2 else {
+            throw .tooLarge(limit: configuration.messageSizeLimit)
+        }
+        // Refuse bad input (usage 64, data 65) before touching the spool, so those never turn into 75.
+        _ = try Submission.compose(
+            input: raw, options: options, hostname: configuration.hostname, login: loginName(),
+            queueID: "00000000000000", date: RFC5322Date.format(Date()), maxSize: configuration.messageSizeLimit)
+        let spool: Spool
+        let incoming: IncomingMessage
+        do throws(SpoolError) {
+            spool = try Spool(directory: configuration.spoolDirectory)
+            incoming = try spool.begin()
+        } catch {
+            throw .spool(error)
+        }
+        let now = Date()
+        let submission: Submission
+        do throws(SubmissionError) {
+            submission = try Submission.compose(
+                input: raw, options: options, hostname: configuration.hostname, login: loginName(),
+                queueID: incoming.id.rawValue, date: RFC5322Date.format(now), maxSize: configuration.messageSizeLimit)
+        } catch {
+            spool.abort(incoming)
+            throw error
+        }
+        let seconds = Int64(now.timeIntervalSince1970)
+        let envelope = Envelope(
+            id: incoming.id, sender: submission.sender, arrival: seconds, client: "local", heloName: "localhost",
+            protocolName: "LOCAL", bodyType: submission.eightBit ? "8BITMIME" : nil, smtpUTF8: submission.smtpUTF8,
+            nextAttempt: seconds, recipients: submission.recipients.map { RecipientRecord(address: $0) })
+        do throws(SpoolError) {
+            try incoming.append(submission.message)
+            try spool.commit(incoming, envelope: envelope)
+        } catch {
+            spool.abort(incoming)
+            throw .spool(error)
+        }
+        // Durable now; a daemon that is not running finds the message at its next start.
+        try? ControlClient.send(.wake(incoming.id), path: ControlChannel.path(stateDirectory: spool.stateDirectory))
+        return incoming.id
+    }
+
+    /// Reads stdin to EOF, at most `limit` bytes (the caller treats reaching it as too large).
+    static func readInput(limit: Int) throws(SubmissionError) -> [UInt8] {
+        var data: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while data.count < limit {
+            let count = buffer.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
+            if count == 0 { break }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw .input(errno)
+            }
+            data += buffer[0..<count]
+        }
+        return data
+    }
+
+    /// The real user's login name, reduced to characters that are safe in a header and a local part.
+    static func loginName() -> String {
+        var name = ""
+        if let entry = getpwuid(getuid()), let pointer = entry.pointee.pw_name { name = String(cString: pointer) }
+        let safe = name.unicodeScalars.filter {
+            $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "._-".unicodeScalars.contains($0))
+        }
+        return safe.isEmpty ? "uid\(getuid())" : String(String.UnicodeScalarView(safe))
+    }
+
+    static func printError(_ text: String) {
+        FileHandle.standardError.write(Data(text.utf8))
+    }
+}
