@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import SMTPProtocol
+import Sockets
 import Spool
 
 /// Where failures go (RFC 5321 §3.6.2, §4.5.5, §6.1; standards.md §4.5). Every failed or expired recipient ends in
@@ -40,7 +41,7 @@ struct Bouncer: Sendable {
             receivedFromMTA: envelope.heloName.isEmpty ? nil : envelope.heloName, envelopeID: nil,
             bytes: (try? spool.readMessage(envelope.id)) ?? [])
         let recipients = indices.map { recipientReport(kind, envelope: envelope, index: $0) }
-        let seed = "\(envelope.id).\(kind == .failed ? "F" : "D").\(indices.map(String.init).joined(separator: "-"))"
+        let seed = "\(envelope.id)-\(kind == .failed ? "F" : "D")-\(indices.map(String.init).joined(separator: "-"))"
 
         if envelope.sender == internalSender {
             logger.error(
@@ -57,6 +58,7 @@ struct Bouncer: Sendable {
                 reportingMTA: hostname, postmaster: postmasterAddress, failed: original,
                 originalQueueID: envelope.extra["bounce-of"], recipients: recipients, now: now, messageIDSeed: seed)
             let id = try enqueue(notice, sender: internalSender, recipient: postmasterAddress, bounceOf: envelope.id)
+            DualMTAMetrics.registry.increment(DualMTAMetrics.doubleBounces)
             logger.warning(
                 "double-bounce",
                 metadata: [
@@ -69,6 +71,7 @@ struct Bouncer: Sendable {
             reportingMTA: hostname, original: original, recipients: recipients, returnContent: .automatic, now: now,
             messageIDSeed: seed)
         let id = try enqueue(report, sender: "", recipient: envelope.sender, bounceOf: envelope.id)
+        if kind == .failed { DualMTAMetrics.registry.increment(DualMTAMetrics.bounces) }
         logger.info(
             kind == .failed ? "bounce" : "delay-notice",
             metadata: [

@@ -53,6 +53,7 @@ struct LocalDelivery: Sendable {
                 prefix: Array("Return-Path: <\(envelope.sender)>\r\n".utf8),
                 messageFile: spool.messagePath(envelope.id), domain: domain, user: user,
                 fixedName: "\(envelope.arrival).\(envelope.id).R\(recipientIndex)")
+            CrashPoint.hit("local.delivered")
             logger.info(
                 "delivery",
                 metadata: [

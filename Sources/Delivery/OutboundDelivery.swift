@@ -62,7 +62,8 @@ struct OutboundDelivery: Sendable {
         let plan = router.plan(destination, now: now)
         for skipped in plan.skipped {
             logger.info(
-                "skipped", metadata: ["id": "\(envelope.id)", "subject": "\(skipped.subject)", "reason": "\(skipped.reason)"])
+                "skipped",
+                metadata: ["id": "\(envelope.id)", "subject": "\(skipped.subject)", "reason": "\(skipped.reason)"])
         }
         for attempt in plan.attempts {
             if let note = attempt.note {
@@ -100,14 +101,29 @@ struct OutboundDelivery: Sendable {
         var open = indices
         var lastStatus = "4.4.1"
         var lastReason = "no address could be tried"
-        for attempt in plan.attempts where !open.isEmpty {
+        var feed = AttemptFeed(plan: plan, configuration: router.configuration)
+        let runStarted = ContinuousClock.now
+        var deliveredOnce = false
+        while !open.isEmpty,
+            let fed = feed.next(self, envelope: envelope, recipients: open.map { envelope.recipients[$0].address })
+        {
+            let attempt = fed.attempt
+            let outcome = fed.outcome
             let recipients = open.map { envelope.recipients[$0].address }
-            let outcome = attemptDelivery(envelope: envelope, attempt: attempt, recipients: recipients)
+            let metricLabels = DualMTAMetrics.labels(attempt.family, rank: fed.rank)
+            var tlsFailed = outcome.plaintextRetryReason != nil
+            if case .session(let session) = outcome.outcome, case .hostFailed(.tls) = session.kind { tlsFailed = true }
+            if tlsFailed {
+                DualMTAMetrics.registry.increment(
+                    DualMTAMetrics.connectFailures, metricLabels.merging(["reason": "tls"]) { $1 })
+            }
             let when = Int64(Date().timeIntervalSince1970)
             func log(_ index: Int, result: String, _ detail: (key: String, value: String), status: String? = nil) {
                 var metadata: Logger.Metadata = [
-                    "id": "\(envelope.id)", "rcpt": "<\(envelope.recipients[index].address)>", "mx": "\(attempt.mxHost)",
-                    "pref": "\(attempt.preference)", "addr": "\(attempt.address.bracketed)", "family": "\(attempt.family)",
+                    "id": "\(envelope.id)", "rcpt": "<\(envelope.recipients[index].address)>",
+                    "mx": "\(attempt.mxHost)",
+                    "pref": "\(attempt.preference)", "addr": "\(attempt.address.bracketed)",
+                    "family": "\(attempt.family)",
                     "result": "\(result)", "ms": "\(outcome.elapsedMilliseconds)",
                 ]
                 metadata[detail.key] = "\(detail.value)"
@@ -118,6 +134,10 @@ struct OutboundDelivery: Sendable {
                 }
                 if let reason = outcome.plaintextRetryReason { metadata["tls_fallback"] = "\(reason)" }
                 logger.info("delivery", metadata: metadata)
+                if result == "sent" || result == "rejected" || result == "deferred" {
+                    DualMTAMetrics.registry.increment(
+                        DualMTAMetrics.remoteRecipients, metricLabels.merging(["result": result]) { $1 })
+                }
             }
             func record(_ result: String, _ reply: String, for addresses: [String]) {
                 envelope.attempts.append(
@@ -138,7 +158,9 @@ struct OutboundDelivery: Sendable {
             case .messageUnreadable(let why):
                 // Our own problem, not the host's: stop and retry the whole message later.
                 for index in open {
-                    finish(&envelope, index, state: .pending, status: "4.3.0", reason: "cannot read the queued message: \(why)")
+                    finish(
+                        &envelope, index, state: .pending, status: "4.3.0",
+                        reason: "cannot read the queued message: \(why)")
                     result.deferred.append(index)
                 }
                 return
@@ -193,6 +215,13 @@ struct OutboundDelivery: Sendable {
                         switch session.recipients[position].outcome {
                         case .delivered:
                             log(index, result: "sent", ("reply", text))
+                            if !deliveredOnce {
+                                deliveredOnce = true
+                                recordDelivered(
+                                    over: attempt.family, rank: fed.rank, firstFamily: feed.firstFamily,
+                                    since: runStarted)
+                            }
+                            CrashPoint.hit("outbound.remote-accepted")
                             router.recordSuccess(
                                 destination: destination.description, mxHost: attempt.mxHost,
                                 endpoint: attempt.endpoint, now: Date())
@@ -217,7 +246,9 @@ struct OutboundDelivery: Sendable {
                         case .permanent: outcome = "rejected"
                         case .temporary: outcome = "deferred"
                         }
-                        record(outcome, ClientSession.summary(entry.outcome.reply), for: [envelope.recipients[index].address])
+                        record(
+                            outcome, ClientSession.summary(entry.outcome.reply),
+                            for: [envelope.recipients[index].address])
                     }
                     if session.possibleDuplicate {
                         logger.warning(
@@ -235,17 +266,12 @@ struct OutboundDelivery: Sendable {
     }
 
     /// Runs one attempt and waits for it (the worker thread blocks; the connection runs on its own queue).
-    private func attemptDelivery(envelope: Envelope, attempt: PlannedAttempt, recipients: [String])
+    func attemptDelivery(envelope: Envelope, attempt: PlannedAttempt, recipients: [String])
         -> DeliveryAttemptResult
     {
         let configuration = router.configuration
-        let source: SocketAddress? =
-            switch attempt.family {
-            case .ipv4: configuration.bindAddress.map { SocketAddress(ip: $0, port: 0) }
-            case .ipv6: configuration.bindAddress6.map { SocketAddress(ip: $0, port: 0) }
-            }
-        var timeouts = ClientTimeouts()
-        if let cap = configuration.replyTimeout { timeouts = timeouts.capped(at: cap) }
+        let source = sourceAddress(for: attempt.family)
+        let timeouts = clientTimeouts
         let queue = DispatchQueue(label: "dualmta.outbound")
         let done = DispatchSemaphore(value: 0)
         let box = ResultBox()
@@ -291,7 +317,8 @@ struct OutboundDelivery: Sendable {
 
     /// The temporary status a host-level failure leaves behind (standards.md §1.5).
     static func temporaryStatus(of failure: HostFailure, address: PlannedAttempt) -> (String, String) {
-        let whereText = "\(address.mxHost)[\(address.address)]"
+        // A literal or static route is named by its address already: "[192.0.2.7]", not "[192.0.2.7][192.0.2.7]".
+        let whereText = address.mxHost.hasPrefix("[") ? address.mxHost : "\(address.mxHost)[\(address.address)]"
         switch failure {
         case .greeting(let reply), .hello(let reply), .closing(let reply), .tls(let reply):
             let status = reply.code >= 500 ? "4.4.0" : reply.effectiveStatusText

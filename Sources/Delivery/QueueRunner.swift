@@ -42,7 +42,9 @@ public struct BounceSettings: Sendable {
     /// `postmaster` (= postmaster@hostname) or a full address.
     public var doubleBounceRecipient: String
 
-    public init(hostname: String, maxQueueLifetime: Duration, delayWarningAfter: Duration, doubleBounceRecipient: String) {
+    public init(
+        hostname: String, maxQueueLifetime: Duration, delayWarningAfter: Duration, doubleBounceRecipient: String
+    ) {
         self.hostname = hostname
         self.maxQueueLifetime = maxQueueLifetime
         self.delayWarningAfter = delayWarningAfter
@@ -153,8 +155,18 @@ public final class QueueRunner: Sendable {
         }
     }
 
-    /// One delivery run for one message. Returns when it should run again, or nil when nothing is left to do now.
+    /// One delivery run for one message, under the message's lock. Returns when it should run again, or nil when
+    /// nothing is left to do now.
     private func run(_ id: QueueID) -> Date? {
+        // `dualmta queue hold/bounce/flush` edit the envelope under flock(LOCK_EX) on queue/<id>.msg (never renamed);
+        // holding the same lock from the first read to the last write means neither side overwrites the other.
+        let lock = open(spool.messagePath(id), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        if lock >= 0 { flock(lock, LOCK_EX) }
+        defer { if lock >= 0 { close(lock) } }
+        return runLocked(id)
+    }
+
+    private func runLocked(_ id: QueueID) -> Date? {
         var envelope: Envelope
         do throws(SpoolError) {
             envelope = try spool.envelope(id)
@@ -263,7 +275,9 @@ public final class QueueRunner: Sendable {
         }
         if let retryAt {
             // Never sleep past the expiry or the delay warning: both are decided in a run.
-            let deadlines = [expiryDate(envelope), delayWarningDate(envelope)].compactMap { $0 }.filter { $0 > finished }
+            let deadlines = [expiryDate(envelope), delayWarningDate(envelope)].compactMap { $0 }.filter {
+                $0 > finished
+            }
             let wake = ([retryAt] + deadlines).min() ?? retryAt
             envelope.nextAttempt = Int64(wake.timeIntervalSince1970.rounded(.up))
             logger.info(
@@ -343,6 +357,7 @@ public final class QueueRunner: Sendable {
         }
         do throws(SpoolError) {
             let report = try bouncer.report(.failed, envelope: envelope, indices: unreported, now: now)
+            CrashPoint.hit("bounce.committed")
             for index in unreported { envelope.extra["rcpt.\(index).reported"] = report?.rawValue ?? "discarded" }
             if let report { wake(report) }
             return true
@@ -358,7 +373,8 @@ public final class QueueRunner: Sendable {
         let pending = envelope.recipients.indices.filter { envelope.recipients[$0].state == .pending }
         guard !pending.isEmpty else { return }
         do throws(SpoolError) {
-            if let notice = try bouncer(for: settings).report(.delayed, envelope: envelope, indices: pending, now: now) {
+            if let notice = try bouncer(for: settings).report(.delayed, envelope: envelope, indices: pending, now: now)
+            {
                 wake(notice)
             }
             envelope.delayWarned = true

@@ -107,23 +107,10 @@ public final class RemoteDelivery {
         let session = ClientSession(
             heloName: heloName, sender: sender, recipients: recipients, messageSize: file.size, bodyType: bodyType,
             needsSMTPUTF8: smtpUTF8, tlsPolicy: tlsPolicy)
-        // standards §6.2 / O15: `may` + failed handshake → the same address once more, in plaintext.
-        var plaintextRetry: (@Sendable (String) -> Void)? = nil
-        if tlsPolicy == .may {
-            plaintextRetry = { @Sendable reason in
-                let retryCompletion: @Sendable (DeliveryAttemptResult) -> Void = { second in
-                    var result = second
-                    result.plaintextRetryReason = reason
-                    result.elapsedMilliseconds = elapsedMilliseconds(since: started)
-                    completion(result)
-                }
-                deliver(
-                    to: address, from: source, connectTimeout: connectTimeout, timeouts: timeouts, heloName: heloName,
-                    sender: sender, recipients: recipients, messageFile: messageFile, bodyType: bodyType,
-                    smtpUTF8: smtpUTF8, tlsPolicy: .none, queue: queue, completion: retryCompletion)
-            }
-        }
-        let retryInPlaintext = plaintextRetry
+        let retryInPlaintext = plaintextRetry(
+            to: address, from: source, connectTimeout: connectTimeout, timeouts: timeouts, heloName: heloName,
+            sender: sender, recipients: recipients, messageFile: messageFile, bodyType: bodyType, smtpUTF8: smtpUTF8,
+            tlsPolicy: tlsPolicy, queue: queue, started: started, completion: completion)
         Connection.connect(to: address, from: source, timeout: connectTimeout, queue: queue) { result in
             switch result {
             case .failure(let error):
@@ -139,6 +126,72 @@ public final class RemoteDelivery {
                     retryInPlaintext: retryInPlaintext, completion: completion)
                 run.start()
             }
+        }
+    }
+}
+
+extension RemoteDelivery {
+    /// Runs one delivery attempt over a connection that is already established (the winner of a Happy Eyeballs
+    /// race); the connection is closed when the attempt ends. `completion` is called exactly once, on the
+    /// connection's queue. Parameters as for `deliver(to:)`; `source` and `connectTimeout` are used only by the
+    /// plaintext retry of `smtp_tls = may`, which connects again to the same address. `started` is when the
+    /// winning connect began, so `elapsedMilliseconds` includes the handshake.
+    public static func deliver(
+        over connection: Connection, from source: SocketAddress?, connectTimeout: Duration, timeouts: ClientTimeouts,
+        heloName: String, sender: String, recipients: [String], messageFile: String, bodyType: BodyType?,
+        smtpUTF8: Bool, tlsPolicy: ClientTLSPolicy = .none, started: ContinuousClock.Instant = .now,
+        completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
+    ) {
+        let queue = connection.queue
+        let address = connection.peer
+        let file: OutboundMessageFile
+        do throws(OutboundMessageFile.OpenError) {
+            file = try OutboundMessageFile(path: messageFile)
+        } catch {
+            let result = DeliveryAttemptResult(
+                address: address, outcome: .messageUnreadable(error.description), localAddress: nil,
+                socketError: nil, elapsedMilliseconds: elapsedMilliseconds(since: started))
+            queue.async {
+                connection.close(afterFlush: false)
+                completion(result)
+            }
+            return
+        }
+        let session = ClientSession(
+            heloName: heloName, sender: sender, recipients: recipients, messageSize: file.size, bodyType: bodyType,
+            needsSMTPUTF8: smtpUTF8, tlsPolicy: tlsPolicy)
+        let retryInPlaintext = plaintextRetry(
+            to: address, from: source, connectTimeout: connectTimeout, timeouts: timeouts, heloName: heloName,
+            sender: sender, recipients: recipients, messageFile: messageFile, bodyType: bodyType, smtpUTF8: smtpUTF8,
+            tlsPolicy: tlsPolicy, queue: queue, started: started, completion: completion)
+        queue.async {
+            let run = DeliveryRun(
+                address: address, connection: connection, session: session, timeouts: timeouts, file: file,
+                started: started, tlsContext: tlsPolicy == .none ? nil : opportunisticTLS,
+                retryInPlaintext: retryInPlaintext, completion: completion)
+            run.start()
+        }
+    }
+
+    /// standards §6.2 / O15: `may` + failed handshake → the same address once more, in plaintext; nil otherwise.
+    fileprivate static func plaintextRetry(
+        to address: SocketAddress, from source: SocketAddress?, connectTimeout: Duration, timeouts: ClientTimeouts,
+        heloName: String, sender: String, recipients: [String], messageFile: String, bodyType: BodyType?,
+        smtpUTF8: Bool, tlsPolicy: ClientTLSPolicy, queue: DispatchQueue, started: ContinuousClock.Instant,
+        completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
+    ) -> (@Sendable (String) -> Void)? {
+        guard tlsPolicy == .may else { return nil }
+        return { @Sendable reason in
+            let retryCompletion: @Sendable (DeliveryAttemptResult) -> Void = { second in
+                var result = second
+                result.plaintextRetryReason = reason
+                result.elapsedMilliseconds = elapsedMilliseconds(since: started)
+                completion(result)
+            }
+            deliver(
+                to: address, from: source, connectTimeout: connectTimeout, timeouts: timeouts, heloName: heloName,
+                sender: sender, recipients: recipients, messageFile: messageFile, bodyType: bodyType,
+                smtpUTF8: smtpUTF8, tlsPolicy: .none, queue: queue, completion: retryCompletion)
         }
     }
 }

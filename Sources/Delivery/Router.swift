@@ -29,6 +29,10 @@ public struct OutboundConfiguration: Sendable {
     public var retrySchedule: RetrySchedule
     /// Outbound STARTTLS (`smtp_tls`).
     public var tlsPolicy: ClientTLSPolicy = .none
+    /// `connect_strategy`: RFC 3974 order one address at a time, or Happy Eyeballs within each preference level.
+    public var connectStrategy: ConnectStrategy = .sequential
+    /// `connection_attempt_delay` (happy-eyeballs only): how long an attempt runs alone before the next starts.
+    public var connectionAttemptDelay: Duration = .milliseconds(250)
 
     public init(
         heloName: String, identity: LocalIdentity, capability: Capability, staticRoutes: StaticRoutes, mxPort: UInt16,
@@ -55,6 +59,14 @@ public struct OutboundConfiguration: Sendable {
     }
 }
 
+/// How outbound connections are opened (`connect_strategy`, standards.md §5.3).
+public enum ConnectStrategy: String, Sendable, Equatable, CaseIterable {
+    /// One address at a time, in plan order, each until it connects or fails (RFC 3974; deterministic).
+    case sequential
+    /// RFC 8305 racing within one MX preference level, never across levels.
+    case happyEyeballs = "happy-eyeballs"
+}
+
 /// Plans routes with the live DNS and the shared transport cache: the one place both delivery and
 /// `dualmta route` get their plans from, so the explainer prints exactly what delivery will do.
 /// Its calls block on DNS: use it from worker threads, never from a connection's queue.
@@ -63,6 +75,7 @@ public final class Router: Sendable {
     private let resolver: RouteResolver
     private let cache: Mutex<TransportCache>
     private let cacheFile: String?
+    private let lastSaved = Mutex(Date.distantPast)
     private let logger: Logger
 
     /// - Parameter cacheFile: where the transport cache survives restarts (`<spool>/state/transport-cache.json`);
@@ -99,12 +112,16 @@ public final class Router: Sendable {
 
     /// A connection to `endpoint` delivered: remember it for `transport_cache_ttl`.
     func recordSuccess(destination: String, mxHost: String, endpoint: Endpoint, now: Date) {
-        cache.withLock { cache in
+        let changed = cache.withLock { cache in
+            let before = cache.success(for: destination, now: now)
             cache.recordSuccess(
                 destination: destination, mxHost: mxHost, endpoint: endpoint, now: now,
                 ttl: configuration.transportCacheTTL.seconds)
+            return before?.endpoint != endpoint || before?.mxHost != mxHost
         }
-        save(now: now)
+        // Rewriting the file for every delivery cost ~10 % of the relay path's CPU (perf): when only the expiry
+        // moved, write at most once a minute. A restart may then forget up to a minute of renewals: harmless.
+        if changed || lastSaved.withLock({ now.timeIntervalSince($0) >= 60 }) { save(now: now) }
     }
 
     /// A connection-level failure (refused, unreachable, timeout): skip the address for a while.
@@ -119,6 +136,7 @@ public final class Router: Sendable {
     /// Writes the cache with temp file + rename, so a crash leaves the old or the new file, never half of one.
     private func save(now: Date) {
         guard let cacheFile else { return }
+        lastSaved.withLock { $0 = now }
         let snapshot = cache.withLock { cache in
             cache.prune(now: now)
             return cache

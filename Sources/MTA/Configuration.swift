@@ -1,4 +1,5 @@
 import DNS
+import Delivery
 import Foundation
 import NetAddress
 import Routing
@@ -40,6 +41,12 @@ public struct Configuration: Sendable, Equatable {
     public var familyMismatch: FamilyMismatchPolicy
     public var mxPort: UInt16
     public var allowLoopbackMX: Bool
+    public var connectStrategy: ConnectStrategy
+    /// Happy Eyeballs: how long an attempt runs alone before the next address starts (RFC 8305 §5).
+    public var connectionAttemptDelay: Duration
+
+    // Metrics (Prometheus text format over HTTP/1.0)
+    public var metricsListen: SocketAddress?
 
     // TLS and submission (RFC 3207, RFC 6409, RFC 8314)
     public var tlsCertFile: String?
@@ -107,6 +114,9 @@ public struct Configuration: Sendable, Equatable {
             familyMismatch: .bounce,
             mxPort: 25,
             allowLoopbackMX: false,
+            connectStrategy: .sequential,
+            connectionAttemptDelay: .milliseconds(250),
+            metricsListen: nil,
             tlsCertFile: nil,
             tlsKeyFile: nil,
             smtpTLS: .may,

@@ -20,5 +20,14 @@ extension ConfigurationKey {
                 config.doubleBounceRecipient = value
             },
             render: { $0.doubleBounceRecipient }),
+        ConfigurationKey(
+            name: "sender_return_check",
+            apply: { config, value throws(ValueError) in
+                guard let mode = Configuration.SenderReturnCheck(rawValue: value.lowercased()) else {
+                    throw ValueError("expected off, warn or reject, got \"\(value)\"")
+                }
+                config.senderReturnCheck = mode
+            },
+            render: { $0.senderReturnCheck.rawValue }),
     ]
 }

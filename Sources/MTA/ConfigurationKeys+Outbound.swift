@@ -1,4 +1,5 @@
 import DNS
+import Delivery
 import NetAddress
 import Routing
 
@@ -35,12 +36,25 @@ extension ConfigurationKey {
             render: { $0.addressPreference.rawValue }),
         ConfigurationKey(
             name: "connect_strategy",
-            apply: { _, value throws(ValueError) in
-                guard value.lowercased() == "sequential" else {
-                    throw ValueError("only \"sequential\" (RFC 3974 order) is available in this build")
+            apply: { config, value throws(ValueError) in
+                guard let strategy = ConnectStrategy(rawValue: value.lowercased()) else {
+                    throw ValueError(
+                        "expected sequential (RFC 3974 order) or happy-eyeballs (RFC 8305), got \"\(value)\"")
                 }
+                config.connectStrategy = strategy
             },
-            render: { _ in "sequential" }),
+            render: { $0.connectStrategy.rawValue }),
+        ConfigurationKey(
+            name: "connection_attempt_delay",
+            apply: { config, value throws(ValueError) in
+                // RFC 8305 §5: never below 10 ms; 2 s is its recommended maximum.
+                let delay = try ValueParser.duration(value)
+                guard delay >= .milliseconds(10), delay <= .seconds(2) else {
+                    throw ValueError("must be between 10ms and 2s (RFC 8305 §5), got \"\(value)\"")
+                }
+                config.connectionAttemptDelay = delay
+            },
+            render: { ValueParser.render($0.connectionAttemptDelay) }),
         ConfigurationKey(
             name: "bind_address",
             apply: { config, value throws(ValueError) in

@@ -19,6 +19,8 @@ public final class MTAService: Sendable {
     let runner: QueueRunner
     /// The control socket (`dualmta queue flush`, `dualmta send`); set by start(), cleared by stop().
     let controlChannel = Mutex<ControlChannel?>(nil)
+    /// The `metrics_listen` responder, when configured; set by start(), cleared by stop().
+    let metricsResponder = Mutex<MetricsResponder?>(nil)
 
     public init(configuration: Configuration, logger: Logger) throws(StartupError) {
         self.configuration = configuration
@@ -43,6 +45,12 @@ public final class MTAService: Sendable {
             logger: logger)
         self.runner = runner
         var serverConfiguration = Self.serverConfiguration(configuration, policy: policy)
+        if configuration.senderReturnCheck != .off {
+            serverConfiguration.session.checkSenderReturnPath = true
+            serverConfiguration.senderCheck = SenderReturnCheck(
+                router: router, mode: configuration.senderReturnCheck, logger: logger
+            ).check
+        }
         try TLSSetup.configureServer(
             &serverConfiguration, configuration, stateDirectory: spool.stateDirectory, logger: logger)
         server = SMTPServer(
@@ -98,14 +106,36 @@ public final class MTAService: Sendable {
         } catch {
             throw .server(error)
         }
+        try startMetrics()
         runner.start()
         startControlChannel()
+        // The self-check asks DNS about our own name: off the start path, but at start (its lines follow `ready`).
+        DispatchQueue.global(qos: .utility).async { [configuration, logger] in
+            SelfCheck.log(SelfCheck.run(configuration), logger: logger)
+        }
         logger.info(
             "ready",
             metadata: [
                 "hostname": "\(configuration.hostname)", "spool": "\(spool.directory)",
                 "local_domains": "\(configuration.allLocalDomains.joined(separator: ","))",
             ])
+    }
+
+    /// Serves `GET /metrics` on `metrics_listen` (the queue size is read from the spool at each scrape).
+    func startMetrics() throws(StartupError) {
+        guard let address = configuration.metricsListen else { return }
+        do throws(SocketError) {
+            let responder = try MetricsResponder.start(on: address) { [spool] in
+                if let queued = try? spool.queuedIDs() {
+                    DualMTAMetrics.registry.set(DualMTAMetrics.queueSize, to: Double(queued.count))
+                }
+                return DualMTAMetrics.registry.exposition()
+            }
+            metricsResponder.withLock { $0 = responder }
+            logger.info("metrics-listening", metadata: ["addr": "\(responder.localAddress)"])
+        } catch {
+            throw .metrics("metrics_listen \(address): \(error)")
+        }
     }
 
     /// Binds `<spool>/state/control` so the CLI can flush and wake messages without a restart. Without it the
@@ -137,6 +167,10 @@ public final class MTAService: Sendable {
         controlChannel.withLock { channel in
             channel?.close()
             channel = nil
+        }
+        metricsResponder.withLock { responder in
+            responder?.close()
+            responder = nil
         }
         let clock = ContinuousClock()
         let end = clock.now + deadline
@@ -172,12 +206,15 @@ public enum StartupError: Error, CustomStringConvertible {
     case server(ServerError)
     /// The configured certificate or key cannot be used, or TLS is missing where submission needs it.
     case tls(String)
+    /// `metrics_listen` cannot be bound.
+    case metrics(String)
 
     public var description: String {
         switch self {
         case .spool(let error): return "spool: \(error)"
         case .server(let error): return "\(error)"
         case .tls(let reason): return "tls: \(reason)"
+        case .metrics(let reason): return reason
         }
     }
 }

@@ -20,6 +20,8 @@ extension Configuration {
             connectTimeout: connectTimeout, replyTimeout: smtpReplyTimeout, bindAddress: bindAddress,
             bindAddress6: bindAddress6, retrySchedule: RetrySchedule(retrySchedule))
         configuration.tlsPolicy = ClientTLSPolicy(rawValue: smtpTLS.rawValue) ?? .may
+        configuration.connectStrategy = connectStrategy
+        configuration.connectionAttemptDelay = connectionAttemptDelay
         return configuration
     }
 
@@ -48,7 +50,13 @@ public enum RouteExplainer {
                 ? configuration.transportCacheFile : nil,
             logger: logger)
         let plan = router.plan(destination)
-        guard json else { return plan.text }
+        guard json else {
+            guard configuration.connectStrategy == .happyEyeballs, case .deliver = plan.verdict else {
+                return plan.text
+            }
+            let schedule = HappyEyeballsSchedule(attempts: plan.attempts, delay: configuration.connectionAttemptDelay)
+            return plan.text + schedule.text
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         guard let data = try? encoder.encode(plan), let text = String(data: data, encoding: .utf8) else {

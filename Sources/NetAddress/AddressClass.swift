@@ -77,7 +77,7 @@ extension IPv6Address {
         if g[0] & 0xff00 == 0xff00 { return .multicast }
         if g[0] & 0xfe00 == 0xfc00 { return .uniqueLocal }
         if g[0] == 0x2001 && g[1] == 0x0db8 { return .documentation }
-        if g[0] & 0xfff0 == 0x3ff0 { return .documentation }  // 3fff::/20, RFC 9637
+        if g[0] == 0x3fff && g[1] & 0xf000 == 0 { return .documentation }  // 3fff::/20, RFC 9637
         if g[0] == 0x2002 { return .sixToFour }
         if g[0] == 0x2001 && g[1] == 0 { return .teredo }
         if g[0] == 0x64 && g[1] == 0xff9b { return .nat64 }

@@ -85,6 +85,11 @@ struct PlanWork {
         switch destination {
         case .address(let address):
             plan.source = "address literal"
+            // Mail to one of our own addresses is ours, whatever the port (the server accepts it as local too).
+            if identity.addresses.contains(address) || identity.listeners.contains(where: { $0.address == address }) {
+                plan.verdict = .deliverLocally
+                return
+            }
             planFixedEndpoint(
                 Endpoint(address: address, port: context.mxPort), label: address.smtpLiteral, loopMeansLocal: true)
         case .domain(let domain):

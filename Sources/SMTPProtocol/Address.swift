@@ -23,7 +23,9 @@ public struct Domain: Hashable, Sendable, CustomStringConvertible {
             return
         }
         guard isValidDomainName(text.utf8, allowUTF8: allowUTF8) else { return nil }
-        kind = .name(String(text).lowercased())
+        // DNS names compare case-insensitively in ASCII only (RFC 4343). Unicode lowercasing can lengthen a name
+        // ("İ" → "i̇") past the limits just checked, so non-ASCII octets are kept as they are.
+        kind = .name(asciiLowercased(text))
     }
 
     /// Convenience for configuration values and tests: ASCII or UTF-8 names and literals.
@@ -67,6 +69,11 @@ private func isValidDomainName(_ bytes: Substring.UTF8View, allowUTF8: Bool) -> 
         previous = byte
     }
     return labelLength > 0 && previous != UInt8(ascii: "-")
+}
+
+/// Lowercases ASCII letters only; every other octet is kept.
+func asciiLowercased(_ text: Substring) -> String {
+    String(decoding: text.utf8.map { $0 >= 0x41 && $0 <= 0x5A ? $0 + 0x20 : $0 }, as: UTF8.self)
 }
 
 func isASCIIAlphanumeric(_ byte: UInt8) -> Bool {

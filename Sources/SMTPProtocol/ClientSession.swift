@@ -807,25 +807,47 @@ public struct OutboundBody: Sendable {
 
     /// Encodes one chunk of the stored content.
     public mutating func encode(_ chunk: some Collection<UInt8>) -> [UInt8] {
+        // Contiguous storage takes the fast path; this generic is called across modules, where it is not
+        // specialised (perf: a generic iterator call per byte was a third of the relay path's CPU).
+        if let fast = chunk.withContiguousStorageIfAvailable({ encode(buffer: $0) }) { return fast }
+        return Array(chunk).withUnsafeBufferPointer { encode(buffer: $0) }
+    }
+
+    /// Copies runs of ordinary bytes whole; only CR, LF and a dot at a line start need attention.
+    private mutating func encode(buffer: UnsafeBufferPointer<UInt8>) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(chunk.count + chunk.count / 64 + 4)
-        for byte in chunk {
+        out.reserveCapacity(buffer.count + buffer.count / 64 + 4)
+        var index = 0
+        let end = buffer.count
+        while index < end {
+            let byte = buffer[index]
             if pendingCR {
                 pendingCR = false
-                out += [13, 10]
+                out.append(13)
+                out.append(10)
                 atLineStart = true
-                if byte == 10 { continue }  // the CR and this LF were one CRLF
+                if byte == 10 {  // the CR and this LF were one CRLF
+                    index += 1
+                    continue
+                }
             }
             switch byte {
             case 13:
                 pendingCR = true
+                index += 1
             case 10:
-                out += [13, 10]
+                out.append(13)
+                out.append(10)
                 atLineStart = true
+                index += 1
             default:
                 if atLineStart && byte == UInt8(ascii: ".") { out.append(byte) }
-                out.append(byte)
                 atLineStart = false
+                // The rest of the line up to the next CR or LF goes in one copy.
+                var runEnd = index + 1
+                while runEnd < end && buffer[runEnd] != 13 && buffer[runEnd] != 10 { runEnd += 1 }
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[index..<runEnd]))
+                index = runEnd
             }
         }
         return out

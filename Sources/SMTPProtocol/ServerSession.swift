@@ -29,6 +29,18 @@ public enum ServerAction: Equatable, Sendable {
     case warning(String)
     /// Check these credentials (slow: off the connection's queue), then call `authenticationFinished`.
     case authenticate(Credentials)
+    /// Check that the sender's domain can receive our bounces (DNS: off the connection's queue), then call
+    /// `senderChecked`. Only when `Configuration.checkSenderReturnPath` is on.
+    case checkSender(domain: String)
+}
+
+/// The driver's answer to `.checkSender`.
+public enum SenderCheckResult: Equatable, Sendable {
+    case accept
+    /// Accept, and note the doubt in the message (a header the driver adds).
+    case acceptWithWarning(String)
+    /// 550 5.1.8 or 450 4.1.8.
+    case reject(Reply)
 }
 
 public struct ServerSession: Sendable {
@@ -53,6 +65,9 @@ public struct ServerSession: Sendable {
         public var maxAuthFailures: Int = 5
         public var policy: RecipientPolicy
 
+        /// Ask the driver, at MAIL FROM, whether bounces could reach the sender's domain (`sender_return_check`).
+        public var checkSenderReturnPath: Bool = false
+
         public init(hostname: String, maxMessageSize: Int, policy: RecipientPolicy) {
             self.hostname = hostname
             self.maxMessageSize = maxMessageSize
@@ -69,6 +84,8 @@ public struct ServerSession: Sendable {
         case authResponse
         /// Between `.authenticate` and `authenticationFinished`; input is only buffered meanwhile.
         case awaitingAuthentication
+        /// Between `.checkSender` and `senderChecked`; input is only buffered meanwhile.
+        case awaitingSenderCheck
         case closed
     }
 
@@ -105,6 +122,8 @@ public struct ServerSession: Sendable {
     private var commandCount = 0
     /// The mechanism of the AUTH exchange in progress and, for LOGIN, the user name already received.
     private var authExchange: (mechanism: SASLMechanism, user: String?)?
+    /// The transaction whose sender is being checked (`.awaitingSenderCheck`).
+    private var pendingTransaction: Transaction?
     private var pendingUser: String?
     private var authFailures = 0
 
@@ -133,6 +152,8 @@ public struct ServerSession: Sendable {
     public private(set) var authenticatedUser: String?
     /// True between `.authenticate` and `authenticationFinished`; input is only buffered meanwhile.
     public var awaitingAuthentication: Bool { phase == .awaitingAuthentication }
+    /// True between `.checkSender` and `senderChecked`.
+    public var awaitingSenderCheck: Bool { phase == .awaitingSenderCheck }
     /// AUTH is offered (and accepted) only on a submission service, and only over TLS (PLAIN and LOGIN send the
     /// password in the clear otherwise).
     private var authOffered: Bool { configuration.submission && tlsActive }
@@ -159,7 +180,7 @@ public struct ServerSession: Sendable {
         input.append(contentsOf: bytes)
         chunkEnds.append(inputBase + input.count)
         switch phase {
-        case .notStarted, .awaitingCommit, .awaitingAuthentication:
+        case .notStarted, .awaitingCommit, .awaitingAuthentication, .awaitingSenderCheck:
             if input.count - readIndex > Self.maxPendingInput {
                 pendingOverflow = true
                 discardInput()
@@ -322,7 +343,8 @@ public struct ServerSession: Sendable {
             switch phase {
             case .command, .authResponse: progressing = commandStep()
             case .data: progressing = dataStep()
-            case .notStarted, .awaitingCommit, .awaitingAuthentication, .closed: progressing = false
+            case .notStarted, .awaitingCommit, .awaitingAuthentication, .awaitingSenderCheck, .closed:
+                progressing = false
             }
         }
         compact()
@@ -633,10 +655,43 @@ public struct ServerSession: Sendable {
         var protocolName = esmtp ? (parameters.smtpUTF8 ? "UTF8SMTP" : "ESMTP") : "SMTP"
         if esmtp && tlsActive { protocolName += "S" }
         if esmtp && authenticatedUser != nil { protocolName += "A" }
-        transaction = Transaction(
+        let opened = Transaction(
             reversePath: reversePath, bodyType: parameters.body, smtpUTF8: parameters.smtpUTF8,
             declaredSize: parameters.size, heloName: heloName, protocolName: protocolName)
+        // The paper's Test 3 prevented at the door: can bounces reach this sender's domain from here?
+        if configuration.checkSenderReturnPath, case .mailbox(let sender) = reversePath,
+            case .name(let domain) = sender.domain.kind
+        {
+            pendingTransaction = opened
+            phase = .awaitingSenderCheck
+            emit(.checkSender(domain: domain))
+            return
+        }
+        transaction = opened
         reply(Reply(250, EnhancedStatus(2, 1, 0), "Ok"))
+    }
+
+    /// The driver's answer to `.checkSender`: 250 (perhaps with a warning noted in the transaction) or the
+    /// rejection, then the input that arrived meanwhile.
+    public mutating func senderChecked(_ result: SenderCheckResult) -> [ServerAction] {
+        guard phase == .awaitingSenderCheck, var opened = pendingTransaction else { return [] }
+        pendingTransaction = nil
+        phase = .command
+        switch result {
+        case .accept:
+            transaction = opened
+            reply(Reply(250, EnhancedStatus(2, 1, 0), "Ok"))
+        case .acceptWithWarning(let warning):
+            opened.returnPathWarning = warning
+            transaction = opened
+            reply(Reply(250, EnhancedStatus(2, 1, 0), "Ok"))
+            log("sender return path doubtful: \(warning)")
+        case .reject(let rejection):
+            fail(rejection)
+            log("sender rejected: \(rejection.lines.joined(separator: " "))")
+        }
+        if phase == .closed { return takeActions() }
+        return resume(after: "checking the sender")
     }
 
     private mutating func rcpt(_ argument: Substring) {

@@ -32,6 +32,9 @@ public struct Transaction: Hashable, Sendable {
     public var heloName: String
     /// RFC 3848 / RFC 6531 `with` value for the Received header: SMTP, ESMTP, ESMTPS, UTF8SMTP, UTF8SMTPS.
     public var protocolName: String
+    /// Set when `sender_return_check = warn` found that bounces could not reach the sender; the driver adds it to
+    /// the message as a header.
+    public var returnPathWarning: String? = nil
 
     public init(
         reversePath: ReversePath, recipients: [AcceptedRecipient] = [], bodyType: BodyType? = nil,

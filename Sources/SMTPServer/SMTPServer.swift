@@ -41,6 +41,9 @@ public struct ServerConfiguration: Sendable {
     public var users: UserDatabase?
     /// A failed AUTH is answered after this delay times the number of failures so far in the session.
     public var authFailureDelay: Duration = .seconds(1)
+    /// `sender_return_check`: given the sender's domain, may bounces reach it? Blocking (DNS); run off the
+    /// connection queue. Nil accepts every sender.
+    public var senderCheck: (@Sendable (String) -> SenderCheckResult)?
 
     public init(
         listen: [SocketAddress], session: ServerSession.Configuration, relayNetworks: [CIDR], maxConnections: Int,

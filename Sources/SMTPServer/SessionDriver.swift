@@ -29,6 +29,9 @@ final class SessionDriver: @unchecked Sendable {
     private var messageError: SpoolError?
     private var timer: DispatchSourceTimer?
     private var finished = false
+    /// Input since the command timer was last armed (see `received`).
+    private var bytesSinceTimerArmed = 0
+    static let progressBytes = 4096
     private let kind: ListenerKind
     /// The TLS filter, once STARTTLS was answered 220 (or from the start on an implicit-TLS listener).
     private var tls: TLSSession?
@@ -56,18 +59,20 @@ final class SessionDriver: @unchecked Sendable {
 
     func start() {
         logger.debug("connect", metadata: ["local": "\(connection.local)"])
+        // Bytes already waiting before our greeting: an early talker (a spam bot or a smuggling probe).
+        let earlyInput = kind == .submissions ? false : connection.hasPendingInput()
+        // Reading starts first, so a peer that resets while we greet reaches peerClosed and frees its slot at once.
+        connection.startReading(
+            { [self] bytes in received(bytes) },
+            onClose: { [self] error in peerClosed(error) })
         if kind == .submissions {
             // RFC 8314 §3.3: TLS from the first byte; the greeting goes out once the handshake is done.
             guard beginTLS() else { return }
         } else {
-            // Bytes already waiting before our greeting: an early talker (a spam bot or a smuggling probe).
             greeted = true
-            perform(session.start(earlyInput: connection.hasPendingInput()))
+            perform(session.start(earlyInput: earlyInput))
             guard !finished else { return }
         }
-        connection.startReading(
-            { [self] bytes in received(bytes) },
-            onClose: { [self] error in peerClosed(error) })
         armTimer()
     }
 
@@ -83,7 +88,10 @@ final class SessionDriver: @unchecked Sendable {
 
     private func received(_ bytes: UnsafeRawBufferPointer) {
         guard !finished else { return }
-        armTimer()
+        // The deadline restarts with each reply (a command was completed) and with every few KiB of DATA, never for
+        // a trickle: a slowloris peer sending a byte a second is cut off at command_timeout.
+        bytesSinceTimerArmed += bytes.count
+        if bytesSinceTimerArmed >= Self.progressBytes { armTimer() }
         guard let tls else { return deliver(bytes) }
         tls.consumeFromNetwork(bytes)
         if !tls.isHandshakeComplete {
@@ -131,6 +139,7 @@ final class SessionDriver: @unchecked Sendable {
             protocolVersion: tls.protocolVersion ?? "unknown", cipher: tls.cipherName ?? "unknown", bits: tls.cipherBits
         )
         tlsDescription = description
+        armTimer()
         logger.info("tls", metadata: ["tls": "\(description.protocolVersion)", "cipher": "\(description.cipher)"])
     }
 
@@ -178,6 +187,7 @@ final class SessionDriver: @unchecked Sendable {
         for action in actions {
             switch action {
             case .send(let bytes):
+                armTimer()
                 send(bytes)
             case .beginMessage(let transaction):
                 beginMessage(transaction)
@@ -195,6 +205,28 @@ final class SessionDriver: @unchecked Sendable {
                 logger.warning("warning", metadata: ["reason": "\(reason)"])
             case .authenticate(let credentials):
                 authenticate(credentials)
+            case .checkSender(let domain):
+                checkSender(domain)
+            }
+        }
+    }
+
+    /// Runs the sender's return-path check (DNS) off the connection's queue; without a checker, accept.
+    private func checkSender(_ domain: String) {
+        guard let checker = server.configuration.senderCheck else {
+            perform(session.senderChecked(.accept))
+            return
+        }
+        connection.pauseReading()
+        server.commitQueue.async { [self] in
+            let result = checker(domain)
+            queue.async { [self] in
+                guard !finished else { return }
+                perform(session.senderChecked(result))
+                if !finished {
+                    connection.resumeReading()
+                    armTimer()
+                }
             }
         }
     }
@@ -243,6 +275,11 @@ final class SessionDriver: @unchecked Sendable {
                 queueID: message.id.rawValue, recipients: transaction.recipients.map(\.path),
                 date: RFC5322Date.format(Date()), tls: tlsDescription, authenticatedUser: session.authenticatedUser)
             try message.append(Array(header.utf8))
+            if let warning = transaction.returnPathWarning {
+                // Header text is ours (planner wording), but keep it one line whatever it says.
+                let clean = warning.map { $0.isNewline ? " " : $0 }
+                try message.append(Array("X-Dualmta-Return-Path-Warning: \(String(clean))\r\n".utf8))
+            }
             self.message = message
         } catch {
             messageError = error
@@ -308,6 +345,7 @@ final class SessionDriver: @unchecked Sendable {
     private func committed(_ envelope: Envelope, result: Result<Void, SpoolError>) {
         switch result {
         case .success:
+            CrashPoint.hit("server.committed")
             var metadata: Logger.Metadata = [
                 "id": "\(envelope.id)", "from": "<\(envelope.sender)>", "size": "\(envelope.messageSize)",
                 "nrcpt": "\(envelope.recipients.count)", "helo": "\(envelope.heloName)",
@@ -321,9 +359,12 @@ final class SessionDriver: @unchecked Sendable {
                 metadata["user"] = "\(user)"
             }
             logger.info("accepted", metadata: metadata)
+            DualMTAMetrics.registry.increment(
+                DualMTAMetrics.messagesAccepted, ["family": connection.local.family.rawValue])
             server.onQueued(envelope.id)
             guard !finished else { return }
             perform(session.commitSucceeded(queueID: envelope.id.rawValue))
+            CrashPoint.hit("server.replied")
         case .failure(let error):
             logger.error("commit-failed", metadata: ["id": "\(envelope.id)", "reason": "\(error)"])
             guard !finished else { return }
@@ -383,6 +424,7 @@ final class SessionDriver: @unchecked Sendable {
 
     /// RFC 5321 §4.5.3.2: the server waits a bounded time for each command (and each DATA chunk).
     private func armTimer() {
+        bytesSinceTimerArmed = 0
         timer?.cancel()
         let timer = DispatchSource.makeTimerSource(queue: queue)
         timer.schedule(deadline: .now() + server.configuration.commandTimeout.dispatchInterval)
@@ -393,7 +435,7 @@ final class SessionDriver: @unchecked Sendable {
 
     private func timerFired() {
         guard !finished else { return }
-        if session.awaitingCommit || session.awaitingAuthentication {
+        if session.awaitingCommit || session.awaitingAuthentication || session.awaitingSenderCheck {
             armTimer()
             return
         }

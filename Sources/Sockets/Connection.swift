@@ -89,14 +89,18 @@ public final class Connection: @unchecked Sendable {
     ///   - completion: called once on `queue` with the connection, or `.system(call: "connect", errno:)`
     ///     (ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, EACCES, EINVAL, ...; reliability §3.5), `.system` for
     ///     socket/bind failures, `.familyMismatch`, `.addressFamilyUnsupported`, or `.timedOut`.
+    /// - Returns: a handle whose `cancel()` abandons the handshake (Happy Eyeballs closes the losers); callers that
+    ///   never cancel ignore it.
+    @discardableResult
     public static func connect(
         to remote: SocketAddress, from source: SocketAddress?, timeout: Duration, queue: DispatchQueue,
         completion: @escaping @Sendable (Result<Connection, SocketError>) -> Void
-    ) {
+    ) -> PendingConnect {
         let attempt = ConnectAttempt(
             remote: remote, source: source, timeout: timeout, queue: queue,
             completion: completion)
         queue.async { attempt.start() }
+        return PendingConnect(attempt: attempt, queue: queue)
     }
 
     // MARK: - Reading
@@ -362,6 +366,23 @@ public final class Connection: @unchecked Sendable {
     }
 }
 
+/// An outbound connect that may still be in progress.
+public final class PendingConnect: Sendable {
+    private let attempt: ConnectAttempt
+    private let queue: DispatchQueue
+
+    fileprivate init(attempt: ConnectAttempt, queue: DispatchQueue) {
+        self.attempt = attempt
+        self.queue = queue
+    }
+
+    /// Abandons the handshake: the fd is closed and the completion gets `.closed`, unless it already ran (then
+    /// nothing happens; the caller owns the connection it got). Safe from any thread, any number of times.
+    public func cancel() {
+        queue.async { [attempt] in attempt.cancel() }
+    }
+}
+
 /// One outbound connect in flight; confined to its queue. Owns the fd until it hands it to a `Connection`.
 private final class ConnectAttempt: @unchecked Sendable {
     // @unchecked Sendable: created on the caller's thread, then touched only on `queue` (start() is queued).
@@ -434,6 +455,12 @@ private final class ConnectAttempt: @unchecked Sendable {
         self.timer = timer
         writeSource.activate()
         timer.activate()
+    }
+
+    /// On `queue`. Queued after `start()`, so the handshake is either in flight (conclude it) or already over.
+    func cancel() {
+        guard writeSource != nil else { return }
+        conclude(.failure(.closed))
     }
 
     private func connectFinished() {

@@ -148,18 +148,23 @@ public final class Spool: Sendable {
             let bytes = try EnvelopeCodec.encode(envelope)
             try message.flush()
             try FileSystem.fsync(message.fd, path: message.path)
+            CrashPoint.hit("commit.data-fsynced")
 
             let envelopeFD = try FileSystem.open(incomingEnvelope, FileSystem.createFlags)
             stage = 1
             defer { close(envelopeFD) }
             try FileSystem.writeAll(envelopeFD, bytes, path: incomingEnvelope)
             try FileSystem.fsync(envelopeFD, path: incomingEnvelope)
+            CrashPoint.hit("commit.envelope-fsynced")
 
             try FileSystem.rename(message.path, messagePath(id))
             stage = 2
+            CrashPoint.hit("commit.message-renamed")
             try FileSystem.rename(incomingEnvelope, envelopePath(id))
             stage = 3
+            CrashPoint.hit("commit.envelope-renamed")
             try FileSystem.fsyncDirectory(queueDirectory)
+            CrashPoint.hit("commit.directory-fsynced")
         } catch {
             switch stage {
             case 0:
@@ -257,6 +262,7 @@ public final class Spool: Sendable {
             defer { close(fd) }
             try FileSystem.writeAll(fd, bytes, path: temporary)
             try FileSystem.fsync(fd, path: temporary)
+            CrashPoint.hit("update.temp-fsynced")
         } catch {
             FileSystem.unlinkIfPresent(temporary)
             throw error
@@ -272,6 +278,7 @@ public final class Spool: Sendable {
             FileSystem.unlinkIfPresent(temporary)
             throw error
         }
+        CrashPoint.hit("update.renamed")
         try FileSystem.fsyncDirectory(queueDirectory)
     }
 

@@ -9,7 +9,10 @@ struct DualMTA: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dualmta",
         abstract: "A small dual-stack SMTP mail transfer agent.",
-        subcommands: [Serve.self, Send.self, Queue.self, Route.self, ConfigCommand.self, Passwd.self],
+        subcommands: [
+            Serve.self, Send.self, Queue.self, Route.self, CheckCommand.self, ConfigCommand.self, Passwd.self,
+            StatsCommand.self,
+        ],
         defaultSubcommand: Serve.self)
 
     /// Invoked as `sendmail` or as `dualmta send`, the sendmail flags are parsed by hand (argument-parser cannot
@@ -172,8 +175,12 @@ struct ConfigCommand: ParsableCommand {
         @OptionGroup var options: ConfigOption
 
         func run() throws {
-            _ = try options.load()
+            let configuration = try options.load()
             print("\(options.config ?? "embedded defaults"): ok")
+            // The same self-check `serve` logs at start: listener families, then warnings (not errors).
+            let report = SelfCheck.run(configuration)
+            for line in report.listeners { print("listener \(line)") }
+            for warning in report.warnings { print("warning: \(warning)") }
         }
     }
 
@@ -205,6 +212,52 @@ struct Route: ParsableCommand {
         } catch {
             FileHandle.standardError.write(Data("dualmta: \(error)\n".utf8))
             throw ExitCode(ExitStatus.usage)
+        }
+    }
+}
+
+struct CheckCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Audit a domain's MX setup for dual-stack delivery: families, unroutable MX combinations, "
+            + "transition-mechanism addresses, SMTP reachability of every MX address. Exit 0 ok, 1 warnings, "
+            + "2 problems.")
+
+    @OptionGroup var options: ConfigOption
+    @Argument(help: "The domain (or user@domain) to check.") var domain: String
+    @Flag(help: "Print JSON.") var json = false
+    @Flag(help: "Documentation addresses are problems (a real domain), not notes (the lab).") var internet = false
+    @Flag(help: "DNS only: do not connect to the MX addresses.") var noConnect = false
+
+    func run() throws {
+        let configuration = try options.load()
+        let audit: (text: String, status: Int32)
+        do {
+            audit = try ReadinessCheck.check(
+                domain, configuration: configuration, internet: internet, probe: !noConnect, json: json)
+        } catch {
+            FileHandle.standardError.write(Data("dualmta: \(error)\n".utf8))
+            throw ExitCode(ExitStatus.usage)
+        }
+        print(audit.text, terminator: "")
+        if audit.status != 0 { throw ExitCode(audit.status) }
+    }
+}
+
+struct StatsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stats", abstract: "Print the running daemon's metrics (fetched from metrics_listen).")
+
+    @OptionGroup var options: ConfigOption
+    @Flag(help: "Print the full Prometheus text, with HELP, TYPE and histogram buckets.") var raw = false
+
+    func run() throws {
+        let configuration = try options.load()
+        do {
+            print(Stats.summary(try Stats.fetch(configuration), raw: raw), terminator: "")
+        } catch {
+            FileHandle.standardError.write(Data("dualmta: \(error)\n".utf8))
+            throw ExitCode(ExitStatus.unavailable)
         }
     }
 }

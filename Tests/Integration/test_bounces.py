@@ -12,7 +12,8 @@ import pytest
 
 from conftest import DEADLINE, free_port
 from dnslab import lab_dns  # noqa: F401  (fixture)
-from mtalog import events, maildir, outbound_settings, parse_dsn, story, submit, wait_event, wait_queue_empty
+from mtalog import (events, maildir, outbound_settings, parse_dsn, queue_empty, story, submit, wait_event,
+                    wait_queue_empty)
 from peers import Behaviour, peers  # noqa: F401  (fixture)
 
 HOST = "mx.lab.example"
@@ -229,3 +230,35 @@ def test_paper_test3_with_family_mismatch_defer_fails_at_expiry(start_server, pe
     assert len(events(srv, "bounce")) == 1 and len(events(srv, "double-bounce")) == 1, srv.log_text()
     assert len(postmaster_box(srv)) == 1 and v6.connection_count == 0
     wait_queue_empty(srv)
+
+
+@pytest.mark.parametrize("mode", ["reject", "warn", "off"])
+def test_sender_return_check_prevents_test3_at_the_door(mode, start_server, lab_dns):  # noqa: F811
+    """T10.3.4: an IPv4-only relay with `sender_return_check` asks the planner at MAIL FROM whether a bounce could
+    reach alice@v6only.test (MX with AAAA only). reject: 550 5.1.8, nothing queued, so no bounce can ever be owed;
+    warn: accepted with an X-Dualmta-Return-Path-Warning header; off: accepted as before. A sender whose domain is
+    reachable is accepted in every mode."""
+    srv = start_server(**outbound_settings(inet_protocols="ipv4", dns_servers=lab_dns.server, allow_loopback_mx="yes",
+                                           sender_return_check=mode, local_domains="lab.example"))
+    with srv.session() as c:
+        reply = c.cmd(b"MAIL FROM:<alice@v6only.test>")
+        if mode == "reject":
+            reply.expect(550, "5.1.8")
+            assert "v6only.test" in reply.text, reply.text
+            c.cmd(b"RCPT TO:<bob@lab.example>").expect(503, "5.5.1")
+            c.cmd(b"RSET").expect(250)
+            # A sender whose domain has an IPv4 MX is fine.
+            c.cmd(b"MAIL FROM:<carol@dest.test>").expect(250)
+            c.cmd(b"QUIT")
+            events_seen = wait_event(srv, "sender-return-check")
+            assert events_seen[0]["mode"] == "reject", events_seen[0].line
+            assert queue_empty(srv.spool)
+            return
+        reply.expect(250)
+        c.cmd(b"RSET").expect(250)
+        c.cmd(b"QUIT")
+    qid = submit(srv, "alice@v6only.test", ["bob@lab.example"], subject=f"src-{mode}")
+    wait_event(srv, "removed", id=qid)
+    [copy] = maildir(srv.spool, "lab.example", "bob")
+    has_warning = b"X-Dualmta-Return-Path-Warning:" in copy.read_bytes()
+    assert has_warning == (mode == "warn"), copy.read_bytes()[:800]

@@ -45,6 +45,7 @@ import Testing
         ("fd00::1", .uniqueLocal), ("2001:db8::1", .documentation), ("2a00:1450::1", .global),
         ("169.254.1.1", .linkLocal), ("192.0.2.1", .documentation), ("10.1.2.3", .privateIPv4),
         ("0.0.0.0", .unspecified), ("224.0.0.1", .multicast), ("127.0.0.1", .loopback),
+        ("3fff:0fff::1", .documentation), ("3fff:1000::1", .global), ("3ffe::1", .reserved),
     ])
     func classification(input: String, expected: AddressClass) {
         #expect(IPAddress(input)?.addressClass == expected)

@@ -47,3 +47,14 @@ import Testing
         #expect(Domain(literal: IPAddress("192.0.2.9")!).description == "[192.0.2.9]")
     }
 }
+
+/// Found by the mailbox fuzzer: Unicode lowercasing lengthened a checked name ("İ" is 2 octets, "i̇" 3), so the
+/// stored form broke the 63-octet label limit and did not parse again.
+@Suite struct DomainFoldingTests {
+    @Test func onlyASCIIIsFoldedSoTheStoredFormStillParses() throws {
+        let text = "x@" + String(repeating: "\u{130}", count: 22)
+        let mailbox = try #require(Mailbox(parsing: Substring(text), allowUTF8: true))
+        #expect(Mailbox(parsing: Substring(mailbox.description), allowUTF8: true) == mailbox)
+        #expect(Domain("MX.Lab.Example")?.description == "mx.lab.example")
+    }
+}

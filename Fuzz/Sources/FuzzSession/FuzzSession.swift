@@ -3,7 +3,8 @@
 // Input layout: byte 0 = flags (below), byte 1 = chunking (0 whole, 1 byte by byte, n > 1 pseudo-random chunks of
 // 1...n octets seeded by n), the rest = what the client sends. Commits are answered at once (or one chunk later
 // with the `deferCommit` flag, so input piles up while the session waits); so are AUTH credential checks (only
-// good/secret succeeds, user "temp" gets a temporary failure).
+// good/secret succeeds, user "temp" gets a temporary failure) and sender checks (verdict by the domain's first
+// letter: r reject, t temporary, w warning, else accept).
 //
 // Checked on every input: no trap; I4 — never more `.commitMessage` actions than non-overlapping CRLF "." CRLF
 // sequences in the bytes delivered so far (an empty message "DATA" CRLF "." CRLF contains one too); every `.send`
@@ -20,7 +21,8 @@ private struct Flags {
     var tlsAvailable: Bool { raw & 0x01 != 0 }
     var noStorage: Bool { raw & 0x02 != 0 }
     var deferCommit: Bool { raw & 0x04 != 0 }
-    var failCommit: Bool { raw & 0x08 != 0 }
+    /// A strict driver: commits fail (451 4.3.0) and MAIL senders are checked (`checkSenderReturnPath`).
+    var strictDriver: Bool { raw & 0x08 != 0 }
     /// Client 192.0.2.1, not allowed to relay (the default is 127.0.0.1, allowed to relay).
     var outsider: Bool { raw & 0x10 != 0 }
     /// Tiny limits, so short inputs reach every limit check.
@@ -80,6 +82,7 @@ private struct Checker {
     var closed = false
     var queueNumber = 0
     var pendingCredentials: Credentials?
+    var pendingSenderDomain: String?
 
     init(flags: Flags, endOffsets: [Int]) {
         self.flags = flags
@@ -91,6 +94,7 @@ private struct Checker {
             hostname: "mx.lab.example", maxMessageSize: flags.smallLimits ? 600 : 10_485_760, policy: policy)
         configuration.tlsAvailable = flags.tlsAvailable
         configuration.submission = flags.submission
+        configuration.checkSenderReturnPath = flags.strictDriver
         if flags.smallLimits {
             configuration.maxRecipients = 3
             configuration.maxErrors = 4
@@ -124,7 +128,7 @@ private struct Checker {
     }
 
     /// True while the session waits for the driver (a commit or a credentials check).
-    var waiting: Bool { session.awaitingCommit || session.awaitingAuthentication }
+    var waiting: Bool { session.awaitingCommit || session.awaitingAuthentication || session.awaitingSenderCheck }
 
     /// Answers commits and credential checks until the session runs on its own again.
     mutating func settle() {
@@ -132,10 +136,22 @@ private struct Checker {
             if session.awaitingCommit {
                 queueNumber += 1
                 let actions =
-                    flags.failCommit
+                    flags.strictDriver
                     ? session.commitFailed(Reply(451, EnhancedStatus(4, 3, 0), "Error: queue file write error"))
                     : session.commitSucceeded(queueID: "Q\(queueNumber)")
                 check(actions, receivedInput: false)
+            } else if session.awaitingSenderCheck {
+                guard let domain = pendingSenderDomain else { failure("awaiting a sender check, nothing asked") }
+                pendingSenderDomain = nil
+                // The verdict follows the domain's first letter, so the fuzzer can reach each answer.
+                let result: SenderCheckResult =
+                    switch domain.first {
+                    case "r": .reject(Reply(550, EnhancedStatus(5, 1, 8), "Sender address rejected: bad domain"))
+                    case "t": .reject(Reply(450, EnhancedStatus(4, 1, 8), "Sender address rejected: try later"))
+                    case "w": .acceptWithWarning("no MX for \(domain)")
+                    default: .accept
+                    }
+                check(session.senderChecked(result), receivedInput: false)
             } else {
                 guard let credentials = pendingCredentials else { failure("awaiting authentication, nothing asked") }
                 pendingCredentials = nil
@@ -189,6 +205,11 @@ private struct Checker {
                 if !session.awaitingAuthentication { failure(".authenticate but the session does not wait for it") }
                 if position != actions.count - 1 { failure("actions after .authenticate: \(actions[position...])") }
                 pendingCredentials = credentials
+            case .checkSender(let domain):
+                if pendingSenderDomain != nil { failure("second .checkSender before the first was answered") }
+                if !session.awaitingSenderCheck { failure(".checkSender but the session does not wait for it") }
+                if position != actions.count - 1 { failure("actions after .checkSender: \(actions[position...])") }
+                pendingSenderDomain = domain
             }
         }
     }

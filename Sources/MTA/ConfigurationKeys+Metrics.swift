@@ -1,0 +1,20 @@
+import Sockets
+
+/// Keys of the metrics endpoint (Prometheus text format, `dualmta stats`).
+extension ConfigurationKey {
+    static let metricsKeys: [ConfigurationKey] = [
+        ConfigurationKey(
+            name: "metrics_listen",
+            apply: { config, value throws(ValueError) in
+                guard !value.isEmpty else {
+                    config.metricsListen = nil
+                    return
+                }
+                guard let address = SocketAddress(parsing: value) else {
+                    throw ValueError("\"\(value)\" is not an address with a port, e.g. 127.0.0.1:9125 or [::1]:9125")
+                }
+                config.metricsListen = address
+            },
+            render: { $0.metricsListen?.description })
+    ]
+}

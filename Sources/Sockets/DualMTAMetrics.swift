@@ -1,0 +1,81 @@
+import Glibc
+import NetAddress
+
+/// The metrics dualmta exports (`metrics_listen`, `dualmta stats`), in one process-wide registry. Modules count
+/// at their existing log points; labels are the address family (`ipv4`/`ipv6`) and the MX rank (1 = the most
+/// preferred level of the route plan, 2 = the next, ...), so every label has a small, bounded set of values.
+public enum DualMTAMetrics {
+    public static let connectAttempts = MetricFamily(
+        name: "dualmta_connect_attempts_total",
+        help: "Outbound TCP connects started, by address family and MX rank.", kind: .counter)
+    public static let connectSuccesses = MetricFamily(
+        name: "dualmta_connect_successes_total",
+        help: "Outbound TCP connects that completed (and, with happy-eyeballs, won), by family and MX rank.",
+        kind: .counter)
+    public static let connectFailures = MetricFamily(
+        name: "dualmta_connect_failures_total",
+        help:
+            "Outbound connections that failed, by family, MX rank and reason (refused, unreachable, timeout, tls).",
+        kind: .counter)
+    public static let connectLost = MetricFamily(
+        name: "dualmta_connect_lost_total",
+        help: "Happy Eyeballs attempts closed because another address connected first, by family and MX rank.",
+        kind: .counter)
+    public static let familyFallbacks = MetricFamily(
+        name: "dualmta_family_fallbacks_total",
+        help: "Deliveries that succeeded over one family after an attempt over the other failed (from, to).",
+        kind: .counter)
+    public static let remoteRecipients = MetricFamily(
+        name: "dualmta_remote_recipients_total",
+        help: "Per-recipient outcomes of outbound SMTP sessions (sent, rejected, deferred), by family and MX rank.",
+        kind: .counter)
+    public static let deliveryDuration = MetricFamily(
+        name: "dualmta_delivery_duration_seconds",
+        help: "From the start of a delivery run for a destination to the accepted message, by family and MX rank.",
+        kind: .histogram(buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]))
+    public static let queueSize = MetricFamily(
+        name: "dualmta_queue_messages", help: "Messages in the queue at scrape time.", kind: .gauge)
+    public static let messagesAccepted = MetricFamily(
+        name: "dualmta_messages_accepted_total",
+        help: "Messages accepted into the queue over SMTP, by the address family of the listener.", kind: .counter)
+    public static let bounces = MetricFamily(
+        name: "dualmta_bounces_total", help: "Non-delivery reports queued to senders.", kind: .counter)
+    public static let doubleBounces = MetricFamily(
+        name: "dualmta_double_bounces_total",
+        help: "Failed non-delivery reports turned into a notice to the postmaster.", kind: .counter)
+
+    public static let all: [MetricFamily] = [
+        connectAttempts, connectSuccesses, connectFailures, connectLost, familyFallbacks, remoteRecipients,
+        deliveryDuration, queueSize, messagesAccepted, bounces, doubleBounces,
+    ]
+
+    /// The process-wide registry; the label-less samples start at 0 so a scrape lists them from the start.
+    public static let registry: MetricsRegistry = {
+        let registry = MetricsRegistry(all)
+        registry.increment(bounces, by: 0)
+        registry.increment(doubleBounces, by: 0)
+        registry.set(queueSize, to: 0)
+        return registry
+    }()
+
+    /// `family` and `mx_rank` labels.
+    public static func labels(_ family: AddressFamily, rank: Int) -> [String: String] {
+        ["family": family.rawValue, "mx_rank": String(rank)]
+    }
+
+    /// The failure reason label of a connect error: refused, unreachable, timeout or other.
+    public static func failureReason(_ error: SocketError) -> String {
+        switch error {
+        case .timedOut: return "timeout"
+        case .system(_, let code):
+            switch code {
+            case ECONNREFUSED: return "refused"
+            case EHOSTUNREACH, ENETUNREACH, EADDRNOTAVAIL, EHOSTDOWN, ENETDOWN: return "unreachable"
+            case ETIMEDOUT: return "timeout"
+            default: return "other"
+            }
+        case .addressFamilyUnsupported: return "unreachable"
+        case .closed, .familyMismatch: return "other"
+        }
+    }
+}
