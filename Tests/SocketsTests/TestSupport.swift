@@ -187,3 +187,22 @@ final class Collector: @unchecked Sendable {
     var received: [UInt8] { lock.withLock { bytes } }
     var endOfStream: SocketError?? { lock.withLock { ended } }
 }
+
+/// One open socket, named by descriptor and inode, so a test can tell "closed" from "the number was reused by
+/// another suite running at the same time": process-wide fd counts are not stable while other suites run.
+struct SocketIdentity {
+    let fd: Int32
+    let inode: UInt64
+
+    init?(fd: Int32) {
+        var status = stat()
+        guard fstat(fd, &status) == 0 else { return nil }
+        self.fd = fd
+        inode = UInt64(status.st_ino)
+    }
+
+    var isOpen: Bool {
+        var status = stat()
+        return stat("/proc/self/fd/\(fd)", &status) == 0 && UInt64(status.st_ino) == inode
+    }
+}
