@@ -679,7 +679,16 @@ def t02(ctx):
     qid = c.read_reply().expect(250).queue_id()
     assert re.fullmatch(r"[0-9A-Za-z]+", qid), qid
     ctx.spool.settle(queued=1)
-    names = sorted(p.name for p in ctx.spool.queue_files())
+    # Only server-generated names, ever: the queue id, plus the runner's envelope-update temp file
+    # (<id>.<random>.tmp) while a delivery run writes its result; that one is gone once the run ends.
+    generated = re.compile(rf"{qid}\.(env|msg)|{qid}\.[0-9A-Za-z]+\.tmp")
+    end = time.monotonic() + DEADLINE
+    while True:
+        names = sorted(p.name for p in ctx.spool.queue_files())
+        assert all(generated.fullmatch(n) for n in names), names
+        if names == [f"{qid}.env", f"{qid}.msg"] or time.monotonic() >= end:
+            break
+        time.sleep(0.02)
     assert names == [f"{qid}.env", f"{qid}.msg"], names
     spool_rel = str(ctx.spool.root.relative_to(ctx.tmp))
     created = {p for p in tree(ctx.tmp) - before if p != spool_rel and not p.startswith(spool_rel + "/")}
