@@ -48,12 +48,19 @@ public struct TransportCache: Sendable, Hashable, Codable {
     }
 
     /// A delivery to `endpoint` (MX `mxHost`) worked: remember it for `ttl` seconds and forget any failure of it.
+    /// A live entry for the same transport keeps its expiry: the TTL counts from when the exception to the RFC 3974
+    /// order began, so a busy destination still returns to its preferred family once the TTL has passed.
     public mutating func recordSuccess(
         destination: String, mxHost: String, endpoint: Endpoint, now: Date, ttl: TimeInterval
     ) {
-        successes[DNSName.normalized(destination)] = Success(
-            mxHost: mxHost, endpoint: endpoint, expires: now.addingTimeInterval(ttl))
+        let key = DNSName.normalized(destination)
         failures[endpoint] = nil
+        if let current = successes[key], current.expires > now, current.endpoint == endpoint,
+            current.mxHost == mxHost
+        {
+            return
+        }
+        successes[key] = Success(mxHost: mxHost, endpoint: endpoint, expires: now.addingTimeInterval(ttl))
     }
 
     /// A connect-level failure (refused, unreachable, timeout, greeting/EHLO failure): skip the endpoint for `ttl`

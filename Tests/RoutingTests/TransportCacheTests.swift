@@ -18,6 +18,21 @@ import Testing
 
     func endpoint(_ text: String, _ port: UInt16 = 25) -> Endpoint { Endpoint(address: ip(text), port: port) }
 
+    @Test("renewing the same transport keeps its expiry: the preferred family returns after the TTL")
+    func renewalDoesNotExtendTheTTL() {
+        var cache = TransportCache()
+        let start = Date(timeIntervalSince1970: 1_000)
+        let v4 = endpoint("192.0.2.50")
+        cache.recordSuccess(destination: "example.test", mxHost: "mx", endpoint: v4, now: start, ttl: 6)
+        cache.recordSuccess(destination: "example.test", mxHost: "mx", endpoint: v4, now: start + 4, ttl: 6)
+        #expect(cache.success(for: "example.test", now: start + 5)?.endpoint == v4)
+        #expect(cache.success(for: "example.test", now: start + 6.5) == nil)
+        // A different transport starts its own TTL.
+        let v6 = endpoint("2001:db8::25")
+        cache.recordSuccess(destination: "example.test", mxHost: "mx", endpoint: v6, now: start + 7, ttl: 6)
+        #expect(cache.success(for: "example.test", now: start + 12)?.endpoint == v6)
+    }
+
     @Test("T1.14 a cached success on b (same level as a) puts b's address first", arguments: UInt64(0)..<4)
     func t1_14SameLevel(seed: UInt64) throws {
         var cache = TransportCache()
