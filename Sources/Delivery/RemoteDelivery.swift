@@ -94,37 +94,24 @@ public final class RemoteDelivery {
         completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
     ) {
         let started = ContinuousClock.now
-        let file: OutboundMessageFile
-        do throws(OutboundMessageFile.OpenError) {
-            file = try OutboundMessageFile(path: messageFile)
-        } catch {
-            let result = DeliveryAttemptResult(
-                address: address, outcome: .messageUnreadable(error.description), localAddress: nil,
-                socketError: nil, elapsedMilliseconds: elapsedMilliseconds(since: started))
-            queue.async { completion(result) }
-            return
-        }
-        let session = ClientSession(
-            heloName: heloName, sender: sender, recipients: recipients, messageSize: file.size, bodyType: bodyType,
-            needsSMTPUTF8: smtpUTF8, tlsPolicy: tlsPolicy)
-        let retryInPlaintext = plaintextRetry(
-            to: address, from: source, connectTimeout: connectTimeout, timeouts: timeouts, heloName: heloName,
-            sender: sender, recipients: recipients, messageFile: messageFile, bodyType: bodyType, smtpUTF8: smtpUTF8,
-            tlsPolicy: tlsPolicy, queue: queue, started: started, completion: completion)
+        guard
+            let prepared = prepare(
+                to: address, from: source, connectTimeout: connectTimeout, timeouts: timeouts, heloName: heloName,
+                sender: sender, recipients: recipients, messageFile: messageFile, bodyType: bodyType,
+                smtpUTF8: smtpUTF8, tlsPolicy: tlsPolicy, queue: queue, started: started, completion: completion,
+                unreadable: { result in queue.async { completion(result) } })
+        else { return }
         Connection.connect(to: address, from: source, timeout: connectTimeout, queue: queue) { result in
             switch result {
             case .failure(let error):
-                file.close()
+                prepared.file.close()
                 completion(
                     DeliveryAttemptResult(
                         address: address, outcome: .connectFailed(ConnectError(address: address, error: error)),
                         localAddress: nil, socketError: nil, elapsedMilliseconds: elapsedMilliseconds(since: started)))
             case .success(let connection):
-                let run = DeliveryRun(
-                    address: address, connection: connection, session: session, timeouts: timeouts, file: file,
-                    started: started, tlsContext: tlsPolicy == .none ? nil : opportunisticTLS,
-                    retryInPlaintext: retryInPlaintext, completion: completion)
-                run.start()
+                prepared.run(on: connection, address: address, timeouts: timeouts, tlsPolicy: tlsPolicy,
+                             started: started, completion: completion)
             }
         }
     }
@@ -144,18 +131,42 @@ extension RemoteDelivery {
     ) {
         let queue = connection.queue
         let address = connection.peer
+        guard
+            let prepared = prepare(
+                to: address, from: source, connectTimeout: connectTimeout, timeouts: timeouts, heloName: heloName,
+                sender: sender, recipients: recipients, messageFile: messageFile, bodyType: bodyType,
+                smtpUTF8: smtpUTF8, tlsPolicy: tlsPolicy, queue: queue, started: started, completion: completion,
+                unreadable: { result in
+                    queue.async {
+                        connection.close(afterFlush: false)
+                        completion(result)
+                    }
+                })
+        else { return }
+        queue.async {
+            prepared.run(on: connection, address: address, timeouts: timeouts, tlsPolicy: tlsPolicy,
+                         started: started, completion: completion)
+        }
+    }
+
+    /// What both entry points need before a session can start: the opened message file, the client session and
+    /// the plaintext retry of `smtp_tls = may`. Nil (after `unreadable` got the result) when the file cannot be read.
+    fileprivate static func prepare(
+        to address: SocketAddress, from source: SocketAddress?, connectTimeout: Duration, timeouts: ClientTimeouts,
+        heloName: String, sender: String, recipients: [String], messageFile: String, bodyType: BodyType?,
+        smtpUTF8: Bool, tlsPolicy: ClientTLSPolicy, queue: DispatchQueue, started: ContinuousClock.Instant,
+        completion: @escaping @Sendable (DeliveryAttemptResult) -> Void,
+        unreadable: (DeliveryAttemptResult) -> Void
+    ) -> PreparedAttempt? {
         let file: OutboundMessageFile
         do throws(OutboundMessageFile.OpenError) {
             file = try OutboundMessageFile(path: messageFile)
         } catch {
-            let result = DeliveryAttemptResult(
-                address: address, outcome: .messageUnreadable(error.description), localAddress: nil,
-                socketError: nil, elapsedMilliseconds: elapsedMilliseconds(since: started))
-            queue.async {
-                connection.close(afterFlush: false)
-                completion(result)
-            }
-            return
+            unreadable(
+                DeliveryAttemptResult(
+                    address: address, outcome: .messageUnreadable(error.description), localAddress: nil,
+                    socketError: nil, elapsedMilliseconds: elapsedMilliseconds(since: started)))
+            return nil
         }
         let session = ClientSession(
             heloName: heloName, sender: sender, recipients: recipients, messageSize: file.size, bodyType: bodyType,
@@ -164,13 +175,7 @@ extension RemoteDelivery {
             to: address, from: source, connectTimeout: connectTimeout, timeouts: timeouts, heloName: heloName,
             sender: sender, recipients: recipients, messageFile: messageFile, bodyType: bodyType, smtpUTF8: smtpUTF8,
             tlsPolicy: tlsPolicy, queue: queue, started: started, completion: completion)
-        queue.async {
-            let run = DeliveryRun(
-                address: address, connection: connection, session: session, timeouts: timeouts, file: file,
-                started: started, tlsContext: tlsPolicy == .none ? nil : opportunisticTLS,
-                retryInPlaintext: retryInPlaintext, completion: completion)
-            run.start()
-        }
+        return PreparedAttempt(file: file, session: session, retryInPlaintext: retryInPlaintext)
     }
 
     /// standards §6.2 / O15: `may` + failed handshake → the same address once more, in plaintext; nil otherwise.
@@ -550,4 +555,22 @@ private func dispatchDeadline(after duration: Duration) -> DispatchTime {
 private func errnoText(_ code: Int32) -> String {
     guard let text = strerror(code) else { return "errno \(code)" }
     return String(cString: text)
+}
+
+/// An attempt ready to run as soon as a connection exists (see `RemoteDelivery.prepare`).
+private struct PreparedAttempt: @unchecked Sendable {  // handed once to the connection's queue, then used only there
+    let file: OutboundMessageFile
+    let session: ClientSession
+    let retryInPlaintext: (@Sendable (String) -> Void)?
+
+    func run(
+        on connection: Connection, address: SocketAddress, timeouts: ClientTimeouts, tlsPolicy: ClientTLSPolicy,
+        started: ContinuousClock.Instant, completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
+    ) {
+        DeliveryRun(
+            address: address, connection: connection, session: session, timeouts: timeouts, file: file,
+            started: started, tlsContext: tlsPolicy == .none ? nil : RemoteDelivery.opportunisticTLS,
+            retryInPlaintext: retryInPlaintext, completion: completion
+        ).start()
+    }
 }
