@@ -239,6 +239,41 @@ extension SocketIO {
             #expect(poll(seconds: 5) { !clientSocket.isOpen })
         }
 
+        /// Pausing costs nothing until input arrives; input while paused suspends the read source (no busy loop
+        /// on a level-triggered source) and is delivered, complete, after `resumeReading()`.
+        @Test func inputWhilePausedWaitsForResume() throws {
+            let listener = try Listener.bind(try address("127.0.0.1:0"))
+            defer { listener.close() }
+            let serverQueue = DispatchQueue(label: "server")
+            let serverConnection = Shared<Connection?>(nil)
+            let received = Shared<[UInt8]>([])
+            listener.start(
+                queue: serverQueue,
+                onAccept: { socket in
+                    let connection = Connection(socket: socket, queue: serverQueue)
+                    connection.startReading({ chunk in received.update { $0 += chunk } }, onClose: { _ in })
+                    connection.pauseReading()
+                    serverConnection.update { $0 = connection }
+                }, onError: { _ in })
+            let clientQueue = DispatchQueue(label: "client")
+            let client = try #require(try connectAndWait(to: listener.localAddress, queue: clientQueue)?.get())
+            #expect(poll(seconds: 5) { serverConnection.get() != nil })
+            let server = try #require(serverConnection.get())
+            #expect(serverQueue.sync { !server.readSourceSuspended }, "paused without input: source untouched")
+            clientQueue.sync { client.write(Array("MAIL FROM:<a@example.test>\r\n".utf8)) }
+            #expect(poll(seconds: 5) { serverQueue.sync { server.readSourceSuspended } })
+            #expect(received.get().isEmpty, "nothing may be delivered while paused")
+            serverQueue.sync { server.resumeReading() }
+            #expect(poll(seconds: 5) { received.get() == Array("MAIL FROM:<a@example.test>\r\n".utf8) })
+            let serverSocket = try #require(SocketIdentity(fd: server.fd))
+            serverQueue.sync {
+                server.pauseReading()
+                server.close()
+            }
+            #expect(poll(seconds: 5) { !serverSocket.isOpen })
+            clientQueue.sync { client.close() }
+        }
+
         /// A peer that never reads must not keep a draining connection open forever.
         @Test func drainGivesUpAfterItsTimeout() throws {
             let listener = try Listener.bind(try address("127.0.0.1:0"))
