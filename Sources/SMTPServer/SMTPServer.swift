@@ -80,8 +80,10 @@ public final class SMTPServer: Sendable {
     let onQueued: @Sendable (QueueID) -> Void
     /// Sessions run on their own serial queues, all targeting this concurrent one, so both cores serve clients.
     let sessionTarget = DispatchQueue(label: "dualmta.sessions", attributes: .concurrent)
-    /// fsync and rename run here, never on a session's queue.
-    let commitQueue = DispatchQueue(label: "dualmta.commit", attributes: .concurrent)
+    /// Blocking work other than commits (the sender's DNS check) runs here, never on a session's queue.
+    let blockingQueue = DispatchQueue(label: "dualmta.blocking", attributes: .concurrent)
+    /// Messages are made durable here, in batches shared by the sessions that finish DATA together.
+    let groupCommit: GroupCommit
     /// Password hashing (deliberately slow) and the users file read run here.
     let authQueue = DispatchQueue(label: "dualmta.auth", attributes: .concurrent)
     private let acceptQueue = DispatchQueue(label: "dualmta.accept")
@@ -104,6 +106,7 @@ public final class SMTPServer: Sendable {
         self.spool = spool
         self.logger = logger
         self.onQueued = onQueued
+        self.groupCommit = GroupCommit(spool: spool)
         self.storage = StorageMonitor(spool: spool, required: UInt64(configuration.session.maxMessageSize) * 3 / 2)
     }
 

@@ -16,9 +16,9 @@ import TLS
 /// session already dropped the plaintext that came with STARTTLS (CVE-2011-0411), and the TLS session only ever
 /// sees bytes read after it was created.
 ///
-/// Confinement: every mutable field is touched only on `queue`, the connection's serial queue. The blocking steps,
-/// the commit (fsync + rename) and the password check, run on the server's commit and auth queues and report back
-/// to `queue`.
+/// Confinement: every mutable field is touched only on `queue`, the connection's serial queue. The blocking steps
+/// run elsewhere and report back to `queue`: the commit (fsync + rename) in the server's group commit, the password
+/// check on its auth queue, the sender's DNS check on its blocking queue.
 final class SessionDriver: @unchecked Sendable {
     let connection: Connection
     private unowned let server: SMTPServer
@@ -28,6 +28,8 @@ final class SessionDriver: @unchecked Sendable {
     private var message: IncomingMessage?
     private var messageError: SpoolError?
     private var timer: DispatchSourceTimer?
+    /// When the command timer gives up (see `armTimer`).
+    private var deadline = DispatchTime.distantFuture
     private var finished = false
     /// Input since the command timer was last armed (see `received`).
     private var bytesSinceTimerArmed = 0
@@ -218,7 +220,7 @@ final class SessionDriver: @unchecked Sendable {
             return
         }
         connection.pauseReading()
-        server.commitQueue.async { [self] in
+        server.blockingQueue.async { [self] in
             let result = checker(domain)
             queue.async { [self] in
                 guard !finished else { return }
@@ -329,15 +331,7 @@ final class SessionDriver: @unchecked Sendable {
                     address: $0.path.description, state: .pending, lastReply: nil, lastStatus: nil, updated: nil)
             },
             attempts: [], extra: [:])
-        let spool = server.spool
-        server.commitQueue.async { [self] in
-            let result: Result<Void, SpoolError>
-            do throws(SpoolError) {
-                try spool.commit(message, envelope: envelope)
-                result = .success(())
-            } catch {
-                result = .failure(error)
-            }
+        server.groupCommit.submit(message, envelope: envelope) { [self] result in
             queue.async { [self] in committed(envelope, result: result) }
         }
     }
@@ -422,21 +416,29 @@ final class SessionDriver: @unchecked Sendable {
         server.sessionEnded(self)
     }
 
-    /// RFC 5321 §4.5.3.2: the server waits a bounded time for each command (and each DATA chunk).
+    /// RFC 5321 §4.5.3.2: the server waits a bounded time for each command (and each DATA chunk). Arming only moves
+    /// `deadline`; the one timer source is rescheduled when it fires early. Cancelling and creating a source per
+    /// reply cost a wake-up of Dispatch's event thread each, several per message (strace, issue 7).
     private func armTimer() {
         bytesSinceTimerArmed = 0
-        timer?.cancel()
+        deadline = .now() + server.configuration.commandTimeout.dispatchInterval
+        guard timer == nil, !finished else { return }
         let timer = DispatchSource.makeTimerSource(queue: queue)
-        timer.schedule(deadline: .now() + server.configuration.commandTimeout.dispatchInterval)
+        timer.schedule(deadline: deadline)
         timer.setEventHandler { [weak self] in self?.timerFired() }
         timer.resume()
         self.timer = timer
     }
 
     private func timerFired() {
-        guard !finished else { return }
+        guard !finished, let timer else { return }
+        if DispatchTime.now() < deadline {
+            timer.schedule(deadline: deadline)
+            return
+        }
         if session.awaitingCommit || session.awaitingAuthentication || session.awaitingSenderCheck {
             armTimer()
+            timer.schedule(deadline: deadline)
             return
         }
         logger.notice("timeout", metadata: ["reason": "no command within \(server.configuration.commandTimeout)"])

@@ -50,6 +50,23 @@ enum FileSystem {
         }
     }
 
+    /// Starts writing a file's dirty pages to the device without waiting (a hint; the fsync that follows is what
+    /// makes the data durable). Errors are ignored here: that fsync reports them.
+    static func startWriteBack(_ fd: Int32) {
+        guard fd >= 0, let syncFileRange = syncFileRange else { return }
+        _ = syncFileRange(fd, 0, 0, syncFileRangeWrite)
+    }
+
+    /// glibc's sync_file_range(2), looked up at run time: Swift's Glibc module is built without _GNU_SOURCE, which
+    /// hides the declaration. Missing (another libc), write-back simply starts at the fsync.
+    private typealias SyncFileRange = @convention(c) (Int32, Int64, Int64, UInt32) -> Int32
+    private static let syncFileRange: SyncFileRange? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "sync_file_range") else { return nil }
+        return unsafeBitCast(symbol, to: SyncFileRange.self)
+    }()
+    /// SYNC_FILE_RANGE_WRITE from <fcntl.h>: start write-out of dirty pages, do not wait.
+    private static let syncFileRangeWrite: UInt32 = 2
+
     /// Makes renames and unlinks in a directory durable.
     static func fsyncDirectory(_ path: String) throws(SpoolError) {
         let fd = try open(path, directoryFlags)

@@ -127,7 +127,7 @@ class CommitCase:
 
 
 COMMIT_CASES = [
-    CommitCase("commit.data-fsynced", "C02", False, {0}, {1}, "incoming-msg"),
+    CommitCase("commit.data-fsynced", "C02", False, {0}, {1}, "incoming-both"),
     CommitCase("commit.envelope-fsynced", "C02", False, {0}, {1}, "incoming-both"),
     CommitCase("commit.message-renamed", "C02", False, {0}, {1}, "queue-msg-incoming-env"),
     # The rename is the commit; before fsync(queue/) a power loss could undo it, a process crash cannot.
@@ -149,7 +149,7 @@ def test_crash_in_commit_path(crashing, start_server, case: CommitCase):
     # The disk at the crash is the state the table in Spool.swift names.
     inc = sorted(p.name.split(".", 1)[1] for p in (srv.spool / "incoming").iterdir())
     queue = sorted(p.name.split(".", 1)[1] for p in (srv.spool / "queue").iterdir())
-    expected = {"incoming-msg": (["msg"], []), "incoming-both": (["env", "msg"], []),
+    expected = {"incoming-both": (["env", "msg"], []),
                 "queue-msg-incoming-env": (["env"], ["msg"])}.get(case.on_disk)
     if expected is not None:
         assert (inc, queue) == expected, f"at {case.point}: incoming={inc} queue={queue}"
