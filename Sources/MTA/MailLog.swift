@@ -50,9 +50,8 @@ enum MailLogFormatter {
             return object + "}\n"
         }
         // Short names are padded so messages line up; longer ones ("warning", "critical") are never cut.
-        let levelName =
-            level.rawValue.count >= 5
-            ? level.rawValue : level.rawValue.padding(toLength: 5, withPad: " ", startingAt: 0)
+        let name = level.rawValue
+        let levelName = name.utf8.count >= 5 ? name : name + String(repeating: " ", count: 5 - name.utf8.count)
         var line = "\(stamp) \(levelName) \(message)"
         for (key, value) in ordered { line += " \(key)=\(quoteText(value))" }
         return line + "\n"
