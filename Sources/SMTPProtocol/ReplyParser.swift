@@ -127,18 +127,24 @@ public struct ReplyParser: Sendable {
         guard let first = rawLines.first, let status = leadingStatus(of: first, code: code) else {
             return Reply(code, nil, lines: rawLines)
         }
-        let prefix = status.description
+        // Compared as octets, never as Characters: a space followed by a combining mark is one Character, so
+        // `hasPrefix("5.1.1 ")` would miss it and the reply would not survive a round trip (found by FuzzReply).
+        let prefix = Array(status.description.utf8)
         let lines = rawLines.map { line -> String in
-            if line == prefix { return "" }
-            if line.hasPrefix(prefix + " ") { return String(line.dropFirst(prefix.count + 1)) }
+            let bytes = Array(line.utf8)
+            if bytes == prefix { return "" }
+            if bytes.count > prefix.count, bytes.starts(with: prefix), bytes[prefix.count] == UInt8(ascii: " ") {
+                return String(decoding: bytes[(prefix.count + 1)...], as: UTF8.self)
+            }
             return line
         }
         return Reply(code, status, lines: lines)
     }
 
     private static func leadingStatus(of text: String, code: Int) -> EnhancedStatus? {
-        let token = text.prefix { $0 != " " }
-        guard let status = EnhancedStatus(String(token)), status.classCode == code / 100 else { return nil }
+        let token = text.utf8.prefix { $0 != UInt8(ascii: " ") }
+        guard let status = EnhancedStatus(String(decoding: token, as: UTF8.self)), status.classCode == code / 100
+        else { return nil }
         return status
     }
 }
