@@ -76,6 +76,12 @@ func asciiLowercased(_ text: Substring) -> String {
     String(decoding: text.utf8.map { $0 >= 0x41 && $0 <= 0x5A ? $0 + 0x20 : $0 }, as: UTF8.self)
 }
 
+/// Uppercases ASCII letters only. SMTP verbs, parameter keywords and EHLO keywords are ASCII (RFC 5321 §2.4):
+/// Unicode case mapping would turn "maıl" (dotless i) into MAIL or "ſtarttls" (long s) into STARTTLS.
+func asciiUppercased(_ text: some StringProtocol) -> String {
+    String(decoding: text.utf8.map { $0 >= 0x61 && $0 <= 0x7A ? $0 - 0x20 : $0 }, as: UTF8.self)
+}
+
 func isASCIIAlphanumeric(_ byte: UInt8) -> Bool {
     (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
 }

@@ -114,7 +114,7 @@ public struct ServerCapabilities: Hashable, Sendable {
         for line in lines.dropFirst() {
             let words = line.split(separator: " ", omittingEmptySubsequences: true)
             guard let first = words.first else { continue }
-            let keyword = first.uppercased()
+            let keyword = asciiUppercased(first)
             keywords.append(([keyword] + words.dropFirst().map(String.init)).joined(separator: " "))
             switch keyword {
             case "PIPELINING": pipelining = true

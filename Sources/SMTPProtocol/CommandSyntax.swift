@@ -16,7 +16,7 @@ enum CommandSyntax {
     /// Splits `FROM:<path> params`; one or more spaces after the colon are tolerated (common client habit).
     static func splitPathArgument(_ argument: Substring, keyword: String) -> Result<PathArgument, PathArgumentError> {
         guard argument.utf8.count >= keyword.utf8.count,
-            argument.prefix(keyword.count).uppercased() == keyword
+            asciiUppercased(argument.prefix(keyword.count)) == keyword
         else { return .failure(.syntax) }
         var rest = argument.dropFirst(keyword.count)
         while rest.first == " " { rest = rest.dropFirst() }
@@ -62,7 +62,7 @@ enum CommandSyntax {
         var seen = Set<String>()
         for parameter in parameters {
             let parts = parameter.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            let keyword = parts[0].uppercased()
+            let keyword = asciiUppercased(parts[0])
             let value = parts.count > 1 ? parts[1] : nil
             guard !seen.contains(keyword) else {
                 return .failure(
@@ -77,7 +77,7 @@ enum CommandSyntax {
                 else { return .failure(Reply(501, EnhancedStatus(5, 5, 4), "Bad message size syntax")) }
                 result.size = size
             case "BODY":
-                guard let value, let body = BodyType(rawValue: value.uppercased()) else {
+                guard let value, let body = BodyType(rawValue: asciiUppercased(value)) else {
                     return .failure(Reply(555, EnhancedStatus(5, 5, 4), "Unsupported BODY parameter value"))
                 }
                 result.body = body

@@ -530,7 +530,7 @@ public struct ServerSession: Sendable {
             return
         }
         let space = text.firstIndex(of: " ")
-        let verbText = text[..<(space ?? text.endIndex)].uppercased()
+        let verbText = asciiUppercased(text[..<(space ?? text.endIndex)])
         let argument = space.map { text[text.index(after: $0)...] } ?? ""
         if commandCount == 1 && space != nil && ["GET", "POST", "CONNECT", "HEAD", "PUT"].contains(verbText) {
             reply(Reply(554, EnhancedStatus(5, 5, 0), "Error: non-SMTP command"))
@@ -786,7 +786,7 @@ public struct ServerSession: Sendable {
         guard (1...2).contains(parts.count), !parts[0].isEmpty, parts.count == 1 || !parts[1].isEmpty else {
             return fail(Reply(501, EnhancedStatus(5, 5, 4), "Syntax: AUTH mechanism [initial-response]"))
         }
-        guard let mechanism = SASLMechanism(rawValue: parts[0].uppercased()) else {
+        guard let mechanism = SASLMechanism(rawValue: asciiUppercased(parts[0])) else {
             return fail(Reply(504, EnhancedStatus(5, 5, 4), "Unrecognized authentication type"))
         }
         authExchange = (mechanism, nil)

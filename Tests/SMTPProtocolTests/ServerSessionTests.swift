@@ -146,6 +146,8 @@ import Testing
         ("noop", "250 2.0.0"), ("NOOP anything", "250 2.0.0"), ("VRFY", "501 5.5.4"), ("vrfy alice", "252 2.5.2"),
         ("HELP", "214 2.0.0"), ("RSET x", "501 5.5.4"), ("DATA x", "501 5.5.4"), ("ehlo", "501 5.5.4"),
         ("QUIT", "221 2.0.0"), ("QUITX", "500 5.5.2"), ("NO OP", "500 5.5.2"),
+        // Verbs are ASCII: Unicode case mapping would read dotless i as I and long s as S.
+        ("ma\u{0131}l from:<a@example.test>", "500 5.5.2"), ("\u{017F}tarttls", "500 5.5.2"),
     ])
     func singleCommands(line: String, expected: String) {
         #expect(codes([Self.ehlo, line + "\r\n"]) == ["250", expected])
