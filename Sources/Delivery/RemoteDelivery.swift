@@ -290,10 +290,8 @@ private final class DeliveryRun: @unchecked Sendable {
     /// The TLS filter after the server's 220 to STARTTLS: reads go through it, and so do writes.
     private var tls: TLSSession?
     private var tlsDescription: TLSDescription?
-    private var timer: DispatchSourceTimer?
-    /// When the current stage times out, and when the timer source is set to fire (never later than `deadline`).
-    private var deadline = DispatchTime.distantFuture
-    private var timerFiresAt = DispatchTime.distantFuture
+    /// The current stage's reply timeout (RFC 5321 §4.5.3.2).
+    private lazy var timer = DeadlineTimer(queue: queue) { [weak self] in self?.timerFired() }
     private var encoder = OutboundBody()
     private var offset = 0
     private var streaming = false
@@ -391,8 +389,7 @@ private final class DeliveryRun: @unchecked Sendable {
             // `may`: this connection is dropped and the caller's completion comes from the plaintext retry.
             done = true
             streaming = false
-            timer?.cancel()
-            timer = nil
+            timer.cancel()
             connection.close(afterFlush: false)
             closeFileIfIdle()
             retryInPlaintext(reason)
@@ -440,33 +437,12 @@ private final class DeliveryRun: @unchecked Sendable {
 
     // MARK: - Deadlines
 
-    /// The stage's reply timeout (RFC 5321 §4.5.3.2). Arming moves `deadline`; the one timer source is rescheduled
-    /// only when the new deadline comes before the time it is set for, and when it fires early. Creating a source
-    /// per stage cost a wake-up of Dispatch's event thread each, about eight per message (issue 7).
     private func arm(_ stage: ClientStage) {
-        deadline = dispatchDeadline(after: timeouts[stage])
-        if let timer {
-            if deadline < timerFiresAt {
-                timerFiresAt = deadline
-                timer.schedule(deadline: deadline)
-            }
-            return
-        }
-        let timer = DispatchSource.makeTimerSource(queue: queue)
-        timerFiresAt = deadline
-        timer.schedule(deadline: deadline)
-        timer.setEventHandler { [weak self] in self?.timerFired() }
-        self.timer = timer
-        timer.activate()
+        timer.arm(after: timeouts[stage])
     }
 
     private func timerFired() {
-        guard let timer, !done else { return }
-        if DispatchTime.now() < deadline {
-            timerFiresAt = deadline
-            timer.schedule(deadline: deadline)
-            return
-        }
+        guard !done else { return }
         if handshaking { return handshakeFailed("timeout during the TLS handshake") }
         perform(session.timedOut())
     }
@@ -536,8 +512,7 @@ private final class DeliveryRun: @unchecked Sendable {
     private func finish(_ result: ClientResult) {
         done = true
         streaming = false
-        timer?.cancel()
-        timer = nil
+        timer.cancel()
         connection.close(afterFlush: false)
         closeFileIfIdle()
         completion(
@@ -558,12 +533,6 @@ private func elapsedMilliseconds(since start: ContinuousClock.Instant) -> Int {
     let elapsed = ContinuousClock.now - start
     let (seconds, attoseconds) = elapsed.components
     return Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000)
-}
-
-private func dispatchDeadline(after duration: Duration) -> DispatchTime {
-    let (seconds, attoseconds) = duration.components
-    let nanoseconds = max(0, seconds) * 1_000_000_000 + max(0, attoseconds) / 1_000_000_000
-    return .now() + .nanoseconds(Int(clamping: nanoseconds))
 }
 
 /// strerror text ("Connection refused"). glibc returns static strings for known codes.

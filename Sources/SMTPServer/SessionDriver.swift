@@ -27,9 +27,8 @@ final class SessionDriver: @unchecked Sendable {
     private var logger: Logger
     private var message: IncomingMessage?
     private var messageError: SpoolError?
-    private var timer: DispatchSourceTimer?
-    /// When the command timer gives up (see `armTimer`).
-    private var deadline = DispatchTime.distantFuture
+    /// The command timeout (see `armTimer`); created with the driver, its Dispatch source at the first arm.
+    private lazy var timer = DeadlineTimer(queue: queue) { [weak self] in self?.timerFired() }
     private var finished = false
     /// Input since the command timer was last armed (see `received`).
     private var bytesSinceTimerArmed = 0
@@ -410,35 +409,22 @@ final class SessionDriver: @unchecked Sendable {
     }
 
     private func cleanUp() {
-        timer?.cancel()
-        timer = nil
+        timer.cancel()
         if !connection.isClosed { connection.close(afterFlush: false) }
         server.sessionEnded(self)
     }
 
-    /// RFC 5321 §4.5.3.2: the server waits a bounded time for each command (and each DATA chunk). Arming only moves
-    /// `deadline`; the one timer source is rescheduled when it fires early. Cancelling and creating a source per
-    /// reply cost a wake-up of Dispatch's event thread each, several per message (strace, issue 7).
+    /// RFC 5321 §4.5.3.2: the server waits a bounded time for each command (and each DATA chunk).
     private func armTimer() {
         bytesSinceTimerArmed = 0
-        deadline = .now() + server.configuration.commandTimeout.dispatchInterval
-        guard timer == nil, !finished else { return }
-        let timer = DispatchSource.makeTimerSource(queue: queue)
-        timer.schedule(deadline: deadline)
-        timer.setEventHandler { [weak self] in self?.timerFired() }
-        timer.resume()
-        self.timer = timer
+        guard !finished else { return }
+        timer.arm(after: server.configuration.commandTimeout)
     }
 
     private func timerFired() {
-        guard !finished, let timer else { return }
-        if DispatchTime.now() < deadline {
-            timer.schedule(deadline: deadline)
-            return
-        }
+        guard !finished else { return }
         if session.awaitingCommit || session.awaitingAuthentication || session.awaitingSenderCheck {
             armTimer()
-            timer.schedule(deadline: deadline)
             return
         }
         logger.notice("timeout", metadata: ["reason": "no command within \(server.configuration.commandTimeout)"])
