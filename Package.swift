@@ -22,22 +22,25 @@ let package = Package(
         .target(name: "NetAddress"),
         .target(name: "SMTPProtocol", dependencies: ["NetAddress"]),
         .target(name: "Sockets", dependencies: ["NetAddress"]),
+        .target(name: "Metrics", dependencies: ["NetAddress"]),
         // Layer 1
         .target(name: "Spool", dependencies: ["SMTPProtocol"]),
         .target(name: "TLS", dependencies: ["COpenSSL"]),
         .target(name: "DNS", dependencies: ["CResolv", "NetAddress"]),
-        .target(name: "Routing", dependencies: ["DNS", "NetAddress"]),
+        .target(name: "Routing", dependencies: ["DNS", "NetAddress", "SMTPProtocol"]),
+        .target(name: "Console", dependencies: ["Sockets", "Metrics"]),
         // Layer 2
         .target(
-            name: "SMTPServer", dependencies: ["SMTPProtocol", "Spool", "Sockets", "TLS", "CCrypt", "NetAddress", log]),
+            name: "SMTPServer",
+            dependencies: ["SMTPProtocol", "Spool", "Sockets", "Metrics", "TLS", "CCrypt", "NetAddress", log]),
         .target(
             name: "Delivery",
-            dependencies: ["SMTPProtocol", "Spool", "Sockets", "TLS", "DNS", "Routing", "NetAddress", log]),
+            dependencies: ["SMTPProtocol", "Spool", "Sockets", "Metrics", "TLS", "DNS", "Routing", "NetAddress", log]),
         .target(
             name: "MTA",
             dependencies: [
-                "SMTPServer", "Delivery", "Spool", "SMTPProtocol", "Sockets", "TLS", "DNS", "Routing", "NetAddress",
-                log,
+                "SMTPServer", "Delivery", "Console", "Metrics", "Spool", "SMTPProtocol", "Sockets", "TLS", "DNS",
+                "Routing", "NetAddress", log,
             ]
         ),
         // Layer 3
@@ -45,13 +48,16 @@ let package = Package(
 
         .testTarget(name: "NetAddressTests", dependencies: ["NetAddress"]),
         .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"]),
-        .testTarget(name: "SpoolTests", dependencies: ["Spool"]),
+        .testTarget(name: "SpoolTests", dependencies: ["Spool", "SMTPProtocol"], exclude: ["Fixtures"]),
         .testTarget(name: "SocketsTests", dependencies: ["Sockets"]),
+        .testTarget(name: "MetricsTests", dependencies: ["Metrics"]),
+        .testTarget(name: "ConsoleTests", dependencies: ["Console", "Sockets"]),
         .testTarget(name: "TLSTests", dependencies: ["TLS"]),
         .testTarget(name: "DNSTests", dependencies: ["DNS"]),
         .testTarget(name: "RoutingTests", dependencies: ["Routing"]),
         .testTarget(
-            name: "DeliveryTests", dependencies: ["Delivery", "Sockets", "SMTPProtocol", "Spool", "Routing", "NetAddress"]),
+            name: "DeliveryTests",
+            dependencies: ["Delivery", "Sockets", "SMTPProtocol", "Spool", "Routing", "NetAddress"]),
         .testTarget(name: "MTATests", dependencies: ["MTA"]),
         .testTarget(
             name: "SMTPServerTests",

@@ -1,6 +1,7 @@
 import Foundation
+import SMTPProtocol
 
-/// Text helpers for building delivery reports: RFC 5322 dates, header folding, ASCII escaping for
+/// Text helpers for building delivery reports: dates (through `MailDate`), header folding, ASCII escaping for
 /// message/delivery-status, quoted-printable for the human part, line-end repair of the returned message.
 /// Everything is pure and deterministic (no locale, no time zone, no randomised hashing).
 enum ReportFormat {
@@ -11,58 +12,17 @@ enum ReportFormat {
 
     // MARK: Dates
 
-    private static let weekdays = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-    private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-
-    struct Civil {
-        var year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int
-        /// 0 = Sunday.
-        var weekday: Int
-    }
-
-    /// Civil UTC fields of a date, clamped to years 1...9999 so that odd input cannot trap in the Int conversion.
-    static func civil(_ date: Date) -> Civil {
-        let interval = date.timeIntervalSince1970
-        let lowest = -62_135_596_800.0  // 0001-01-01T00:00:00Z
-        let highest = 253_402_300_799.0  // 9999-12-31T23:59:59Z
-        let clamped = interval.isNaN ? 0 : min(max(interval, lowest), highest)
-        let seconds = Int(clamped.rounded(.down))
-        let days = seconds >= 0 ? seconds / 86_400 : -((-seconds + 86_399) / 86_400)
-        let secondOfDay = seconds - days * 86_400
-        // Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's civil_from_days algorithm).
-        let shifted = days + 719_468
-        let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
-        let dayOfEra = shifted - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1_460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let monthIndex = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
-        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
-        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        // 1970-01-01 was a Thursday (index 4).
-        let weekday = ((days % 7) + 7 + 4) % 7
-        return Civil(
-            year: year, month: month, day: day, hour: secondOfDay / 3_600, minute: secondOfDay % 3_600 / 60,
-            second: secondOfDay % 60, weekday: weekday)
-    }
-
     /// "Tue, 14 May 2024 09:58:02 +0000" (RFC 5322 §3.3), always UTC.
-    static func rfc5322Date(_ date: Date) -> String {
-        let c = civil(date)
-        return "\(weekdays[c.weekday]), \(c.day) \(months[c.month - 1]) \(pad(c.year, 4)) "
-            + "\(pad(c.hour, 2)):\(pad(c.minute, 2)):\(pad(c.second, 2)) +0000"
-    }
+    static func rfc5322Date(_ date: Date) -> String { MailDate.rfc5322(unixSeconds(date)) }
 
     /// "20240514095802", used inside Message-IDs.
-    static func compactStamp(_ date: Date) -> String {
-        let c = civil(date)
-        return pad(c.year, 4) + pad(c.month, 2) + pad(c.day, 2) + pad(c.hour, 2) + pad(c.minute, 2)
-            + pad(c.second, 2)
-    }
+    static func compactStamp(_ date: Date) -> String { MailDate.compact(unixSeconds(date)) }
 
-    private static func pad(_ value: Int, _ width: Int) -> String {
-        let digits = String(value)
-        return String(repeating: "0", count: max(0, width - digits.count)) + digits
+    /// Whole seconds, rounded down; NaN counts as 0 and infinities as the ends of the formatter's range.
+    static func unixSeconds(_ date: Date) -> Int64 {
+        let interval = date.timeIntervalSince1970
+        if interval.isNaN { return 0 }
+        return Int64(min(max(interval, Double(MailDate.earliest)), Double(MailDate.latest)).rounded(.down))
     }
 
     // MARK: Escaping

@@ -29,7 +29,7 @@ enum RecipientTarget: Equatable {
 enum LocalOutcome: Equatable {
     case delivered
     case temporaryFailure(String)
-    case permanentFailure(String, status: String)
+    case permanentFailure(String, status: EnhancedStatus)
 }
 
 /// Final delivery into Maildir: adds the Return-Path line (RFC 5321 §4.4: only at final delivery) and writes

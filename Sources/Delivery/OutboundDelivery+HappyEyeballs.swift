@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Logging
+import Metrics
 import NetAddress
 import Routing
 import SMTPProtocol
@@ -42,8 +43,8 @@ struct AttemptFeed {
         }
     }
 
-    /// The next attempt to judge, nil when the plan is exhausted. Blocks while connects and sessions run.
-    mutating func next(_ delivery: OutboundDelivery, envelope: Envelope, recipients: [String]) -> Fed? {
+    /// The next attempt to judge, nil when the plan is exhausted. Suspends while connects and sessions run.
+    mutating func next(_ delivery: OutboundDelivery, envelope: Envelope, recipients: [String]) async -> Fed? {
         while buffered.isEmpty {
             guard levelIndex < levels.count else { return nil }
             guard !levels[levelIndex].remaining.isEmpty else {
@@ -55,14 +56,15 @@ struct AttemptFeed {
                 let attempt = levels[levelIndex].remaining.removeFirst()
                 let rank = levels[levelIndex].rank
                 firstFamily = firstFamily ?? attempt.family
-                let outcome = delivery.attemptDelivery(envelope: envelope, attempt: attempt, recipients: recipients)
+                let outcome = await delivery.attemptDelivery(
+                    envelope: envelope, attempt: attempt, recipients: recipients)
                 let labels = DualMTAMetrics.labels(attempt.family, rank: rank)
                 switch outcome.outcome {
                 case .connectFailed(let error):
                     DualMTAMetrics.registry.increment(DualMTAMetrics.connectAttempts, labels)
                     DualMTAMetrics.registry.increment(
                         DualMTAMetrics.connectFailures,
-                        labels.merging(["reason": DualMTAMetrics.failureReason(error.error)]) { $1 })
+                        labels.merging(["reason": error.error.metricReason]) { $1 })
                 case .session:
                     DualMTAMetrics.registry.increment(DualMTAMetrics.connectAttempts, labels)
                     DualMTAMetrics.registry.increment(DualMTAMetrics.connectSuccesses, labels)
@@ -71,31 +73,29 @@ struct AttemptFeed {
                 }
                 buffered.append(Fed(attempt: attempt, outcome: outcome, rank: rank))
             case .happyEyeballs:
-                raceLevel(delivery, envelope: envelope, recipients: recipients)
+                await raceLevel(delivery, envelope: envelope, recipients: recipients)
             }
         }
         return buffered.removeFirst()
     }
 
     /// Races the current level's remaining attempts, logs every started one, and buffers what the loop must judge.
-    private mutating func raceLevel(_ delivery: OutboundDelivery, envelope: Envelope, recipients: [String]) {
+    private mutating func raceLevel(_ delivery: OutboundDelivery, envelope: Envelope, recipients: [String]) async {
         let rank = levels[levelIndex].rank
         let attempts = levels[levelIndex].remaining
         let candidates = attempts.map {
             ConnectionRacer.Candidate(attempt: $0, source: delivery.sourceAddress(for: $0.family))
         }
-        let queue = DispatchQueue(label: "dualmta.outbound.race")
-        let done = DispatchSemaphore(value: 0)
-        let box = RaceBox()
         let started = ContinuousClock.now
-        ConnectionRacer.race(
-            candidates, delay: delay, connectTimeout: delivery.router.configuration.connectTimeout, queue: queue
-        ) { outcome in
-            box.outcome = outcome
-            done.signal()
+        let connectTimeout = delivery.router.configuration.connectTimeout
+        let outcome = await withCheckedContinuation { continuation in
+            ConnectionRacer.race(
+                candidates, delay: delay, connectTimeout: connectTimeout,
+                queue: DispatchQueue(label: "dualmta.outbound.race")
+            ) { outcome in
+                continuation.resume(returning: outcome)
+            }
         }
-        done.wait()
-        guard let outcome = box.outcome else { return }
 
         var judged = Set<Int>()
         for report in outcome.reports {
@@ -120,7 +120,7 @@ struct AttemptFeed {
                 metadata["reason"] = "\(connectError.reason)"
                 DualMTAMetrics.registry.increment(
                     DualMTAMetrics.connectFailures,
-                    labels.merging(["reason": DualMTAMetrics.failureReason(error)]) { $1 })
+                    labels.merging(["reason": error.metricReason]) { $1 })
                 judged.insert(report.index)
                 buffered.append(
                     Fed(
@@ -142,22 +142,11 @@ struct AttemptFeed {
                 ContinuousClock.now - .milliseconds($0.milliseconds)
             }
             ?? started
-        let result = delivery.attemptDelivery(
+        let result = await delivery.attemptDelivery(
             envelope: envelope, attempt: attempt, over: winner.connection, recipients: recipients,
             started: winnerStarted)
         buffered.append(Fed(attempt: attempt, outcome: result, rank: rank))
     }
-}
-
-/// Carries the race outcome from the race queue to the waiting worker thread; the semaphore orders the write before
-/// the read.
-private final class RaceBox: @unchecked Sendable {
-    var outcome: ConnectionRacer.Outcome?
-}
-
-/// Same hand-over for a session run over an already connected winner.
-private final class SessionBox: @unchecked Sendable {
-    var value: DeliveryAttemptResult?
 }
 
 extension OutboundDelivery {
@@ -169,50 +158,16 @@ extension OutboundDelivery {
         }
     }
 
-    /// RFC 5321 stage timeouts, capped by `smtp_reply_timeout`.
-    var clientTimeouts: ClientTimeouts {
-        var timeouts = ClientTimeouts()
-        if let cap = router.configuration.replyTimeout { timeouts = timeouts.capped(at: cap) }
-        return timeouts
-    }
-
-    /// Runs the SMTP session on the connection that won a race and waits for it.
+    /// Runs the SMTP session on the connection that won a race; the run is suspended until it ends.
     func attemptDelivery(
         envelope: Envelope, attempt: PlannedAttempt, over connection: Connection, recipients: [String],
         started: ContinuousClock.Instant
-    ) -> DeliveryAttemptResult {
-        let configuration = router.configuration
-        let done = DispatchSemaphore(value: 0)
-        let box = SessionBox()
-        RemoteDelivery.deliver(
-            over: connection, from: sourceAddress(for: attempt.family), connectTimeout: configuration.connectTimeout,
-            timeouts: clientTimeouts, heloName: configuration.heloName, sender: envelope.sender,
-            recipients: recipients, messageFile: spool.messagePath(envelope.id),
-            bodyType: envelope.bodyType.flatMap(BodyType.init(rawValue:)), smtpUTF8: envelope.smtpUTF8,
-            tlsPolicy: configuration.tlsPolicy, started: started
-        ) { result in
-            box.value = result
-            done.signal()
-        }
-        done.wait()
-        return box.value
-            ?? DeliveryAttemptResult(
-                address: connection.peer, outcome: .messageUnreadable("no result"), localAddress: nil,
-                socketError: nil, elapsedMilliseconds: 0)
-    }
-
-    /// The first accepted recipient of a destination run: delivery latency, and a family fallback when the
-    /// message went over the other family than the run's first attempt.
-    func recordDelivered(
-        over family: AddressFamily, rank: Int, firstFamily: AddressFamily?, since started: ContinuousClock.Instant
-    ) {
-        let (seconds, attoseconds) = (ContinuousClock.now - started).components
-        DualMTAMetrics.registry.observe(
-            DualMTAMetrics.deliveryDuration, DualMTAMetrics.labels(family, rank: rank),
-            Double(seconds) + Double(attoseconds) / 1e18)
-        if let firstFamily, firstFamily != family {
-            DualMTAMetrics.registry.increment(
-                DualMTAMetrics.familyFallbacks, ["from": firstFamily.rawValue, "to": family.rawValue])
+    ) async -> DeliveryAttemptResult {
+        let request = self.request(envelope: envelope, family: attempt.family, recipients: recipients)
+        return await withCheckedContinuation { continuation in
+            RemoteDelivery.deliver(over: connection, request, started: started) { result in
+                continuation.resume(returning: result)
+            }
         }
     }
 }

@@ -66,42 +66,24 @@ public final class RemoteDelivery {
     /// only if OpenSSL cannot make a context at all, which then counts as a failed handshake.
     static let opportunisticTLS: TLSContext? = try? TLSContext.client(verifyPeer: false)
 
-    /// Runs one delivery attempt; `completion` is called exactly once, on `queue`.
+    /// Runs one delivery attempt; `completion` is called exactly once, on `queue` (a serial queue: the connection
+    /// and the timers run on it too).
     ///
     /// The message file is opened and measured on the calling thread (two quick system calls) so that a missing
     /// file costs no connection; the body is then read in 64 KiB chunks on a utility queue, one chunk at a time
     /// (the next read starts when the previous chunk is in the kernel), and encoded with `OutboundBody`.
-    ///
-    /// - Parameters:
-    ///   - address: the server to connect to.
-    ///   - source: the local address to bind (same family), or nil.
-    ///   - connectTimeout: deadline for the TCP handshake.
-    ///   - timeouts: the per-stage SMTP deadlines.
-    ///   - heloName: our EHLO/HELO name.
-    ///   - sender: reverse-path without brackets, "" for `<>`.
-    ///   - recipients: forward-paths without brackets.
-    ///   - messageFile: path of the stored message (CRLF line ends, as the spool keeps it).
-    ///   - bodyType: the `BODY=` to declare, or nil.
-    ///   - smtpUTF8: whether the message needs SMTPUTF8.
-    ///   - tlsPolicy: `smtp_tls`. With `.may`, a failed handshake is retried once on a new connection without TLS
-    ///     (the result then carries `plaintextRetryReason`).
-    ///   - queue: a serial queue; the connection, the timers and the completion run on it.
-    ///   - completion: the result of the attempt.
     public static func deliver(
-        to address: SocketAddress, from source: SocketAddress?, connectTimeout: Duration,
-        timeouts: ClientTimeouts, heloName: String, sender: String, recipients: [String], messageFile: String,
-        bodyType: BodyType?, smtpUTF8: Bool, tlsPolicy: ClientTLSPolicy = .none, queue: DispatchQueue,
+        to address: SocketAddress, _ request: AttemptRequest, queue: DispatchQueue,
         completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
     ) {
         let started = ContinuousClock.now
         guard
             let prepared = prepare(
-                to: address, from: source, connectTimeout: connectTimeout, timeouts: timeouts, heloName: heloName,
-                sender: sender, recipients: recipients, messageFile: messageFile, bodyType: bodyType,
-                smtpUTF8: smtpUTF8, tlsPolicy: tlsPolicy, queue: queue, started: started, completion: completion,
+                to: address, request, queue: queue, started: started, completion: completion,
                 unreadable: { result in queue.async { completion(result) } })
         else { return }
-        Connection.connect(to: address, from: source, timeout: connectTimeout, queue: queue) { result in
+        Connection.connect(to: address, from: request.source, timeout: request.connectTimeout, queue: queue) {
+            result in
             switch result {
             case .failure(let error):
                 prepared.file.close()
@@ -110,32 +92,69 @@ public final class RemoteDelivery {
                         address: address, outcome: .connectFailed(ConnectError(address: address, error: error)),
                         localAddress: nil, socketError: nil, elapsedMilliseconds: elapsedMilliseconds(since: started)))
             case .success(let connection):
-                prepared.run(on: connection, address: address, timeouts: timeouts, tlsPolicy: tlsPolicy,
-                             started: started, completion: completion)
+                prepared.run(on: connection, address: address, request, started: started, completion: completion)
             }
         }
+    }
+}
+
+/// Everything one attempt needs besides the address: what to send and how.
+public struct AttemptRequest: Sendable {
+    /// The local address to bind (same family), or nil.
+    public var source: SocketAddress?
+    /// Deadline for the TCP handshake.
+    public var connectTimeout: Duration
+    /// The per-stage SMTP deadlines.
+    public var timeouts: ClientTimeouts
+    /// Our EHLO/HELO name.
+    public var heloName: String
+    /// Reverse-path without brackets, "" for `<>`.
+    public var sender: String
+    /// Forward-paths without brackets.
+    public var recipients: [String]
+    /// Path of the stored message (CRLF line ends, as the spool keeps it).
+    public var messageFile: String
+    /// The `BODY=` to declare, or nil.
+    public var bodyType: BodyType?
+    /// Whether the message needs SMTPUTF8.
+    public var smtpUTF8: Bool
+    /// `smtp_tls`. With `.may`, a failed handshake is retried once on a new connection without TLS (the result
+    /// then carries `plaintextRetryReason`).
+    public var tlsPolicy: ClientTLSPolicy
+
+    public init(
+        source: SocketAddress?, connectTimeout: Duration, timeouts: ClientTimeouts, heloName: String, sender: String,
+        recipients: [String], messageFile: String, bodyType: BodyType?, smtpUTF8: Bool,
+        tlsPolicy: ClientTLSPolicy = .none
+    ) {
+        self.source = source
+        self.connectTimeout = connectTimeout
+        self.timeouts = timeouts
+        self.heloName = heloName
+        self.sender = sender
+        self.recipients = recipients
+        self.messageFile = messageFile
+        self.bodyType = bodyType
+        self.smtpUTF8 = smtpUTF8
+        self.tlsPolicy = tlsPolicy
     }
 }
 
 extension RemoteDelivery {
     /// Runs one delivery attempt over a connection that is already established (the winner of a Happy Eyeballs
     /// race); the connection is closed when the attempt ends. `completion` is called exactly once, on the
-    /// connection's queue. Parameters as for `deliver(to:)`; `source` and `connectTimeout` are used only by the
-    /// plaintext retry of `smtp_tls = may`, which connects again to the same address. `started` is when the
-    /// winning connect began, so `elapsedMilliseconds` includes the handshake.
+    /// connection's queue. `request.source` and `request.connectTimeout` are used only by the plaintext retry of
+    /// `smtp_tls = may`, which connects again to the same address. `started` is when the winning connect began, so
+    /// `elapsedMilliseconds` includes the handshake.
     public static func deliver(
-        over connection: Connection, from source: SocketAddress?, connectTimeout: Duration, timeouts: ClientTimeouts,
-        heloName: String, sender: String, recipients: [String], messageFile: String, bodyType: BodyType?,
-        smtpUTF8: Bool, tlsPolicy: ClientTLSPolicy = .none, started: ContinuousClock.Instant = .now,
+        over connection: Connection, _ request: AttemptRequest, started: ContinuousClock.Instant = .now,
         completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
     ) {
         let queue = connection.queue
         let address = connection.peer
         guard
             let prepared = prepare(
-                to: address, from: source, connectTimeout: connectTimeout, timeouts: timeouts, heloName: heloName,
-                sender: sender, recipients: recipients, messageFile: messageFile, bodyType: bodyType,
-                smtpUTF8: smtpUTF8, tlsPolicy: tlsPolicy, queue: queue, started: started, completion: completion,
+                to: address, request, queue: queue, started: started, completion: completion,
                 unreadable: { result in
                     queue.async {
                         connection.close(afterFlush: false)
@@ -144,23 +163,20 @@ extension RemoteDelivery {
                 })
         else { return }
         queue.async {
-            prepared.run(on: connection, address: address, timeouts: timeouts, tlsPolicy: tlsPolicy,
-                         started: started, completion: completion)
+            prepared.run(on: connection, address: address, request, started: started, completion: completion)
         }
     }
 
     /// What both entry points need before a session can start: the opened message file, the client session and
     /// the plaintext retry of `smtp_tls = may`. Nil (after `unreadable` got the result) when the file cannot be read.
     fileprivate static func prepare(
-        to address: SocketAddress, from source: SocketAddress?, connectTimeout: Duration, timeouts: ClientTimeouts,
-        heloName: String, sender: String, recipients: [String], messageFile: String, bodyType: BodyType?,
-        smtpUTF8: Bool, tlsPolicy: ClientTLSPolicy, queue: DispatchQueue, started: ContinuousClock.Instant,
+        to address: SocketAddress, _ request: AttemptRequest, queue: DispatchQueue, started: ContinuousClock.Instant,
         completion: @escaping @Sendable (DeliveryAttemptResult) -> Void,
         unreadable: (DeliveryAttemptResult) -> Void
     ) -> PreparedAttempt? {
         let file: OutboundMessageFile
         do throws(OutboundMessageFile.OpenError) {
-            file = try OutboundMessageFile(path: messageFile)
+            file = try OutboundMessageFile(path: request.messageFile)
         } catch {
             unreadable(
                 DeliveryAttemptResult(
@@ -169,40 +185,37 @@ extension RemoteDelivery {
             return nil
         }
         let session = ClientSession(
-            heloName: heloName, sender: sender, recipients: recipients, messageSize: file.size, bodyType: bodyType,
-            needsSMTPUTF8: smtpUTF8, tlsPolicy: tlsPolicy)
+            heloName: request.heloName, sender: request.sender, recipients: request.recipients,
+            messageSize: file.size, bodyType: request.bodyType, needsSMTPUTF8: request.smtpUTF8,
+            tlsPolicy: request.tlsPolicy)
         let retryInPlaintext = plaintextRetry(
-            to: address, from: source, connectTimeout: connectTimeout, timeouts: timeouts, heloName: heloName,
-            sender: sender, recipients: recipients, messageFile: messageFile, bodyType: bodyType, smtpUTF8: smtpUTF8,
-            tlsPolicy: tlsPolicy, queue: queue, started: started, completion: completion)
+            to: address, request, queue: queue, started: started, completion: completion)
         return PreparedAttempt(file: file, session: session, retryInPlaintext: retryInPlaintext)
     }
 
-    /// standards §6.2 / O15: `may` + failed handshake → the same address once more, in plaintext; nil otherwise.
+    /// Opportunistic TLS: `may` + a failed handshake → the same address once more, in plaintext (as Postfix does);
+    /// nil for any other policy.
     fileprivate static func plaintextRetry(
-        to address: SocketAddress, from source: SocketAddress?, connectTimeout: Duration, timeouts: ClientTimeouts,
-        heloName: String, sender: String, recipients: [String], messageFile: String, bodyType: BodyType?,
-        smtpUTF8: Bool, tlsPolicy: ClientTLSPolicy, queue: DispatchQueue, started: ContinuousClock.Instant,
+        to address: SocketAddress, _ request: AttemptRequest, queue: DispatchQueue, started: ContinuousClock.Instant,
         completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
     ) -> (@Sendable (String) -> Void)? {
-        guard tlsPolicy == .may else { return nil }
-        return { @Sendable reason in
+        guard request.tlsPolicy == .may else { return nil }
+        var plaintext = request
+        plaintext.tlsPolicy = .none
+        return { @Sendable [plaintext] reason in
             let retryCompletion: @Sendable (DeliveryAttemptResult) -> Void = { second in
                 var result = second
                 result.plaintextRetryReason = reason
                 result.elapsedMilliseconds = elapsedMilliseconds(since: started)
                 completion(result)
             }
-            deliver(
-                to: address, from: source, connectTimeout: connectTimeout, timeouts: timeouts, heloName: heloName,
-                sender: sender, recipients: recipients, messageFile: messageFile, bodyType: bodyType,
-                smtpUTF8: smtpUTF8, tlsPolicy: .none, queue: queue, completion: retryCompletion)
+            deliver(to: address, plaintext, queue: queue, completion: retryCompletion)
         }
     }
 }
 
 /// The stored message, opened read-only. The fd is read on the file queue and closed on the connection queue;
-/// `DeliveryRun` guarantees the two never overlap (see its invariant).
+/// `DeliveryRun` (below) guarantees the two never overlap (see its invariant).
 private final class OutboundMessageFile: @unchecked Sendable {
     // @unchecked Sendable: `fd` and `size` are immutable after init; `close()` is called once, by the owner,
     // when no read is in flight.
@@ -340,33 +353,24 @@ private final class DeliveryRun: @unchecked Sendable {
     private func received(_ bytes: UnsafeRawBufferPointer) {
         guard !done else { return }
         guard let tls else { return perform(session.receive(bytes)) }
-        tls.consumeFromNetwork(bytes)
-        if !tls.isHandshakeComplete {
-            let result = tls.handshake()
-            flushTLS()
-            switch result {
-            case .incomplete:
-                return
-            case .failed(let error):
-                return handshakeFailed("\(error)")
-            case .complete:
+        let (events, output) = tls.pump(bytes)
+        if !output.isEmpty { connection.write(output) }
+        for event in events {
+            guard !done else { return }
+            switch event {
+            case .established:
                 tlsDescription = TLSDescription(
                     protocolVersion: tls.protocolVersion ?? "unknown", cipher: tls.cipherName ?? "unknown",
                     bits: tls.cipherBits)
                 perform(session.tlsEstablished())
-                guard !done else { return }
+            case .plaintext(let plaintext):
+                perform(session.receive(plaintext))
+            case .failed(let error, duringHandshake: true):
+                return handshakeFailed("\(error)")
+            case .closed, .failed:
+                // close_notify or a broken record: the session is over either way.
+                perform(session.connectionClosed())
             }
-        }
-        let result = tls.readPlaintext()
-        flushTLS()
-        switch result {
-        case .complete(let plaintext):
-            if !plaintext.isEmpty { perform(session.receive(plaintext)) }
-        case .incomplete:
-            break
-        case .failed:
-            // close_notify or a broken record: the session is over either way.
-            perform(session.connectionClosed())
         }
     }
 
@@ -548,12 +552,12 @@ private struct PreparedAttempt: @unchecked Sendable {  // handed once to the con
     let retryInPlaintext: (@Sendable (String) -> Void)?
 
     func run(
-        on connection: Connection, address: SocketAddress, timeouts: ClientTimeouts, tlsPolicy: ClientTLSPolicy,
-        started: ContinuousClock.Instant, completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
+        on connection: Connection, address: SocketAddress, _ request: AttemptRequest, started: ContinuousClock.Instant,
+        completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
     ) {
         DeliveryRun(
-            address: address, connection: connection, session: session, timeouts: timeouts, file: file,
-            started: started, tlsContext: tlsPolicy == .none ? nil : RemoteDelivery.opportunisticTLS,
+            address: address, connection: connection, session: session, timeouts: request.timeouts, file: file,
+            started: started, tlsContext: request.tlsPolicy == .none ? nil : RemoteDelivery.opportunisticTLS,
             retryInPlaintext: retryInPlaintext, completion: completion
         ).start()
     }

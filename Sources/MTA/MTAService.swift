@@ -1,7 +1,9 @@
+import Console
 import Delivery
 import Dispatch
 import Foundation
 import Logging
+import Metrics
 import NetAddress
 import SMTPProtocol
 import SMTPServer
@@ -38,6 +40,7 @@ public final class MTAService: Sendable {
             spool: spool,
             configuration: DeliveryConfiguration(
                 policy: policy, concurrency: configuration.deliveryConcurrency, router: router,
+                retrySchedule: RetrySchedule(configuration.retrySchedule),
                 bounces: BounceSettings(
                     hostname: configuration.hostname, maxQueueLifetime: configuration.maxQueueLifetime,
                     delayWarningAfter: configuration.delayWarningAfter,
@@ -47,9 +50,10 @@ public final class MTAService: Sendable {
         var serverConfiguration = Self.serverConfiguration(configuration, policy: policy)
         if configuration.senderReturnCheck != .off {
             serverConfiguration.session.checkSenderReturnPath = true
-            serverConfiguration.senderCheck = SenderReturnCheck(
-                router: router, mode: configuration.senderReturnCheck, logger: logger
-            ).check
+            serverConfiguration.senderCheck =
+                SenderReturnCheck(
+                    router: router, mode: configuration.senderReturnCheck, logger: logger
+                ).check
         }
         try TLSSetup.configureServer(
             &serverConfiguration, configuration, stateDirectory: spool.stateDirectory, logger: logger)

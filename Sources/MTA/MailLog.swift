@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import SMTPProtocol
 import Synchronization
 
 /// One line per event, to stderr and optionally a file (DESIGN.md §1 "Logs"):
@@ -58,35 +59,7 @@ enum MailLogFormatter {
     }
 
     static func timestamp(_ date: Date) -> String {
-        var time = time_t(date.timeIntervalSince1970)
-        var parts = tm()
-        gmtime_r(&time, &parts)
-        // Formatted by hand: String(format:) showed up in profiles of the accept path.
-        var out = [UInt8]()
-        out.reserveCapacity(20)
-        func digits(_ value: Int32, _ width: Int) {
-            var divisor: Int32 = 1
-            for _ in 1..<width { divisor *= 10 }
-            var remaining = value
-            while divisor > 0 {
-                out.append(UInt8(48 + (remaining / divisor) % 10))
-                remaining %= divisor
-                divisor /= 10
-            }
-        }
-        digits(parts.tm_year + 1900, 4)
-        out.append(UInt8(ascii: "-"))
-        digits(parts.tm_mon + 1, 2)
-        out.append(UInt8(ascii: "-"))
-        digits(parts.tm_mday, 2)
-        out.append(UInt8(ascii: "T"))
-        digits(parts.tm_hour, 2)
-        out.append(UInt8(ascii: ":"))
-        digits(parts.tm_min, 2)
-        out.append(UInt8(ascii: ":"))
-        digits(parts.tm_sec, 2)
-        out.append(UInt8(ascii: "Z"))
-        return String(decoding: out, as: UTF8.self)
+        MailDate.iso8601(Int64(date.timeIntervalSince1970.rounded(.down)))
     }
 
     /// Values with spaces, quotes or control characters are quoted; control characters are escaped, so a

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import SMTPProtocol
 import Spool
 
 // Queue control for `dualmta queue show|delete|hold|release|bounce|flush` (and `sendmail -q`, `mailq`). It works on
@@ -10,8 +11,8 @@ import Spool
 // `update`, made while holding `flock(LOCK_EX)` on `queue/<id>.msg` (the one queue file that is never renamed).
 // The daemon re-reads the envelope at the start of each run, so a held, bounced or deleted message is seen by the
 // next run; `update` throws `.notFound` once a message is removed, so a run cannot resurrect a deleted message.
-// What remains: a delivery run already in progress when the command is given may still deliver the message, and,
-// unless the queue runner takes the same lock around its run, its envelope write may overwrite this edit.
+// The queue runner takes the same message lock (Spool/MessageLock.swift) around each run, so an edit waits for a
+// run in progress and is then seen by the next one.
 
 /// sysexits(3) values (DESIGN.md §1), for the commands implemented in this module.
 public enum SysExit {
@@ -36,7 +37,7 @@ public enum QueueCommand: Equatable, Sendable {
 
 /// Pure envelope edits (tested without a spool).
 public enum QueueEdit {
-    public static let bounceStatus = "5.0.0"
+    public static let bounceStatus = EnhancedStatus(5, 0, 0)
     public static let bounceReason = "bounced by the administrator"
 
     /// Every pending recipient becomes failed with 5.0.0; the runner then reports and removes the message.
@@ -209,25 +210,10 @@ public struct QueueControl {
         }
     }
 
-    /// Holds `flock(LOCK_EX)` on `queue/<id>.msg` around `body`, polling (never blocking forever) for up to
-    /// `lockWait`. A missing file is `.notFound`.
+    /// Holds the message lock around `body`, waiting at most `lockWait` for a delivery run that holds it.
     private func withMessageLock(_ id: QueueID, _ body: () throws(SpoolError) -> Void) throws(SpoolError) {
-        let path = spool.messagePath(id)
-        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-        guard fd >= 0 else {
-            if errno == ENOENT { throw .notFound(id) }
-            throw .io(operation: "open", path: path, errno: errno)
-        }
-        defer { close(fd) }
-        let clock = ContinuousClock()
-        let end = clock.now + lockWait
-        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
-            guard errno == EWOULDBLOCK || errno == EINTR, clock.now < end else {
-                throw .io(operation: "flock", path: path, errno: errno == EWOULDBLOCK ? ETIMEDOUT : errno)
-            }
-            // Another process (a delivery in progress) holds the message; there is no lock event to wait on.
-            usleep(50_000)
-        }
+        let lock = try spool.lockMessage(id, waitingAtMost: lockWait)
+        defer { lock.release() }
         try body()
     }
 

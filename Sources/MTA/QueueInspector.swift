@@ -1,4 +1,5 @@
 import Foundation
+import SMTPProtocol
 import Spool
 
 /// Reads the queue for `dualmta queue` (and `mailq`): straight from the spool files, so it works whether or not
@@ -73,7 +74,10 @@ public struct QueueInspector {
             "recipients": envelope.recipients.map { recipient -> [String: Any] in
                 var object: [String: Any] = ["address": recipient.address, "state": recipient.state.rawValue]
                 if let reply = recipient.lastReply { object["last_reply"] = reply }
-                if let status = recipient.lastStatus { object["status"] = status }
+                if let status = recipient.lastStatus { object["status"] = status.description }
+                if let remote = recipient.remoteMTA { object["remote_mta"] = "\(remote.host) [\(remote.address)]" }
+                if recipient.attempts > 0 { object["attempts"] = recipient.attempts }
+                if let report = recipient.report { object["report"] = reportText(report) }
                 return object
             },
         ]
@@ -84,6 +88,8 @@ public struct QueueInspector {
         var object = listObject(envelope)
         object["helo"] = envelope.heloName
         object["protocol"] = envelope.protocolName
+        object["failed_runs"] = envelope.failedRuns
+        if let bounceOf = envelope.bounceOf { object["bounce_of"] = bounceOf.rawValue }
         object["extra"] = envelope.extra
         object["attempts"] = envelope.attempts.map { attempt -> [String: Any] in
             [
@@ -107,6 +113,8 @@ public struct QueueInspector {
         out += field("size", "\(envelope.messageSize) bytes")
         out += field("held", envelope.held ? "yes" : "no")
         out += field("next attempt", envelope.isFinished ? "-" : isoDate(envelope.nextAttempt))
+        if envelope.failedRuns > 0 { out += field("failed runs", "\(envelope.failedRuns)") }
+        if let bounceOf = envelope.bounceOf { out += field("report of", bounceOf.rawValue) }
         for key in envelope.extra.keys.sorted() { out += field(key, envelope.extra[key] ?? "") }
         out += "recipients (\(envelope.recipients.count)):\n"
         for recipient in envelope.recipients {
@@ -114,6 +122,8 @@ public struct QueueInspector {
             out += "    \(state) <\(recipient.address)>"
             if let status = recipient.lastStatus { out += "  \(status)" }
             if let reply = recipient.lastReply { out += "  \(reply)" }
+            if let remote = recipient.remoteMTA { out += "  (\(remote.host) [\(remote.address)])" }
+            if let report = recipient.report { out += "  report: \(reportText(report))" }
             out += "\n"
         }
         out += "attempts (\(envelope.attempts.count)):\n"
@@ -126,6 +136,14 @@ public struct QueueInspector {
         return out
     }
 
+    static func reportText(_ mark: ReportMark) -> String {
+        switch mark {
+        case .queued(let id): return id.rawValue
+        case .none: return "none"
+        case .discarded: return "discarded"
+        }
+    }
+
     static func jsonText(_ object: Any, empty: String) -> String {
         guard
             let data = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]),
@@ -135,6 +153,6 @@ public struct QueueInspector {
     }
 
     static func isoDate(_ seconds: Int64) -> String {
-        MailLogFormatter.timestamp(Date(timeIntervalSince1970: Double(seconds)))
+        MailDate.iso8601(seconds)
     }
 }

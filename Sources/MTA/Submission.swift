@@ -519,7 +519,8 @@ public enum SendCommand {
         // Refuse bad input (usage 64, data 65) before touching the spool, so those never turn into 75.
         _ = try Submission.compose(
             input: raw, options: options, hostname: configuration.hostname, login: loginName(),
-            queueID: "00000000000000", date: RFC5322Date.format(Date()), maxSize: configuration.messageSizeLimit)
+            queueID: "00000000000000", date: MailDate.rfc5322(Int64(Date().timeIntervalSince1970)),
+            maxSize: configuration.messageSizeLimit)
         let spool: Spool
         let incoming: IncomingMessage
         do throws(SpoolError) {
@@ -533,18 +534,20 @@ public enum SendCommand {
         do throws(SubmissionError) {
             submission = try Submission.compose(
                 input: raw, options: options, hostname: configuration.hostname, login: loginName(),
-                queueID: incoming.id.rawValue, date: RFC5322Date.format(now), maxSize: configuration.messageSizeLimit)
+                queueID: incoming.id.rawValue, date: MailDate.rfc5322(Int64(now.timeIntervalSince1970)),
+                maxSize: configuration.messageSizeLimit)
         } catch {
             spool.abort(incoming)
             throw error
         }
         let seconds = Int64(now.timeIntervalSince1970)
-        let envelope = Envelope(
-            id: incoming.id, sender: submission.sender, arrival: seconds, client: "local", heloName: "localhost",
-            protocolName: "LOCAL", bodyType: submission.eightBit ? "8BITMIME" : nil, smtpUTF8: submission.smtpUTF8,
-            nextAttempt: seconds, recipients: submission.recipients.map { RecipientRecord(address: $0) })
         do throws(SpoolError) {
             try incoming.append(submission.message)
+            let envelope = Envelope(
+                arriving: incoming.id, sender: submission.sender,
+                recipients: submission.recipients.map { RecipientRecord(address: $0) }, client: "local",
+                heloName: "localhost", protocolName: "LOCAL", bodyType: submission.eightBit ? "8BITMIME" : nil,
+                smtpUTF8: submission.smtpUTF8, messageSize: incoming.size, now: seconds)
             try spool.commit(incoming, envelope: envelope)
         } catch {
             spool.abort(incoming)

@@ -14,6 +14,7 @@
 
 import DNS
 import NetAddress
+import SMTPProtocol
 
 #if canImport(FoundationEssentials)
     import FoundationEssentials
@@ -451,7 +452,9 @@ struct PlanWork {
         for (attempt, until) in zip(attempts, deadUntil) {
             if let until {
                 plan.skipped.append(
-                    SkippedEntry(attempt.address.description, "cached dead until \(utcTimestamp(until))"))
+                    SkippedEntry(
+                        attempt.address.description,
+                        "cached dead until \(MailDate.iso8601(Int64(until.timeIntervalSince1970.rounded(.down))))"))
             } else {
                 kept.append(attempt)
             }

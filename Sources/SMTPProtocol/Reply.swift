@@ -46,6 +46,11 @@ public struct Reply: Hashable, Sendable, Error {
         self.lines = lines
     }
 
+    /// The spool has no room for the message (at MAIL, or after the end of data).
+    public static let insufficientStorage = Reply(452, EnhancedStatus(4, 3, 1), "Insufficient system storage")
+    /// Any other failure to make the message durable.
+    public static let queueWriteError = Reply(451, EnhancedStatus(4, 3, 0), "Error: queue file write error")
+
     /// True for 4yz and 5yz replies.
     public var isFailure: Bool { code >= 400 }
 

@@ -649,7 +649,7 @@ public struct ServerSession: Sendable {
         }
         guard storageAvailable else {
             // The server's state, not the client's fault: not counted as a client error.
-            return reply(Reply(452, EnhancedStatus(4, 3, 1), "Insufficient system storage"))
+            return reply(.insufficientStorage)
         }
         // RFC 3848 / RFC 6531: S for TLS, A for an authenticated client (AUTH needs EHLO, so never "SMTPA").
         var protocolName = esmtp ? (parameters.smtpUTF8 ? "UTF8SMTP" : "ESMTP") : "SMTP"

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Logging
+import Metrics
 import NetAddress
 import SMTPProtocol
 import Sockets
@@ -94,21 +95,33 @@ final class SessionDriver: @unchecked Sendable {
         bytesSinceTimerArmed += bytes.count
         if bytesSinceTimerArmed >= Self.progressBytes { armTimer() }
         guard let tls else { return deliver(bytes) }
-        tls.consumeFromNetwork(bytes)
-        if !tls.isHandshakeComplete {
-            let result = tls.handshake()
-            flushTLS()
-            switch result {
-            case .incomplete:
-                return
-            case .failed(let error):
-                logger.notice("tls-handshake-failed", metadata: ["reason": "\(error)"])
-                return abandon()
-            case .complete:
+        let (events, output) = tls.pump(bytes)
+        if !output.isEmpty { connection.write(output) }
+        // On an implicit-TLS listener the greeting goes out once the handshake is done; plaintext that came with the
+        // handshake is input before the greeting, the same synchronisation error as in the clear.
+        var earlyInputTaken = false
+        for event in events {
+            guard !finished else { return }
+            switch event {
+            case .established:
                 handshakeCompleted(tls)
+                guard !greeted else { break }
+                greeted = true
+                for case .plaintext(let early) in events { _ = session.receive(early) }
+                earlyInputTaken = true
+                perform(session.start(earlyInput: false))
+            case .plaintext(let plaintext):
+                if !earlyInputTaken { deliver(plaintext) }
+            case .closed:
+                peerClosed(nil)
+            case .failed(let error, duringHandshake: true):
+                logger.notice("tls-handshake-failed", metadata: ["reason": "\(error)"])
+                abandon()
+            case .failed(let error, duringHandshake: false):
+                logger.notice("tls-error", metadata: ["reason": "\(error)"])
+                abandon()
             }
         }
-        readTLS(tls)
     }
 
     /// Plaintext for the session; starts the TLS filter right after the session answered STARTTLS with 220.
@@ -142,30 +155,6 @@ final class SessionDriver: @unchecked Sendable {
         tlsDescription = description
         armTimer()
         logger.info("tls", metadata: ["tls": "\(description.protocolVersion)", "cipher": "\(description.cipher)"])
-    }
-
-    /// Decrypts what is buffered and hands it to the session (the greeting first on an implicit-TLS listener).
-    private func readTLS(_ tls: TLSSession) {
-        let result = tls.readPlaintext()
-        flushTLS()
-        switch result {
-        case .complete(let plaintext):
-            if !greeted {
-                greeted = true
-                // Plaintext inside TLS before our greeting is the same synchronisation error as in the clear.
-                if !plaintext.isEmpty { _ = session.receive(plaintext) }
-                perform(session.start(earlyInput: false))
-                return
-            }
-            if !plaintext.isEmpty { deliver(plaintext) }
-        case .incomplete:
-            return
-        case .failed(.closed):
-            peerClosed(nil)
-        case .failed(let error):
-            logger.notice("tls-error", metadata: ["reason": "\(error)"])
-            abandon()
-        }
     }
 
     /// Sends what the TLS session produced for the peer (records, alerts, close_notify).
@@ -274,7 +263,8 @@ final class SessionDriver: @unchecked Sendable {
                 heloName: transaction.heloName, clientAddress: connection.peer.ip,
                 hostname: server.configuration.session.hostname, protocolName: transaction.protocolName,
                 queueID: message.id.rawValue, recipients: transaction.recipients.map(\.path),
-                date: RFC5322Date.format(Date()), tls: tlsDescription, authenticatedUser: session.authenticatedUser)
+                date: MailDate.rfc5322(Int64(Date().timeIntervalSince1970)), tls: tlsDescription,
+                authenticatedUser: session.authenticatedUser)
             try message.append(Array(header.utf8))
             if let warning = transaction.returnPathWarning {
                 // Header text is ours (planner wording), but keep it one line whatever it says.
@@ -307,29 +297,19 @@ final class SessionDriver: @unchecked Sendable {
     /// Makes the message durable off the session queue; only then does the session send its 250.
     private func commit(_ transaction: Transaction) {
         guard let message, messageError == nil else {
-            let full = messageError == .insufficientStorage
+            let reply = messageError?.smtpReply ?? .queueWriteError
             abortMessage()
-            perform(
-                session.commitFailed(
-                    full
-                        ? Reply(452, EnhancedStatus(4, 3, 1), "Insufficient system storage")
-                        : Reply(451, EnhancedStatus(4, 3, 0), "Error: queue file write error")))
+            perform(session.commitFailed(reply))
             return
         }
         self.message = nil
         connection.pauseReading()
-        let now = Int64(Date().timeIntervalSince1970)
         let envelope = Envelope(
-            id: message.id, sender: transaction.reversePath.description, arrival: now,
+            arriving: message.id, sender: transaction.reversePath.description,
+            recipients: transaction.recipients.map { RecipientRecord(address: $0.path.description) },
             client: connection.peer.ip.description, heloName: transaction.heloName,
             protocolName: transaction.protocolName, bodyType: transaction.bodyType?.rawValue,
-            smtpUTF8: transaction.smtpUTF8, messageSize: message.size, nextAttempt: now, held: false,
-            delayWarned: false,
-            recipients: transaction.recipients.map {
-                RecipientRecord(
-                    address: $0.path.description, state: .pending, lastReply: nil, lastStatus: nil, updated: nil)
-            },
-            attempts: [], extra: [:])
+            smtpUTF8: transaction.smtpUTF8, messageSize: message.size, now: Int64(Date().timeIntervalSince1970))
         server.groupCommit.submit(message, envelope: envelope) { [self] result in
             queue.async { [self] in committed(envelope, result: result) }
         }
@@ -361,11 +341,7 @@ final class SessionDriver: @unchecked Sendable {
         case .failure(let error):
             logger.error("commit-failed", metadata: ["id": "\(envelope.id)", "reason": "\(error)"])
             guard !finished else { return }
-            let reply =
-                error == .insufficientStorage
-                ? Reply(452, EnhancedStatus(4, 3, 1), "Insufficient system storage")
-                : Reply(451, EnhancedStatus(4, 3, 0), "Error: queue file write error")
-            perform(session.commitFailed(reply))
+            perform(session.commitFailed(error.smtpReply))
         }
         if !finished {
             connection.resumeReading()
@@ -436,19 +412,5 @@ extension Duration {
     var dispatchInterval: DispatchTimeInterval {
         let (seconds, attoseconds) = components
         return .nanoseconds(Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000))
-    }
-}
-
-/// RFC 5322 §3.3 date-time in UTC, e.g. `Sun, 29 Nov 2026 01:33:35 +0000`.
-public enum RFC5322Date {
-    public static func format(_ date: Date) -> String {
-        var time = time_t(date.timeIntervalSince1970)
-        var parts = tm()
-        gmtime_r(&time, &parts)
-        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
-        return "\(days[Int(parts.tm_wday)]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon)]) "
-            + "\(parts.tm_year + 1900) \(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) +0000"
     }
 }

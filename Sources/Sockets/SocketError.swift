@@ -42,3 +42,21 @@ private func errorText(_ code: Int32) -> String {
     guard let text = strerror(code) else { return "errno \(code)" }
     return String(cString: text)
 }
+
+extension SocketError {
+    /// The `reason` label of a failed connect in the metrics: refused, unreachable, timeout or other.
+    public var metricReason: String {
+        switch self {
+        case .timedOut: return "timeout"
+        case .system(_, let code):
+            switch code {
+            case ECONNREFUSED: return "refused"
+            case EHOSTUNREACH, ENETUNREACH, EADDRNOTAVAIL, EHOSTDOWN, ENETDOWN: return "unreachable"
+            case ETIMEDOUT: return "timeout"
+            default: return "other"
+            }
+        case .addressFamilyUnsupported: return "unreachable"
+        case .closed, .familyMismatch: return "other"
+        }
+    }
+}

@@ -99,7 +99,7 @@ func bindSocket(_ fd: Int32, to address: SocketAddress) throws(SocketError) {
 }
 
 /// Converts a Swift `Duration` to a Dispatch deadline from now, clamping negative and huge values.
-func deadline(after duration: Duration) -> DispatchTime {
+public func deadline(after duration: Duration) -> DispatchTime {
     let (seconds, attoseconds) = duration.components
     if seconds < 0 { return .now() }
     // A year is "forever" for a socket timeout and keeps the nanosecond arithmetic far from overflow.

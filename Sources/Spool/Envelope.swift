@@ -1,3 +1,5 @@
+import SMTPProtocol
+
 /// Delivery state of one recipient. `delivered` and `failed` are final; a message leaves the queue when no recipient
 /// is `pending` (R3: the mark is written before the message is removed).
 public enum RecipientState: String, Sendable, Codable, CaseIterable {
@@ -6,26 +8,88 @@ public enum RecipientState: String, Sendable, Codable, CaseIterable {
     case failed
 }
 
+/// The host that gave a recipient's final answer: the MX name (or `[literal]` for a static route) and its address,
+/// as the report's `Remote-MTA` field names them.
+public struct RemoteMTA: Hashable, Sendable {
+    public var host: String
+    /// The IP address as text, without brackets.
+    public var address: String
+
+    public init(host: String, address: String) {
+        self.host = host
+        self.address = address
+    }
+}
+
+/// What became of a failed recipient's report. Every failed recipient gets exactly one mark, written in the same
+/// envelope update that follows the report's commit, so a crash in between repeats the report, never loses it.
+public enum ReportMark: Hashable, Sendable {
+    /// A report (or a double-bounce notice) with this queue id covers the recipient.
+    case queued(QueueID)
+    /// No report exists because none was wanted (no bounce settings, or the sender asked for none).
+    case none
+    /// The report would have gone to nobody who can take it (a failed double-bounce notice): logged and dropped.
+    case discarded
+}
+
+/// RFC 3461 `NOTIFY=`: `never`, or any of success / failure / delay. Absent means the default (failure and delay).
+public struct DSNNotify: Hashable, Sendable {
+    public var success: Bool
+    public var failure: Bool
+    public var delay: Bool
+
+    public init(success: Bool = false, failure: Bool = false, delay: Bool = false) {
+        self.success = success
+        self.failure = failure
+        self.delay = delay
+    }
+
+    public static let never = DSNNotify()
+    public var isNever: Bool { !success && !failure && !delay }
+}
+
+/// RFC 3461 `RET=`: how much of the original a failure report returns.
+public enum DSNReturn: String, Hashable, Sendable {
+    case full = "FULL"
+    case headers = "HDRS"
+}
+
 /// One envelope recipient and what happened to it last. `address` is the validated wire text, e.g.
 /// `alice@example.test` or `"john smith"@lab.example`.
 public struct RecipientRecord: Hashable, Sendable {
     public var address: String
     public var state: RecipientState
+    /// The last reply or diagnostic text (a peer's reply starts with its three-digit code; our own findings do not).
     public var lastReply: String?
-    /// Enhanced status code of the last reply, e.g. "5.1.1".
-    public var lastStatus: String?
+    /// Enhanced status code of the last outcome, e.g. 5.1.1.
+    public var lastStatus: EnhancedStatus?
     /// Unix seconds of the last change.
     public var updated: Int64?
+    /// The host that gave the final answer, when a remote host did.
+    public var remoteMTA: RemoteMTA?
+    /// Delivery attempts made for this recipient (one per address tried, local ones included).
+    public var attempts: Int
+    /// Set once the failure has been reported (or deliberately not reported); nil while none is due.
+    public var report: ReportMark?
+    /// RFC 3461 parameters given at RCPT: `NOTIFY=` and `ORCPT=` (kept as `addr-type;address`, decoded).
+    public var notify: DSNNotify?
+    public var originalRecipient: String?
 
     public init(
-        address: String, state: RecipientState = .pending, lastReply: String? = nil, lastStatus: String? = nil,
-        updated: Int64? = nil
+        address: String, state: RecipientState = .pending, lastReply: String? = nil,
+        lastStatus: EnhancedStatus? = nil, updated: Int64? = nil, remoteMTA: RemoteMTA? = nil, attempts: Int = 0,
+        report: ReportMark? = nil, notify: DSNNotify? = nil, originalRecipient: String? = nil
     ) {
         self.address = address
         self.state = state
         self.lastReply = lastReply
         self.lastStatus = lastStatus
         self.updated = updated
+        self.remoteMTA = remoteMTA
+        self.attempts = attempts
+        self.report = report
+        self.notify = notify
+        self.originalRecipient = originalRecipient
     }
 }
 
@@ -81,15 +145,23 @@ public struct Envelope: Hashable, Sendable {
     public var nextAttempt: Int64
     public var held: Bool
     public var delayWarned: Bool
+    /// Delivery runs that ended with recipients deferred; picks the wait from `retry_schedule`.
+    public var failedRuns: Int
+    /// Set on a report (bounce, delay notice, double-bounce notice): the queue id of the message it reports on.
+    public var bounceOf: QueueID?
+    /// RFC 3461 `RET=` and `ENVID=` given at MAIL (ENVID decoded from xtext).
+    public var dsnReturn: DSNReturn?
+    public var envelopeID: String?
     public var recipients: [RecipientRecord]
     public var attempts: [AttemptRecord]
-    /// Forward-compatible fields for later features (DSN ENVID/RET, ...). Keys: `[A-Za-z0-9._:-]+`.
+    /// Fields this version does not know (written by a later one), kept as they were. Keys: `[A-Za-z0-9._:-]+`.
     public var extra: [String: String]
 
     public init(
         id: QueueID, sender: String, arrival: Int64, client: String, heloName: String, protocolName: String,
         bodyType: String? = nil, smtpUTF8: Bool = false, messageSize: Int64 = 0, nextAttempt: Int64 = 0,
-        held: Bool = false, delayWarned: Bool = false, recipients: [RecipientRecord],
+        held: Bool = false, delayWarned: Bool = false, failedRuns: Int = 0, bounceOf: QueueID? = nil,
+        dsnReturn: DSNReturn? = nil, envelopeID: String? = nil, recipients: [RecipientRecord],
         attempts: [AttemptRecord] = [], extra: [String: String] = [:]
     ) {
         self.id = id
@@ -104,6 +176,10 @@ public struct Envelope: Hashable, Sendable {
         self.nextAttempt = nextAttempt
         self.held = held
         self.delayWarned = delayWarned
+        self.failedRuns = failedRuns
+        self.bounceOf = bounceOf
+        self.dsnReturn = dsnReturn
+        self.envelopeID = envelopeID
         self.recipients = recipients
         self.attempts = attempts
         self.extra = extra
@@ -123,6 +199,8 @@ public struct Envelope: Hashable, Sendable {
             if Self.hasControl(recipient.address) { return "control character in recipient" }
         }
         if messageSize < 0 { return "negative message size" }
+        if failedRuns < 0 || recipients.contains(where: { $0.attempts < 0 }) { return "negative count" }
+        if let envelopeID, Self.hasControl(envelopeID) { return "control character in ENVID" }
         for key in extra.keys where !Self.isExtraKey(key) { return "bad extra key \(key.debugDescription)" }
         return nil
     }
@@ -138,5 +216,24 @@ public struct Envelope: Hashable, Sendable {
                     || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ":")
                     || byte == UInt8(ascii: "-")
             }
+    }
+}
+
+extension Envelope {
+    /// The envelope of a message entering the queue: every recipient pending, due at once. SMTP, `dualmta send` and
+    /// generated reports all create their envelopes here, so a new field gets its initial value in one place.
+    public init(
+        arriving id: QueueID, sender: String, recipients: [RecipientRecord], client: String, heloName: String,
+        protocolName: String, bodyType: String?, smtpUTF8: Bool, messageSize: Int64, now: Int64,
+        dsnReturn: DSNReturn? = nil, envelopeID: String? = nil, bounceOf: QueueID? = nil
+    ) {
+        self.init(
+            id: id, sender: sender, arrival: now, client: client, heloName: heloName, protocolName: protocolName,
+            bodyType: bodyType, smtpUTF8: smtpUTF8, messageSize: messageSize, nextAttempt: now, bounceOf: bounceOf,
+            dsnReturn: dsnReturn, envelopeID: envelopeID,
+            recipients: recipients.map {
+                RecipientRecord(
+                    address: $0.address, notify: $0.notify, originalRecipient: $0.originalRecipient)
+            })
     }
 }

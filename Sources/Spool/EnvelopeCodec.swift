@@ -1,11 +1,13 @@
-/// The envelope file format, version 1. Pure: bytes in, bytes out, no I/O.
+import SMTPProtocol
+
+/// The envelope file format, version 2 (version 1 files still load). Pure: bytes in, bytes out, no I/O.
 ///
 /// In qmail's spirit the file needs no real parsing: one record per line, a tag, then either one value or
 /// `key=value` fields separated by single spaces. Every value is percent-encoded outside printable ASCII (0x21-0x7E),
 /// so CR, LF, space, `%` and UTF-8 can never split or inject a line, and the file is plain ASCII.
 ///
 /// ```
-/// DUALMTA-ENV 1
+/// DUALMTA-ENV 2
 /// id 0M8ZK3Q1F2A7XQ
 /// sender alice@example.test                      (the null sender is an empty value: "sender ")
 /// arrival 1795891140
@@ -17,16 +19,27 @@
 /// next 0
 /// held 0
 /// warned 0
-/// extra ENVID=abc%20123                          (0 or more; keys [A-Za-z0-9._:-]+)
+/// runs 2                                         (delivery runs that ended deferred)
+/// bounce-of 0M8ZK3Q1F2A7XP                       (only on reports: the message reported on)
+/// ret HDRS                                       (only when RET= was given)
+/// envid abc%20123                                (only when ENVID= was given; decoded xtext)
+/// extra x-later=1                                (0 or more, fields of a later version; keys [A-Za-z0-9._:-]+)
 /// rcpt addr=%22john%20smith%22@lab.example state=pending [status=4.4.1] [reply=...] [updated=1795891200]
+///      [remote-host=mx.example] [remote-addr=2001:db8::25] [attempts=3] [reported=ID|none|discarded]
+///      [notify=NEVER|SUCCESS,FAILURE,DELAY] [orcpt=rfc822;bob@example.test]
 /// attempt time=.. mx=.. pref=10 addr=.. family=ipv6 result=.. ms=41 reply=.. rcpt=.. rcpt=..
 /// END size=1234 crc32=0a1b2c3d                  (lower-case hex, exactly 8 digits)
 /// ```
 /// `END` is the last line: the message size and the CRC-32 (IEEE) of every byte before the checksum's 8 hex digits
 /// (so the size in END is covered too; any one changed byte is detected). A file
-/// without a valid END, with an unknown tag or key, a missing or repeated field, or bad escaping is corrupt (R2).
+/// without a valid END, with an unknown tag or key, a missing or repeated field, or bad escaping is corrupt.
+///
+/// Version 1 (before the typed fields) kept the failed-run count, the report marks, the remote host and the
+/// reported message's id as `extra` lines (`runs`, `rcpt.N.reported`, `rcpt.N.remote`, `bounce-of`); reading a
+/// version 1 file moves them into their fields, and the next update writes version 2.
 enum EnvelopeCodec {
-    static let magic = "DUALMTA-ENV 1"
+    static let magic = "DUALMTA-ENV 2"
+    static let magicVersion1 = "DUALMTA-ENV 1"
     /// Envelope files above this are rejected from their size alone, without reading them (Q06).
     static let maximumFileSize = 16 * 1024 * 1024
 
@@ -57,14 +70,25 @@ enum EnvelopeCodec {
         line("next \(envelope.nextAttempt)")
         line("held \(envelope.held ? 1 : 0)")
         line("warned \(envelope.delayWarned ? 1 : 0)")
+        line("runs \(envelope.failedRuns)")
+        if let bounceOf = envelope.bounceOf { line("bounce-of \(bounceOf.rawValue)") }
+        if let ret = envelope.dsnReturn { line("ret \(ret.rawValue)") }
+        if let envid = envelope.envelopeID { line("envid \(escape(envid))") }
         for key in envelope.extra.keys.sorted() {
             line("extra \(key)=\(escape(envelope.extra[key] ?? ""))")
         }
         for recipient in envelope.recipients {
             var text = "rcpt addr=\(escape(recipient.address)) state=\(recipient.state.rawValue)"
-            if let status = recipient.lastStatus { text += " status=\(escape(status))" }
+            if let status = recipient.lastStatus { text += " status=\(status)" }
             if let reply = recipient.lastReply { text += " reply=\(escape(reply))" }
             if let updated = recipient.updated { text += " updated=\(updated)" }
+            if let remote = recipient.remoteMTA {
+                text += " remote-host=\(escape(remote.host)) remote-addr=\(escape(remote.address))"
+            }
+            if recipient.attempts > 0 { text += " attempts=\(recipient.attempts)" }
+            if let report = recipient.report { text += " reported=\(reportText(report))" }
+            if let notify = recipient.notify { text += " notify=\(notifyText(notify))" }
+            if let orcpt = recipient.originalRecipient { text += " orcpt=\(escape(orcpt))" }
             line(text)
         }
         for attempt in envelope.attempts {
@@ -112,11 +136,12 @@ enum EnvelopeCodec {
 
         var lines = bytes[0..<endStart].split(separator: 0x0A, omittingEmptySubsequences: false)
         if lines.last?.isEmpty == true { lines.removeLast() }
-        guard let first = lines.first, try text(first) == magic else {
-            if let first = lines.first, first.starts(with: Array("DUALMTA-ENV ".utf8)) {
-                throw DecodeError("unsupported version")
-            }
-            throw DecodeError("bad magic")
+        let version: Int
+        switch lines.first.map({ String(decoding: $0, as: UTF8.self) }) {
+        case magic: version = 2
+        case magicVersion1: version = 1
+        case let first? where first.hasPrefix("DUALMTA-ENV "): throw DecodeError("unsupported version")
+        default: throw DecodeError("bad magic")
         }
 
         var single: [String: String] = [:]
@@ -130,7 +155,10 @@ enum EnvelopeCodec {
             let rest = String(line[line.index(after: space)...])
             switch tag {
             case "id", "sender", "arrival", "client", "helo", "protocol", "body", "smtputf8", "next", "held",
-                "warned":
+                "warned", "runs", "bounce-of", "ret", "envid":
+                guard version >= 2 || !Self.version2Tags.contains(tag) else {
+                    throw DecodeError("unknown record \(tag.debugDescription)")
+                }
                 guard !rest.contains(" ") else { throw DecodeError("space in \(tag) value") }
                 guard single.updateValue(rest, forKey: tag) == nil else { throw DecodeError("repeated \(tag)") }
             case "extra":
@@ -142,7 +170,7 @@ enum EnvelopeCodec {
                     throw DecodeError("repeated extra \(key)")
                 }
             case "rcpt":
-                recipients.append(try parseRecipient(rest))
+                recipients.append(try parseRecipient(rest, version: version))
             case "attempt":
                 attempts.append(try parseAttempt(rest))
             default:
@@ -171,8 +199,93 @@ enum EnvelopeCodec {
         envelope.delayWarned = try flag(try required("warned"))
         envelope.attempts = attempts
         envelope.extra = extra
+        if let runs = single["runs"] {
+            guard let count = Int(exactly: try integer(runs)) else { throw DecodeError("number out of range") }
+            envelope.failedRuns = count
+        }
+        if let bounceOf = single["bounce-of"] {
+            guard let id = QueueID(bounceOf) else { throw DecodeError("bad bounce-of") }
+            envelope.bounceOf = id
+        }
+        if let ret = single["ret"] {
+            guard let value = DSNReturn(rawValue: ret) else { throw DecodeError("bad ret") }
+            envelope.dsnReturn = value
+        }
+        if let envid = single["envid"] { envelope.envelopeID = try unescape(envid) }
+        if version == 1 { migrateVersion1Extras(&envelope) }
         if let failure = envelope.validationFailure() { throw DecodeError(failure) }
         return envelope
+    }
+
+    private static let version2Tags: Set<String> = ["runs", "bounce-of", "ret", "envid"]
+
+    /// Moves the `extra` keys version 1 used for queue state into their typed fields. A value that does not parse
+    /// stays in `extra` untouched: loading never loses what a file holds.
+    static func migrateVersion1Extras(_ envelope: inout Envelope) {
+        if let runs = envelope.extra["runs"], let count = Int(runs), count >= 0 {
+            envelope.failedRuns = count
+            envelope.extra["runs"] = nil
+        }
+        if let text = envelope.extra["bounce-of"], let id = QueueID(text) {
+            envelope.bounceOf = id
+            envelope.extra["bounce-of"] = nil
+        }
+        for index in envelope.recipients.indices {
+            let reportedKey = "rcpt.\(index).reported"
+            if let text = envelope.extra[reportedKey], let mark = reportMark(text) {
+                envelope.recipients[index].report = mark
+                envelope.extra[reportedKey] = nil
+            }
+            // Version 1 wrote "host [address]".
+            let remoteKey = "rcpt.\(index).remote"
+            if let text = envelope.extra[remoteKey], let space = text.lastIndex(of: " ") {
+                let address = text[text.index(after: space)...]
+                if address.hasPrefix("["), address.hasSuffix("]") {
+                    envelope.recipients[index].remoteMTA = RemoteMTA(
+                        host: String(text[..<space]), address: String(address.dropFirst().dropLast()))
+                    envelope.extra[remoteKey] = nil
+                }
+            }
+        }
+    }
+
+    static func reportText(_ mark: ReportMark) -> String {
+        switch mark {
+        case .queued(let id): return id.rawValue
+        case .none: return "none"
+        case .discarded: return "discarded"
+        }
+    }
+
+    static func reportMark(_ text: String) -> ReportMark? {
+        switch text {
+        case "none": return ReportMark.none
+        case "discarded": return .discarded
+        default: return QueueID(text).map(ReportMark.queued)
+        }
+    }
+
+    static func notifyText(_ notify: DSNNotify) -> String {
+        if notify.isNever { return "NEVER" }
+        var parts: [String] = []
+        if notify.success { parts.append("SUCCESS") }
+        if notify.failure { parts.append("FAILURE") }
+        if notify.delay { parts.append("DELAY") }
+        return parts.joined(separator: ",")
+    }
+
+    static func notify(_ text: String) -> DSNNotify? {
+        if text == "NEVER" { return .never }
+        var notify = DSNNotify()
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            switch part {
+            case "SUCCESS" where !notify.success: notify.success = true
+            case "FAILURE" where !notify.failure: notify.failure = true
+            case "DELAY" where !notify.delay: notify.delay = true
+            default: return nil
+            }
+        }
+        return notify
     }
 
     private static func parseEnd(_ line: String) throws(DecodeError) -> (Int64, UInt32) {
@@ -189,17 +302,44 @@ enum EnvelopeCodec {
         return (messageSize, checksum)
     }
 
-    private static func parseRecipient(_ rest: String) throws(DecodeError) -> RecipientRecord {
+    private static let recipientFieldsVersion1: Set<String> = ["addr", "state", "status", "reply", "updated"]
+    private static let recipientFields = recipientFieldsVersion1.union([
+        "remote-host", "remote-addr", "attempts", "reported", "notify", "orcpt",
+    ])
+
+    private static func parseRecipient(_ rest: String, version: Int) throws(DecodeError) -> RecipientRecord {
         let fields = try parseFields(rest, repeatable: [])
-        let known: Set<String> = ["addr", "state", "status", "reply", "updated"]
+        let known = version == 1 ? recipientFieldsVersion1 : recipientFields
         guard Set(fields.keys).isSubset(of: known) else { throw DecodeError("unknown rcpt field") }
         guard let address = fields["addr"]?.first, let stateText = fields["state"]?.first,
             let state = RecipientState(rawValue: stateText)
         else { throw DecodeError("bad rcpt record") }
         var record = RecipientRecord(address: try unescape(address), state: state)
-        if let status = fields["status"]?.first { record.lastStatus = try unescape(status) }
+        if let status = fields["status"]?.first {
+            guard let parsed = EnhancedStatus(try unescape(status)) else { throw DecodeError("bad status") }
+            record.lastStatus = parsed
+        }
         if let reply = fields["reply"]?.first { record.lastReply = try unescape(reply) }
         if let updated = fields["updated"]?.first { record.updated = try integer(updated) }
+        switch (fields["remote-host"]?.first, fields["remote-addr"]?.first) {
+        case (nil, nil): break
+        case (let host?, let address?):
+            record.remoteMTA = RemoteMTA(host: try unescape(host), address: try unescape(address))
+        default: throw DecodeError("remote-host and remote-addr come together")
+        }
+        if let attempts = fields["attempts"]?.first {
+            guard let count = Int(exactly: try integer(attempts)), count >= 0 else { throw DecodeError("bad attempts") }
+            record.attempts = count
+        }
+        if let reported = fields["reported"]?.first {
+            guard let mark = reportMark(reported) else { throw DecodeError("bad reported") }
+            record.report = mark
+        }
+        if let notify = fields["notify"]?.first {
+            guard let value = Self.notify(notify) else { throw DecodeError("bad notify") }
+            record.notify = value
+        }
+        if let orcpt = fields["orcpt"]?.first { record.originalRecipient = try unescape(orcpt) }
         return record
     }
 

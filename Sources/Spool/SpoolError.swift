@@ -1,7 +1,7 @@
 import Glibc
+import SMTPProtocol
 
-/// Everything the spool can fail with. Callers map these to SMTP replies: `insufficientStorage` → 452 4.3.1 at MAIL or
-/// 451 4.3.0 after DATA, every other failure during a commit → 451 4.3.0 (R1, R7).
+/// Everything the spool can fail with. `smtpReply` is what a client is told when a commit fails.
 public enum SpoolError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A system call failed; `operation` is the call ("open", "fsync", "rename", ...), `path` what it worked on.
     case io(operation: String, path: String, errno: Int32)
@@ -43,6 +43,10 @@ public enum SpoolError: Error, Equatable, Sendable, CustomStringConvertible {
 }
 
 extension SpoolError {
+    /// The reply for a message that could not be made durable: a full disk or quota is 452 4.3.1 (try later, the
+    /// server is short of room), everything else 451 4.3.0. Nothing of the message is kept either way.
+    public var smtpReply: Reply { self == .insufficientStorage ? .insufficientStorage : .queueWriteError }
+
     /// Maps an errno from a writing call; a full disk or quota gets its own case so the server can answer 452/451.
     static func fromWrite(_ operation: String, _ path: String, _ code: Int32) -> SpoolError {
         if code == ENOSPC || code == EDQUOT { return .insufficientStorage }

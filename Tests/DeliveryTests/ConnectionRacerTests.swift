@@ -52,11 +52,11 @@ struct ConnectionRacerTests {
         let message = try StoredMessage(Array("Subject: t\r\n\r\nbody\r\n".utf8))
         defer { message.remove() }
         let result = await withCheckedContinuation { continuation in
-            RemoteDelivery.deliver(
-                over: winner.connection, from: nil, connectTimeout: .seconds(5), timeouts: .all(.seconds(10)),
-                heloName: "client.test", sender: "alice@client.test", recipients: ["bob@mx.test"],
-                messageFile: message.path, bodyType: nil, smtpUTF8: false
-            ) { continuation.resume(returning: $0) }
+            let request = AttemptRequest(
+                source: nil, connectTimeout: .seconds(5), timeouts: .all(.seconds(10)), heloName: "client.test",
+                sender: "alice@client.test", recipients: ["bob@mx.test"], messageFile: message.path, bodyType: nil,
+                smtpUTF8: false)
+            RemoteDelivery.deliver(over: winner.connection, request) { continuation.resume(returning: $0) }
         }
         guard case .session(let session) = result.outcome else {
             Issue.record("expected a session, got \(result.outcome)")

@@ -154,11 +154,11 @@ private func attempt(
     timeouts: ClientTimeouts = .all(.seconds(10)), bodyType: BodyType? = .eightBitMIME
 ) async -> DeliveryAttemptResult {
     await withCheckedContinuation { continuation in
-        RemoteDelivery.deliver(
-            to: address, from: nil, connectTimeout: .seconds(5), timeouts: timeouts, heloName: "client.test",
+        let request = AttemptRequest(
+            source: nil, connectTimeout: .seconds(5), timeouts: timeouts, heloName: "client.test",
             sender: "alice@client.test", recipients: recipients, messageFile: message.path, bodyType: bodyType,
-            smtpUTF8: false, queue: testQueue
-        ) { result in
+            smtpUTF8: false)
+        RemoteDelivery.deliver(to: address, request, queue: testQueue) { result in
             continuation.resume(returning: result)
         }
     }

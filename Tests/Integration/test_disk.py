@@ -263,7 +263,7 @@ def test_q01_to_q06_damaged_queue_files_go_to_corrupt(start_server, tmp_path):
     env["truncated"].write_bytes(env["truncated"].read_bytes()[:-25])                 # Q01: no END record
     env["zero"].write_bytes(b"")                                                      # Q02
     env["random"].write_bytes(os.urandom(400))                                        # Q02
-    env["version"].write_bytes(_recrc(env["version"].read_bytes().replace(b"DUALMTA-ENV 1", b"DUALMTA-ENV 7")))
+    env["version"].write_bytes(_recrc(re.sub(rb"^DUALMTA-ENV \d+", b"DUALMTA-ENV 7", env["version"].read_bytes())))
     env["env-symlink"].unlink()                                                       # Q04
     env["env-symlink"].symlink_to("/etc/passwd")
     msg["msg-symlink"].unlink()

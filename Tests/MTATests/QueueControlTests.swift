@@ -1,4 +1,5 @@
 import Foundation
+import SMTPProtocol
 import Spool
 import Testing
 
@@ -60,7 +61,7 @@ import Testing
 
         #expect(run(.bounce(id.rawValue), directory).0 == 0)
         let bounced = try spool.envelope(id)
-        #expect(bounced.recipients[0].state == .failed && bounced.recipients[0].lastStatus == "5.0.0")
+        #expect(bounced.recipients[0].state == .failed && bounced.recipients[0].lastStatus == EnhancedStatus(5, 0, 0))
 
         #expect(run(.delete(id.rawValue), directory).0 == 0)
         #expect(throws: SpoolError.notFound(id)) { try spool.envelope(id) }

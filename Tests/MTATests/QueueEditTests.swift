@@ -1,3 +1,4 @@
+import SMTPProtocol
 import Spool
 import Testing
 
@@ -19,7 +20,7 @@ import Testing
         #expect(QueueEdit.bounce(&edited, now: 2_000) == 1)
         #expect(edited.recipients[0].state == .delivered)
         #expect(edited.recipients[1].state == .failed)
-        #expect(edited.recipients[1].lastStatus == "5.0.0")
+        #expect(edited.recipients[1].lastStatus == EnhancedStatus(5, 0, 0))
         #expect(edited.recipients[1].lastReply == "bounced by the administrator")
         #expect(edited.recipients[1].updated == 2_000)
         #expect(!edited.held && edited.nextAttempt == 2_000 && edited.isFinished)

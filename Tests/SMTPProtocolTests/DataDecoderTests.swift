@@ -195,7 +195,7 @@ import Testing
 
     @Test func dotStuffedOutputRoundTrips() {  // T7.2 / S13 mirror: our own stuffing decodes to the same bytes
         let original = Array("Subject: x\r\n\r\n.hidden\r\n..two\r\n.\r\nplain\r\n".utf8)
-        let harness = deliver(DotStuffer.stuff(original))
+        let harness = deliver(OutboundBody.encode(original))
         #expect(harness.bodies == [original])
         #expect(harness.commits == 1)
     }

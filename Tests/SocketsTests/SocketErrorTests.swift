@@ -28,3 +28,14 @@ import Testing
         #expect(error.description.contains("192.0.2.1:25"))
     }
 }
+
+@Suite struct SocketErrorMetricReasonTests {
+    @Test("failure reasons of connect errors, as the connect metrics label them")
+    func reasons() {
+        #expect(SocketError.system(call: "connect", errno: ECONNREFUSED).metricReason == "refused")
+        #expect(SocketError.system(call: "connect", errno: EHOSTUNREACH).metricReason == "unreachable")
+        #expect(SocketError.system(call: "connect", errno: ENETUNREACH).metricReason == "unreachable")
+        #expect(SocketError.timedOut.metricReason == "timeout")
+        #expect(SocketError.system(call: "bind", errno: EACCES).metricReason == "other")
+    }
+}

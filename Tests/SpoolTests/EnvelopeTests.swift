@@ -1,3 +1,4 @@
+import SMTPProtocol
 import Testing
 
 @testable import Spool
@@ -15,10 +16,10 @@ import Testing
                 RecipientRecord(address: "bob@example.test"),
                 RecipientRecord(
                     address: "δοκιμή@παράδειγμα.δοκιμή", state: .delivered, lastReply: "250 2.0.0 Ok: queued as 1%2",
-                    lastStatus: "2.0.0", updated: 1_795_891_200),
+                    lastStatus: EnhancedStatus(2, 0, 0), updated: 1_795_891_200),
                 RecipientRecord(
                     address: "SRS0=HHH=TT=example.org=a@b.example", state: .failed, lastReply: "",
-                    lastStatus: "5.1.1", updated: 0),
+                    lastStatus: EnhancedStatus(5, 1, 1), updated: 0),
                 RecipientRecord(address: "\"a=b c%d\\\"\"@x.example", state: .pending, lastReply: "421 \u{7F}\t\u{0}"),
             ],
             attempts: [
@@ -52,9 +53,9 @@ import Testing
         let bytes = try EnvelopeCodec.encode(Self.nasty)
         #expect(bytes.allSatisfy { $0 == 0x0A || (0x20..<0x7F).contains($0) })
         let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n")
-        // magic, 11 single fields (body included), 3 extra, 4 rcpt, 2 attempt, END
-        #expect(lines.count == 1 + 11 + 3 + 4 + 2 + 1)
-        #expect(lines.first == "DUALMTA-ENV 1")
+        // magic, 12 single fields (body and runs included), 3 extra, 4 rcpt, 2 attempt, END
+        #expect(lines.count == 1 + 12 + 3 + 4 + 2 + 1)
+        #expect(lines.first == "DUALMTA-ENV 2")
         #expect(lines.filter { $0.hasPrefix("END ") }.count == 1)
         #expect(lines.contains("sender \"john%20smith\"@lab.example"))
         #expect(lines.contains { $0.hasPrefix("rcpt addr=SRS0=HHH=TT=example.org=a@b.example ") })
@@ -91,7 +92,7 @@ import Testing
     /// Well-framed files (valid END and checksum) whose content is wrong.
     @Test(
         arguments: [
-            ("DUALMTA-ENV 2", nil, "unsupported version"),
+            ("DUALMTA-ENV 3", nil, "unsupported version"),
             ("XDUALMTA", nil, "bad magic"),
             ("frobnicate 1", nil, "unknown record \"frobnicate\""),
             ("held 1", nil, "repeated held"),

@@ -85,7 +85,7 @@ import Testing
                 try writeFile(
                     envelopePath,
                     sealed(
-                        text.replacingOccurrences(of: "DUALMTA-ENV 1", with: "DUALMTA-ENV 9")
+                        text.replacingOccurrences(of: "DUALMTA-ENV 2", with: "DUALMTA-ENV 9")
                             .split(separator: "\n").dropLast().map(String.init)))
             case .envelopeIsFIFO:
                 unlink(envelopePath)

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import SMTPProtocol
 import Testing
 
 @testable import Spool
@@ -180,7 +181,7 @@ import Testing
                         preference: 10, address: "[2001:db8::\(index)]", family: "ipv6", result: "deferred",
                         reply: String(repeating: "x", count: 100), milliseconds: index))
             }
-            large.recipients[0].lastStatus = "4.4.1"
+            large.recipients[0].lastStatus = EnhancedStatus(4, 4, 1)
             let big = large
             let stop = Results(count: 1)
             let outcomes = Results(count: 3)

@@ -1,4 +1,3 @@
-import Glibc
 import NetAddress
 
 /// The metrics dualmta exports (`metrics_listen`, `dualmta stats`), in one process-wide registry. Modules count
@@ -61,21 +60,5 @@ public enum DualMTAMetrics {
     /// `family` and `mx_rank` labels.
     public static func labels(_ family: AddressFamily, rank: Int) -> [String: String] {
         ["family": family.rawValue, "mx_rank": String(rank)]
-    }
-
-    /// The failure reason label of a connect error: refused, unreachable, timeout or other.
-    public static func failureReason(_ error: SocketError) -> String {
-        switch error {
-        case .timedOut: return "timeout"
-        case .system(_, let code):
-            switch code {
-            case ECONNREFUSED: return "refused"
-            case EHOSTUNREACH, ENETUNREACH, EADDRNOTAVAIL, EHOSTDOWN, ENETDOWN: return "unreachable"
-            case ETIMEDOUT: return "timeout"
-            default: return "other"
-            }
-        case .addressFamilyUnsupported: return "unreachable"
-        case .closed, .familyMismatch: return "other"
-        }
     }
 }

@@ -1,6 +1,7 @@
+import Synchronization
+
 // Metrics: a small thread-safe registry of counters, gauges and histograms, rendered in the Prometheus text
-// exposition format 0.0.4. It lives in Sockets because every module that counts something (SMTPServer, Delivery,
-// MTA) already depends on Sockets, and the HTTP responder that serves it is a socket thing; no package dependency.
+// exposition format 0.0.4. Pure: the standard library only; the HTTP responder that serves it is in Console.
 
 /// One metric family: a name, its help text and its type. Samples of a family differ by their labels.
 public struct MetricFamily: Sendable, Hashable {
@@ -64,7 +65,7 @@ public final class MetricsRegistry: @unchecked Sendable {
         var count: UInt64 = 0
     }
 
-    private let lock = Lock()
+    private let lock = Mutex(())
     private var families: [MetricFamily] = []
     private var scalars: [String: [LabelSet: Double]] = [:]
     private var histograms: [String: [LabelSet: HistogramValue]] = [:]
@@ -75,7 +76,7 @@ public final class MetricsRegistry: @unchecked Sendable {
 
     /// Declares a family so it is listed (HELP and TYPE) even before its first sample. Idempotent by name.
     public func register(_ family: MetricFamily) {
-        lock.withLock {
+        lock.withLock { _ in
             guard !families.contains(where: { $0.name == family.name }) else { return }
             families.append(family)
         }
@@ -86,7 +87,7 @@ public final class MetricsRegistry: @unchecked Sendable {
     public func increment(_ family: MetricFamily, _ labels: [String: String] = [:], by amount: Double = 1) {
         guard amount >= 0 else { return }
         let key = LabelSet(labels)
-        lock.withLock {
+        lock.withLock { _ in
             registerLocked(family)
             scalars[family.name, default: [:]][key, default: 0] += amount
         }
@@ -95,7 +96,7 @@ public final class MetricsRegistry: @unchecked Sendable {
     /// Sets a gauge.
     public func set(_ family: MetricFamily, _ labels: [String: String] = [:], to value: Double) {
         let key = LabelSet(labels)
-        lock.withLock {
+        lock.withLock { _ in
             registerLocked(family)
             scalars[family.name, default: [:]][key] = value
         }
@@ -105,7 +106,7 @@ public final class MetricsRegistry: @unchecked Sendable {
     public func observe(_ family: MetricFamily, _ labels: [String: String] = [:], _ value: Double) {
         guard case .histogram(let buckets) = family.kind, !value.isNaN else { return }
         let key = LabelSet(labels)
-        lock.withLock {
+        lock.withLock { _ in
             registerLocked(family)
             var histogram =
                 histograms[family.name]?[key]
@@ -120,19 +121,19 @@ public final class MetricsRegistry: @unchecked Sendable {
     /// The current value of a counter or gauge sample, nil if it never got one.
     public func value(_ family: MetricFamily, _ labels: [String: String] = [:]) -> Double? {
         let key = LabelSet(labels)
-        return lock.withLock { scalars[family.name]?[key] }
+        return lock.withLock { _ in scalars[family.name]?[key] }
     }
 
     /// How many observations a histogram sample has, nil if none.
     public func observationCount(_ family: MetricFamily, _ labels: [String: String] = [:]) -> UInt64? {
         let key = LabelSet(labels)
-        return lock.withLock { histograms[family.name]?[key]?.count }
+        return lock.withLock { _ in histograms[family.name]?[key]?.count }
     }
 
     /// Everything in the Prometheus text format (version 0.0.4): per family `# HELP`, `# TYPE`, then its samples
     /// sorted by label set; families in registration order. Ends with a newline.
     public func exposition() -> String {
-        lock.withLock {
+        lock.withLock { _ in
             var lines: [String] = []
             for family in families {
                 lines.append("# HELP \(family.name) \(escapeHelp(family.help))")

@@ -1,10 +1,10 @@
-import Dispatch
 import Glibc
 import Testing
 
+@testable import Console
 @testable import Sockets
 
-extension SocketIO {
+extension ConsoleIO {
     @Suite struct MetricsResponderTests {
         @Test("request heads: GET /metrics is 200 with the exposition type; other paths and methods 404")
         func responses() {
@@ -33,23 +33,32 @@ extension SocketIO {
             #expect(missing.hasPrefix("HTTP/1.0 404 Not Found\r\n"))
         }
 
-        /// Sends `request` and reads until the server closes; nil on a deadline.
+        /// Sends `request` with a plain blocking client socket and reads until the server closes; nil on an error
+        /// or after the 10 s receive deadline.
         func exchange(_ target: SocketAddress, _ request: String) -> String? {
-            let queue = DispatchQueue(label: "test.metrics.client")
-            guard case .success(let connection) = connectAndWait(to: target, queue: queue) else { return nil }
-            let received = Shared<[UInt8]>([])
-            let closed = DispatchSemaphore(value: 0)
-            queue.async {
-                connection.startReading(
-                    { bytes in received.update { $0.append(contentsOf: bytes) } },
-                    onClose: { _ in
-                        connection.close(afterFlush: false)
-                        closed.signal()
-                    })
-                connection.write(Array(request.utf8))
+            let fd = socket(target.family == .ipv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { return nil }
+            defer { close(fd) }
+            var limit = timeval(tv_sec: 10, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+            guard target.withSockAddr({ connect(fd, $0, $1) }) == 0 else { return nil }
+            let bytes = Array(request.utf8)
+            guard send(fd, bytes, bytes.count, 0) == bytes.count else { return nil }
+            var received: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let count = recv(fd, &buffer, buffer.count, 0)
+                if count == 0 { return String(decoding: received, as: UTF8.self) }
+                if count < 0 { return nil }
+                received += buffer[0..<count]
             }
-            guard wait(closed, seconds: 10) else { return nil }
-            return String(decoding: received.get(), as: UTF8.self)
         }
     }
 }
+
+func address(_ text: String) throws -> SocketAddress {
+    try #require(SocketAddress(parsing: text))
+}
+
+/// The console's socket tests run one at a time (they bind and count descriptors).
+@Suite(.serialized) enum ConsoleIO {}

@@ -1,4 +1,5 @@
 import Dispatch
+import Sockets
 
 /// A tiny HTTP/1.0 responder for Prometheus scrapes (`metrics_listen`): `GET /metrics` gets the exposition text,
 /// anything else 404 (a request that is not HTTP gets 400). One request per connection, then close. The request

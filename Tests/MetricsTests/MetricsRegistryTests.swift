@@ -1,8 +1,7 @@
 import Dispatch
-import Glibc
 import Testing
 
-@testable import Sockets
+@testable import Metrics
 
 @Suite struct MetricsRegistryTests {
     static let attempts = MetricFamily(name: "t_attempts_total", help: "Attempts.", kind: .counter)
@@ -83,14 +82,5 @@ import Testing
         }
         #expect(registry.value(Self.attempts, ["family": "ipv4"]) == 4000)
         #expect(registry.value(Self.attempts, ["family": "ipv6"]) == 4000)
-    }
-
-    @Test("failure reasons of connect errors")
-    func reasons() {
-        #expect(DualMTAMetrics.failureReason(.system(call: "connect", errno: ECONNREFUSED)) == "refused")
-        #expect(DualMTAMetrics.failureReason(.system(call: "connect", errno: EHOSTUNREACH)) == "unreachable")
-        #expect(DualMTAMetrics.failureReason(.system(call: "connect", errno: ENETUNREACH)) == "unreachable")
-        #expect(DualMTAMetrics.failureReason(.timedOut) == "timeout")
-        #expect(DualMTAMetrics.failureReason(.system(call: "bind", errno: EACCES)) == "other")
     }
 }

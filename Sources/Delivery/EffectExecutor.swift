@@ -1,0 +1,111 @@
+import Foundation
+import Logging
+import Metrics
+import SMTPProtocol
+import Sockets
+import Spool
+
+/// Carries out what the delivery decisions return: writes the log lines, counts the metrics and updates the
+/// transport cache (stamped with the clock now). The log line formats live here, once.
+struct EffectExecutor: Sendable {
+    let logger: Logger
+    let router: Router?
+
+    /// - Parameter destinationStarted: when the destination's attempts began (the delivery latency metric).
+    func execute(
+        _ effects: [DeliveryEffect], envelope: Envelope, destinationStarted: ContinuousClock.Instant? = nil
+    ) {
+        for effect in effects {
+            switch effect {
+            case .log(let event): log(event, envelope: envelope)
+            case .cache(let update): apply(update)
+            case .metric(let metric): count(metric, destinationStarted: destinationStarted)
+            }
+        }
+    }
+
+    private func log(_ event: DeliveryEvent, envelope: Envelope) {
+        func rcpt(_ index: Int) -> Logger.MetadataValue { "<\(envelope.recipients[index].address)>" }
+        switch event {
+        case .attempt(let line):
+            var metadata: Logger.Metadata = [
+                "rcpt": rcpt(line.index), "mx": "\(line.attempt.mxHost)", "pref": "\(line.attempt.preference)",
+                "addr": "[\(line.attempt.address)]", "family": "\(line.attempt.family)", "result": "\(line.result)",
+                "ms": "\(line.milliseconds)",
+            ]
+            switch line.detail {
+            case .reply(let text): metadata["reply"] = "\(text)"
+            case .reason(let text): metadata["reason"] = "\(text)"
+            }
+            if let tls = line.tls {
+                metadata["tls"] = "\(tls.protocolVersion)"
+                metadata["cipher"] = "\(tls.cipher)"
+            }
+            if let fallback = line.tlsFallback { metadata["tls_fallback"] = "\(fallback)" }
+            logger.info("delivery", metadata: metadata)
+        case .recipient(let index, let result, let status, let reason):
+            logger.info(
+                "recipient",
+                metadata: [
+                    "rcpt": rcpt(index), "result": "\(result.rawValue)", "status": "\(status)", "reason": "\(reason)",
+                ])
+        case .possibleDuplicate(let address, let explained):
+            var metadata: Logger.Metadata = ["addr": "[\(address)]"]
+            if explained {
+                metadata["reason"] = "no reply after the end of data: the message may be delivered twice"
+            }
+            logger.warning("possible-duplicate", metadata: metadata)
+        case .skipped(let subject, let reason):
+            logger.info("skipped", metadata: ["subject": "\(subject)", "reason": "\(reason)"])
+        case .routeNote(let mx, let address, let note):
+            logger.info("route", metadata: ["mx": "\(mx)", "addr": "[\(address)]", "note": "\(note)"])
+        case .expired(let index, let status):
+            logger.info("expired", metadata: ["rcpt": rcpt(index), "status": "\(status)"])
+        case .discarded(let count):
+            logger.error(
+                "discarded",
+                metadata: [
+                    "nrcpt": "\(count)",
+                    "reason": "an undeliverable double-bounce notice is logged and dropped (triple bounce)",
+                ])
+        case .deferred(let next, let runs):
+            logger.info("deferred", metadata: ["next_attempt": "\(next)", "runs": "\(runs)"])
+        case .removed(let delivered, let failed):
+            logger.info("removed", metadata: ["delivered": "\(delivered)", "failed": "\(failed)"])
+        }
+    }
+
+    private func apply(_ update: CacheUpdate) {
+        guard let router else { return }
+        switch update {
+        case .success(let destination, let mxHost, let endpoint):
+            router.recordSuccess(destination: destination, mxHost: mxHost, endpoint: endpoint, now: Date())
+        case .failure(let endpoint, let reason):
+            router.recordFailure(endpoint: endpoint, reason: reason, now: Date())
+        }
+    }
+
+    private func count(_ metric: DeliveryMetric, destinationStarted: ContinuousClock.Instant?) {
+        switch metric {
+        case .remoteRecipient(let family, let rank, let result):
+            DualMTAMetrics.registry.increment(
+                DualMTAMetrics.remoteRecipients,
+                DualMTAMetrics.labels(family, rank: rank).merging(["result": result]) { $1 })
+        case .tlsFailure(let family, let rank):
+            DualMTAMetrics.registry.increment(
+                DualMTAMetrics.connectFailures,
+                DualMTAMetrics.labels(family, rank: rank).merging(["reason": "tls"]) { $1 })
+        case .firstDelivery(let family, let rank, let fallbackFrom):
+            if let destinationStarted {
+                let (seconds, attoseconds) = (ContinuousClock.now - destinationStarted).components
+                DualMTAMetrics.registry.observe(
+                    DualMTAMetrics.deliveryDuration, DualMTAMetrics.labels(family, rank: rank),
+                    Double(seconds) + Double(attoseconds) / 1e18)
+            }
+            if let fallbackFrom {
+                DualMTAMetrics.registry.increment(
+                    DualMTAMetrics.familyFallbacks, ["from": fallbackFrom.rawValue, "to": family.rawValue])
+            }
+        }
+    }
+}

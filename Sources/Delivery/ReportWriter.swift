@@ -1,0 +1,125 @@
+import Foundation
+import Logging
+import Metrics
+import SMTPProtocol
+import Sockets
+import Spool
+
+/// Writes and queues the reports the delivery decisions ask for (RFC 3464, RFC 6522): a non-delivery report or a
+/// delay notice to the sender (`MAIL FROM:<>`), or, when the failed message was itself a report, a double-bounce
+/// notice to `double_bounce_recipient` from the internal sender `double-bounce@<hostname>` naming both queue ids.
+/// Who gets what is decided in `RunDecisions.conclude`; this type only composes, commits, logs and counts.
+/// A report is committed to the spool before the caller marks its recipients reported: a crash in between gives a
+/// duplicate report, never a lost one.
+struct ReportWriter: Sendable {
+    let spool: Spool
+    let logger: Logger
+    let hostname: String
+    let doubleBounceRecipient: String
+    let maxQueueLifetime: Duration
+
+    var internalSender: String { "double-bounce@\(hostname)" }
+
+    /// The address notices go to: `postmaster` means postmaster at our host name (local Maildir).
+    var postmasterAddress: String {
+        doubleBounceRecipient.contains("@") ? doubleBounceRecipient : "\(doubleBounceRecipient)@\(hostname)"
+    }
+
+    /// Writes and queues one report; returns its queue id. Throws when it could not be made durable (the caller
+    /// then keeps the recipients as they are).
+    func write(_ request: RunDecisions.ReportRequest, envelope: Envelope, now: Date) throws(SpoolError) -> QueueID {
+        let kind: RecipientReport.Kind = request.kind == .failure ? .failed : .delayed
+        let original = OriginalMessage(
+            queueID: envelope.id.rawValue, sender: envelope.sender,
+            arrival: Date(timeIntervalSince1970: Double(envelope.arrival)),
+            receivedFromMTA: envelope.heloName.isEmpty ? nil : envelope.heloName, envelopeID: nil,
+            bytes: (try? spool.readMessage(envelope.id)) ?? [])
+        let recipients = request.indices.map { recipientReport(kind, envelope: envelope, index: $0) }
+        let seed =
+            "\(envelope.id)-\(kind == .failed ? "F" : "D")-\(request.indices.map(String.init).joined(separator: "-"))"
+
+        switch request.destination {
+        case .postmaster:
+            let notice = DeliveryReport.doubleBounceNotice(
+                reportingMTA: hostname, postmaster: postmasterAddress, failed: original,
+                originalQueueID: envelope.bounceOf?.rawValue, recipients: recipients, now: now, messageIDSeed: seed)
+            let id = try enqueue(notice, sender: internalSender, recipient: postmasterAddress, bounceOf: envelope.id)
+            DualMTAMetrics.registry.increment(DualMTAMetrics.doubleBounces)
+            logger.warning(
+                "double-bounce",
+                metadata: [
+                    "original": "\(envelope.bounceOf?.rawValue ?? "unknown")", "notice": "\(id)",
+                    "rcpt": "<\(postmasterAddress)>",
+                ])
+            return id
+        case .sender:
+            let report = DeliveryReport.compose(
+                reportingMTA: hostname, original: original, recipients: recipients, returnContent: .automatic,
+                now: now, messageIDSeed: seed)
+            let id = try enqueue(report, sender: "", recipient: envelope.sender, bounceOf: envelope.id)
+            if kind == .failed { DualMTAMetrics.registry.increment(DualMTAMetrics.bounces) }
+            logger.info(
+                kind == .failed ? "bounce" : "delay-notice",
+                metadata: [
+                    "ndr": "\(id)", "rcpt": "<\(envelope.sender)>", "nrcpt": "\(request.indices.count)",
+                ])
+            return id
+        }
+    }
+
+    private func recipientReport(_ kind: RecipientReport.Kind, envelope: Envelope, index: Int) -> RecipientReport {
+        let recipient = envelope.recipients[index]
+        let status = recipient.lastStatus?.description ?? (kind == .failed ? "5.0.0" : "4.0.0")
+        let reason = recipient.lastReply ?? "no reason recorded"
+        let lastAttempt = envelope.attempts.last { $0.recipients.contains(recipient.address) }
+        // A remote SMTP reply starts with its three-digit code; anything else is our own finding.
+        let isSMTPReply = reason.count >= 3 && reason.prefix(3).allSatisfy(\.isNumber)
+        return RecipientReport(
+            finalRecipient: recipient.address, originalRecipient: nil,
+            action: kind == .failed ? .failed : .delayed, status: status, remoteMTA: recipient.remoteMTA?.host,
+            remoteAddress: recipient.remoteMTA.map { "[\($0.address)]" },
+            diagnostic: isSMTPReply ? .smtp(reason) : .local(reason),
+            explanation: explanation(kind, status: status, reason: reason),
+            lastAttempt: lastAttempt.map { Date(timeIntervalSince1970: Double($0.time)) },
+            willRetryUntil: kind == .delayed
+                ? Date(timeIntervalSince1970: Double(envelope.arrival) + maxQueueLifetime.seconds) : nil)
+    }
+
+    private func explanation(_ kind: RecipientReport.Kind, status: String, reason: String) -> String {
+        switch kind {
+        case .delayed:
+            return "The message could not be delivered yet and is still being retried: \(reason)"
+        case .failed where status.hasPrefix("4."):
+            return "The message stayed in the queue longer than allowed and was given up: \(reason)"
+        case .failed:
+            return "The message could not be delivered: \(reason)"
+        }
+    }
+
+    /// Queues a generated message through the same commit protocol as received mail.
+    private func enqueue(_ bytes: [UInt8], sender: String, recipient: String, bounceOf: QueueID) throws(SpoolError)
+        -> QueueID
+    {
+        let message = try spool.begin()
+        do throws(SpoolError) {
+            try message.append(bytes)
+            let envelope = Envelope(
+                arriving: message.id, sender: sender, recipients: [RecipientRecord(address: recipient)],
+                client: "local", heloName: hostname, protocolName: "LOCAL",
+                bodyType: bytes.contains { $0 >= 0x80 } ? "8BITMIME" : nil, smtpUTF8: false,
+                messageSize: message.size, now: Int64(Date().timeIntervalSince1970), bounceOf: bounceOf)
+            try spool.commit(message, envelope: envelope)
+            return message.id
+        } catch {
+            spool.abort(message)
+            throw error
+        }
+    }
+}
+
+extension RecipientReport {
+    enum Kind: Equatable {
+        case failed
+        case delayed
+    }
+}
