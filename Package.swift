@@ -27,7 +27,7 @@ let package = Package(
         .target(name: "Spool", dependencies: ["SMTPProtocol"]),
         .target(name: "TLS", dependencies: ["COpenSSL"]),
         .target(name: "DNS", dependencies: ["CResolv", "NetAddress"]),
-        .target(name: "Routing", dependencies: ["DNS", "NetAddress", "SMTPProtocol"]),
+        .target(name: "Routing", dependencies: ["DNS", "NetAddress", "SMTPProtocol", log]),
         .target(name: "Console", dependencies: ["Sockets", "Metrics"]),
         // Layer 2
         .target(
@@ -54,7 +54,7 @@ let package = Package(
         .testTarget(name: "ConsoleTests", dependencies: ["Console", "Sockets"]),
         .testTarget(name: "TLSTests", dependencies: ["TLS"]),
         .testTarget(name: "DNSTests", dependencies: ["DNS"]),
-        .testTarget(name: "RoutingTests", dependencies: ["Routing"]),
+        .testTarget(name: "RoutingTests", dependencies: ["Routing", log]),
         .testTarget(
             name: "DeliveryTests",
             dependencies: ["Delivery", "Sockets", "SMTPProtocol", "Spool", "Routing", "NetAddress"]),

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Metrics
+import Routing
 import SMTPProtocol
 import Sockets
 import Spool

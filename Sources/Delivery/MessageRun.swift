@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Logging
+import Routing
 import SMTPProtocol
 import Spool
 
@@ -14,7 +15,7 @@ struct MessageRun: Sendable {
     let spool: Spool
     let recipientPolicy: RecipientPolicy
     let policy: DeliveryPolicy
-    let router: Router?
+    let outbound: OutboundTransport?
     let reports: ReportWriter?
     let localDelivery: LocalDelivery
     /// Carries the queue id as metadata: every line of the run names its message.
@@ -31,9 +32,11 @@ struct MessageRun: Sendable {
             return nil
         }
         if !remote.isEmpty {
-            if let router {
-                let outbound = OutboundDelivery(router: router, logger: logger, spool: spool, work: work)
-                envelope = await outbound.deliver(envelope, indices: remote)
+            if let outbound {
+                let delivery = OutboundDelivery(
+                    configuration: outbound.configuration, router: outbound.router, logger: logger, spool: spool,
+                    work: work)
+                envelope = await delivery.deliver(envelope, indices: remote)
                 summary.remoteDeferred = remote.contains { envelope.recipients[$0].state == .pending }
             } else {
                 logger.info(
@@ -88,7 +91,7 @@ struct MessageRun: Sendable {
         }
         var summary = RunDecisions.RunSummary()
         var remote: [Int] = []
-        let effects = EffectExecutor(logger: logger, router: router)
+        let effects = EffectExecutor(logger: logger, router: outbound?.router)
         for index in envelope.recipients.indices where envelope.recipients[index].state == .pending {
             switch RecipientTarget.classify(envelope.recipients[index].address, policy: recipientPolicy) {
             case .local(let domain, let user):
@@ -114,7 +117,7 @@ struct MessageRun: Sendable {
         let now = Date()
         let conclusion = RunDecisions.conclude(
             &envelope, summary: summary, policy: policy, now: Int64(now.timeIntervalSince1970))
-        let effects = EffectExecutor(logger: logger, router: router)
+        let effects = EffectExecutor(logger: logger, router: outbound?.router)
         effects.execute(conclusion.effects.filter { !$0.isRemoval }, envelope: envelope)
         for request in conclusion.reports {
             guard let reports else { break }

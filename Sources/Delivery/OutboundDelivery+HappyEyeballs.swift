@@ -87,7 +87,7 @@ struct AttemptFeed {
             ConnectionRacer.Candidate(attempt: $0, source: delivery.sourceAddress(for: $0.family))
         }
         let started = ContinuousClock.now
-        let connectTimeout = delivery.router.configuration.connectTimeout
+        let connectTimeout = delivery.configuration.connectTimeout
         let outcome = await withCheckedContinuation { continuation in
             ConnectionRacer.race(
                 candidates, delay: delay, connectTimeout: connectTimeout,
@@ -153,8 +153,8 @@ extension OutboundDelivery {
     /// `bind_address` / `bind_address6` for `family`, port 0.
     func sourceAddress(for family: AddressFamily) -> SocketAddress? {
         switch family {
-        case .ipv4: return router.configuration.bindAddress.map { SocketAddress(ip: $0, port: 0) }
-        case .ipv6: return router.configuration.bindAddress6.map { SocketAddress(ip: $0, port: 0) }
+        case .ipv4: return configuration.bindAddress.map { SocketAddress(ip: $0, port: 0) }
+        case .ipv6: return configuration.bindAddress6.map { SocketAddress(ip: $0, port: 0) }
         }
     }
 

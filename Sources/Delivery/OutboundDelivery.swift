@@ -13,6 +13,7 @@ import Spool
 /// `DestinationRun.judge` (Decisions/AttemptDecisions.swift, which also lists the rules); this shell runs the
 /// attempts and executes the effects: log lines, metrics, transport cache.
 struct OutboundDelivery: Sendable {
+    let configuration: OutboundConfiguration
     let router: Router
     let logger: Logger
     let spool: Spool
@@ -67,7 +68,7 @@ struct OutboundDelivery: Sendable {
             effects.execute(verdictEffects, envelope: envelope)
             return envelope
         }
-        var feed = AttemptFeed(plan: plan, configuration: router.configuration)
+        var feed = AttemptFeed(plan: plan, configuration: configuration)
         let started = ContinuousClock.now
         while !run.isDone,
             let fed = await feed.next(
@@ -102,7 +103,6 @@ struct OutboundDelivery: Sendable {
 
     /// What an attempt sends, and how, for the open recipients of `envelope`.
     func request(envelope: Envelope, family: AddressFamily, recipients: [String]) -> AttemptRequest {
-        let configuration = router.configuration
         var timeouts = ClientTimeouts()
         if let cap = configuration.replyTimeout { timeouts = timeouts.capped(at: cap) }
         return AttemptRequest(

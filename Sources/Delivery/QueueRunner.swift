@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Logging
+import Routing
 import SMTPProtocol
 import Spool
 import Synchronization
@@ -17,21 +18,22 @@ public struct DeliveryConfiguration: Sendable {
     public var concurrency: Int
     /// When a local delivery fails for a temporary reason (disk full, I/O error), try again after this long.
     public var localRetryDelay: Duration
-    /// The outbound engine's router; nil leaves remote recipients queued (no outbound transport).
-    public var router: Router?
+    /// The outbound engine; nil leaves remote recipients queued (no outbound transport).
+    public var outbound: OutboundTransport?
     /// `retry_schedule`: when deferred remote recipients are tried again.
     public var retrySchedule: RetrySchedule
     /// Reports, delay notices and expiry; nil: failures are only logged.
     public var bounces: BounceSettings?
 
     public init(
-        policy: RecipientPolicy, concurrency: Int = 20, localRetryDelay: Duration = .seconds(60), router: Router? = nil,
+        policy: RecipientPolicy, concurrency: Int = 20, localRetryDelay: Duration = .seconds(60),
+        outbound: OutboundTransport? = nil,
         retrySchedule: RetrySchedule = RetrySchedule([]), bounces: BounceSettings? = nil
     ) {
         self.policy = policy
         self.concurrency = concurrency
         self.localRetryDelay = localRetryDelay
-        self.router = router
+        self.outbound = outbound
         self.retrySchedule = retrySchedule
         self.bounces = bounces
     }
@@ -45,7 +47,18 @@ public struct DeliveryConfiguration: Sendable {
                     maxQueueLifetime: $0.maxQueueLifetime.wholeSeconds,
                     delayWarningAfter: $0.delayWarningAfter.wholeSeconds,
                     internalSender: "double-bounce@\($0.hostname)")
-            }, remoteDelivery: router != nil)
+            }, remoteDelivery: outbound != nil)
+    }
+}
+
+/// The outbound engine: how attempts are made, and the router that plans where they go.
+public struct OutboundTransport: Sendable {
+    public var configuration: OutboundConfiguration
+    public var router: Router
+
+    public init(configuration: OutboundConfiguration, router: Router) {
+        self.configuration = configuration
+        self.router = router
     }
 }
 
@@ -181,7 +194,8 @@ public final class QueueRunner: Sendable {
                 maxQueueLifetime: $0.maxQueueLifetime)
         }
         return MessageRun(
-            id: id, spool: spool, recipientPolicy: configuration.policy, policy: policy, router: configuration.router,
+            id: id, spool: spool, recipientPolicy: configuration.policy, policy: policy,
+            outbound: configuration.outbound,
             reports: reports, localDelivery: localDelivery, logger: runLogger, work: BlockingWork(queue: workers),
             wake: { [weak self] id in self?.wake(id) })
     }

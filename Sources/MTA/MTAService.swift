@@ -33,13 +33,14 @@ public final class MTAService: Sendable {
             throw .spool(error)
         }
         let policy = Self.recipientPolicy(configuration)
-        let router = Router(
-            configuration: configuration.outbound(interfaceAddresses: LocalAddresses.interfaceAddresses()),
+        let router = configuration.router(
+            interfaceAddresses: LocalAddresses.interfaceAddresses(),
             cacheFile: spool.stateDirectory + "/transport-cache.json", logger: logger)
         let runner = QueueRunner(
             spool: spool,
             configuration: DeliveryConfiguration(
-                policy: policy, concurrency: configuration.deliveryConcurrency, router: router,
+                policy: policy, concurrency: configuration.deliveryConcurrency,
+                outbound: OutboundTransport(configuration: configuration.outbound, router: router),
                 retrySchedule: RetrySchedule(configuration.retrySchedule),
                 bounces: BounceSettings(
                     hostname: configuration.hostname, maxQueueLifetime: configuration.maxQueueLifetime,

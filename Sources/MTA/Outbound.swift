@@ -1,3 +1,4 @@
+import DNS
 import Delivery
 import Foundation
 import Logging
@@ -6,23 +7,38 @@ import Routing
 import SMTPProtocol
 
 extension Configuration {
-    /// The outbound engine's view of the settings: who we are (names, addresses, listeners), which families we can
-    /// use, routes, DNS, cache and timeouts.
-    public func outbound(interfaceAddresses: Set<IPAddress>) -> OutboundConfiguration {
-        let identity = LocalIdentity(
-            hostname: hostname, aliases: [], addresses: interfaceAddresses, proxyAddresses: [],
-            listeners: listen.map { Endpoint(address: $0.ip, port: $0.port) }, localDomains: Set(allLocalDomains))
+    /// How outbound attempts are made: EHLO name, timeouts, source addresses, TLS, connect strategy.
+    public var outbound: OutboundConfiguration {
         var configuration = OutboundConfiguration(
-            heloName: hostname, identity: identity,
-            capability: Capability(usableFamilies: inetProtocols, preferredFamily: addressPreference),
-            staticRoutes: routes, mxPort: mxPort, familyMismatch: familyMismatch,
-            acceptLoopbackFromDNS: allowLoopbackMX, dnsServers: dnsServers, transportCacheTTL: transportCacheTTL,
-            connectTimeout: connectTimeout, replyTimeout: smtpReplyTimeout, bindAddress: bindAddress,
-            bindAddress6: bindAddress6, retrySchedule: RetrySchedule(retrySchedule))
+            heloName: hostname, connectTimeout: connectTimeout, replyTimeout: smtpReplyTimeout,
+            bindAddress: bindAddress, bindAddress6: bindAddress6)
         configuration.tlsPolicy = ClientTLSPolicy(rawValue: smtpTLS.rawValue) ?? .may
         configuration.connectStrategy = connectStrategy
         configuration.connectionAttemptDelay = connectionAttemptDelay
         return configuration
+    }
+
+    /// Where mail goes: who we are (names, addresses, listeners), which families we can use, static routes.
+    public func routingPolicy(interfaceAddresses: Set<IPAddress>) -> RoutingPolicy {
+        let identity = LocalIdentity(
+            hostname: hostname, aliases: [], addresses: interfaceAddresses, proxyAddresses: [],
+            listeners: listen.map { Endpoint(address: $0.ip, port: $0.port) }, localDomains: Set(allLocalDomains))
+        return RoutingPolicy(
+            identity: identity,
+            capability: Capability(usableFamilies: inetProtocols, preferredFamily: addressPreference),
+            staticRoutes: routes, mxPort: mxPort, familyMismatch: familyMismatch, acceptLoopbackFromDNS: allowLoopbackMX
+        )
+    }
+
+    /// The live router over `dns_servers` (or the system resolver) and the transport cache in `cacheFile`. An
+    /// address that refused is skipped at most until the shortest retry interval (and never over 5 minutes), so
+    /// a retry always finds it usable again.
+    public func router(interfaceAddresses: Set<IPAddress>, cacheFile: String?, logger: Logger) -> Router {
+        let shortestRetry = retrySchedule.min() ?? .seconds(60)
+        return Router(
+            policy: routingPolicy(interfaceAddresses: interfaceAddresses),
+            resolver: SystemResolver(servers: dnsServers), transportCacheTTL: transportCacheTTL,
+            negativeCacheTTL: min(shortestRetry, .seconds(300)), cacheFile: cacheFile, logger: logger)
     }
 
     var transportCacheFile: String { spoolDirectory + "/state/transport-cache.json" }
@@ -44,12 +60,12 @@ public enum RouteExplainer {
         throws(Failure) -> String
     {
         guard let destination = Destination(parsing: target) else { throw .badDestination(target) }
-        let router = Router(
-            configuration: configuration.outbound(interfaceAddresses: LocalAddresses.interfaceAddresses()),
+        let router = configuration.router(
+            interfaceAddresses: LocalAddresses.interfaceAddresses(),
             cacheFile: FileManager.default.fileExists(atPath: configuration.transportCacheFile)
                 ? configuration.transportCacheFile : nil,
             logger: logger)
-        let plan = router.plan(destination)
+        let plan = router.plan(destination, now: Date())
         guard json else {
             guard configuration.connectStrategy == .happyEyeballs, case .deliver = plan.verdict else {
                 return plan.text

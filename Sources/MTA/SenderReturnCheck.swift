@@ -1,4 +1,5 @@
 import Delivery
+import Foundation
 import Logging
 import Routing
 import SMTPProtocol
@@ -13,7 +14,7 @@ struct SenderReturnCheck: Sendable {
 
     /// Blocking (DNS): called off the connection's queue.
     func check(domain: String) -> SenderCheckResult {
-        let plan = router.plan(.domain(domain))
+        let plan = router.plan(.domain(domain), now: Date())
         switch plan.verdict {
         case .deliver, .deliverLocally:
             return .accept

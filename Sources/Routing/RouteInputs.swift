@@ -174,26 +174,22 @@ public enum FamilyMismatchPolicy: String, Sendable, Hashable, Codable {
     case `defer`
 }
 
-/// Everything besides the DNS answers that the planner needs, as plain values.
-public struct RoutingContext: Sendable {
+/// The routing settings of the config file: who we are, which families we can use, static routes, the MX port
+/// and what to do on a family mismatch. The live `Router` holds one; `RoutingContext` adds the moment's state.
+public struct RoutingPolicy: Sendable, Hashable {
     public var identity: LocalIdentity
     public var capability: Capability
     public var staticRoutes: StaticRoutes
     /// Port for MX hosts, implicit MX and address literals (25; tests use others).
     public var mxPort: UInt16
     public var familyMismatch: FamilyMismatchPolicy
-    /// Loopback addresses in DNS answers are skipped unless this is set (standards.md §9.1); lab tests that
-    /// serve MX records pointing at 127.0.0.1 turn it on.
+    /// Loopback addresses in DNS answers are skipped unless this is set; lab tests that serve MX records pointing
+    /// at 127.0.0.1 turn it on.
     public var acceptLoopbackFromDNS: Bool
-    public var transportCache: TransportCache
-    public var now: Date
-    /// Seeds the shuffle of equal preferences: the same seed gives the same plan.
-    public var seed: UInt64
 
     public init(
         identity: LocalIdentity, capability: Capability = .dualStack, staticRoutes: StaticRoutes = StaticRoutes(),
-        mxPort: UInt16 = 25, familyMismatch: FamilyMismatchPolicy = .bounce, acceptLoopbackFromDNS: Bool = false,
-        transportCache: TransportCache = TransportCache(), now: Date = Date(timeIntervalSince1970: 0), seed: UInt64 = 0
+        mxPort: UInt16 = 25, familyMismatch: FamilyMismatchPolicy = .bounce, acceptLoopbackFromDNS: Bool = false
     ) {
         self.identity = identity
         self.capability = capability
@@ -201,8 +197,62 @@ public struct RoutingContext: Sendable {
         self.mxPort = mxPort
         self.familyMismatch = familyMismatch
         self.acceptLoopbackFromDNS = acceptLoopbackFromDNS
+    }
+}
+
+/// Everything besides the DNS answers that the planner needs, as plain values: the policy, the transport cache,
+/// the clock value and the seed of the shuffle.
+public struct RoutingContext: Sendable {
+    public var policy: RoutingPolicy
+    public var transportCache: TransportCache
+    public var now: Date
+    /// Seeds the shuffle of equal preferences: the same seed gives the same plan.
+    public var seed: UInt64
+
+    public init(
+        policy: RoutingPolicy, transportCache: TransportCache = TransportCache(),
+        now: Date = Date(timeIntervalSince1970: 0), seed: UInt64 = 0
+    ) {
+        self.policy = policy
         self.transportCache = transportCache
         self.now = now
         self.seed = seed
+    }
+
+    public init(
+        identity: LocalIdentity, capability: Capability = .dualStack, staticRoutes: StaticRoutes = StaticRoutes(),
+        mxPort: UInt16 = 25, familyMismatch: FamilyMismatchPolicy = .bounce, acceptLoopbackFromDNS: Bool = false,
+        transportCache: TransportCache = TransportCache(), now: Date = Date(timeIntervalSince1970: 0), seed: UInt64 = 0
+    ) {
+        self.init(
+            policy: RoutingPolicy(
+                identity: identity, capability: capability, staticRoutes: staticRoutes, mxPort: mxPort,
+                familyMismatch: familyMismatch, acceptLoopbackFromDNS: acceptLoopbackFromDNS),
+            transportCache: transportCache, now: now, seed: seed)
+    }
+
+    public var identity: LocalIdentity {
+        get { policy.identity }
+        set { policy.identity = newValue }
+    }
+    public var capability: Capability {
+        get { policy.capability }
+        set { policy.capability = newValue }
+    }
+    public var staticRoutes: StaticRoutes {
+        get { policy.staticRoutes }
+        set { policy.staticRoutes = newValue }
+    }
+    public var mxPort: UInt16 {
+        get { policy.mxPort }
+        set { policy.mxPort = newValue }
+    }
+    public var familyMismatch: FamilyMismatchPolicy {
+        get { policy.familyMismatch }
+        set { policy.familyMismatch = newValue }
+    }
+    public var acceptLoopbackFromDNS: Bool {
+        get { policy.acceptLoopbackFromDNS }
+        set { policy.acceptLoopbackFromDNS = newValue }
     }
 }

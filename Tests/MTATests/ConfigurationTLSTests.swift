@@ -23,7 +23,7 @@ import Testing
         #expect(configuration.smtpTLS == .may)
         #expect(configuration.tlsCertFile == nil && configuration.tlsKeyFile == nil)
         #expect(configuration.submissionListen.isEmpty && configuration.submissionsListen.isEmpty)
-        #expect(configuration.outbound(interfaceAddresses: []).tlsPolicy == .may)
+        #expect(configuration.outbound.tlsPolicy == .may)
     }
 
     @Test func everyKey() throws {
@@ -45,7 +45,7 @@ import Testing
         #expect(configuration.submissionListen.map(\.description) == ["[::1]:2587", "127.0.0.1:2587"])
         #expect(configuration.submissionsListen.map(\.description) == ["127.0.0.1:2465"])
         #expect(configuration.submissionUsersFile == users)
-        #expect(configuration.outbound(interfaceAddresses: []).tlsPolicy == .encrypt)
+        #expect(configuration.outbound.tlsPolicy == .encrypt)
         // `config show` prints what parses back to the same settings.
         #expect(try ConfigurationFile.parse(ConfigurationFile.render(configuration)) == configuration)
     }

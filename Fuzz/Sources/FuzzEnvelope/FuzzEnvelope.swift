@@ -39,8 +39,10 @@ private func hex8(_ value: UInt32) -> [UInt8] {
 /// The independent acceptance rule: magic first line, last line `END size=<digits> crc32=<8 lower hex>` + LF, and
 /// the CRC over everything before the 8 hex digits.
 private func hasValidFrame(_ bytes: [UInt8]) -> Bool {
-    let magic = Array("DUALMTA-ENV 1\n".utf8)
-    guard bytes.count > magic.count + 9, bytes.starts(with: magic), bytes.last == 10 else { return false }
+    let magics = [Array("DUALMTA-ENV 2\n".utf8), Array("DUALMTA-ENV 1\n".utf8)]
+    guard let magic = magics.first(where: { bytes.starts(with: $0) }), bytes.count > magic.count + 9,
+        bytes.last == 10
+    else { return false }
     let lineStart = (bytes.dropLast().lastIndex(of: 10) ?? -1) + 1
     let line = bytes[lineStart..<(bytes.count - 1)]
     let prefix = Array("END size=".utf8)
