@@ -124,7 +124,8 @@ def test_sendmail_and_mailq_names(mta, tmp_path):
     run = send(mta, ["-oi", "-odb", "-F", "Some One", f"-f{SENDER}", "-v", "u@lab.example"],
                b"Subject: via sendmail\n\nhi\n", program=sendmail)
     qid = queued_id(run)
-    assert b"warning: option -odb ignored" in run.stderr, run.stderr
+    # What cron and mutt pass (-oi, -odb, -F) is accepted without a warning on every call.
+    assert b"warning" not in run.stderr, run.stderr
     (path,) = delivered_to(mta, "u")
     got = parse_delivered(path)
     assert got.return_path == SENDER and f"id {qid}" in got.received
