@@ -189,7 +189,8 @@ extension OutboundDelivery {
             timeouts: clientTimeouts, heloName: configuration.heloName, sender: envelope.sender,
             recipients: recipients, messageFile: spool.messagePath(envelope.id),
             bodyType: envelope.bodyType.flatMap(BodyType.init(rawValue:)), smtpUTF8: envelope.smtpUTF8,
-            tlsPolicy: configuration.tlsPolicy, started: started
+            tlsPolicy: configuration.tlsPolicy(for: attempt, recipients: recipients),
+            serverName: configuration.tlsServerName(for: attempt), started: started
         ) { result in
             box.value = result
             done.signal()

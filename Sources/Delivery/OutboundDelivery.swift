@@ -133,6 +133,7 @@ struct OutboundDelivery: Sendable {
                     metadata["cipher"] = "\(tls.cipher)"
                 }
                 if let reason = outcome.plaintextRetryReason { metadata["tls_fallback"] = "\(reason)" }
+                metadata["tls_policy"] = "\(router.configuration.tlsPolicy(for: attempt, recipients: recipients))"
                 logger.info("delivery", metadata: metadata)
                 if result == "sent" || result == "rejected" || result == "deferred" {
                     DualMTAMetrics.registry.increment(
@@ -280,7 +281,8 @@ struct OutboundDelivery: Sendable {
             connectTimeout: configuration.connectTimeout, timeouts: timeouts, heloName: configuration.heloName,
             sender: envelope.sender, recipients: recipients, messageFile: spool.messagePath(envelope.id),
             bodyType: envelope.bodyType.flatMap(BodyType.init(rawValue:)), smtpUTF8: envelope.smtpUTF8,
-            tlsPolicy: configuration.tlsPolicy, queue: queue
+            tlsPolicy: configuration.tlsPolicy(for: attempt, recipients: recipients),
+            serverName: configuration.tlsServerName(for: attempt), queue: queue
         ) { result in
             box.value = result
             done.signal()

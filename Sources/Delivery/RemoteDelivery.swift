@@ -90,16 +90,16 @@ public final class RemoteDelivery {
     public static func deliver(
         to address: SocketAddress, from source: SocketAddress?, connectTimeout: Duration,
         timeouts: ClientTimeouts, heloName: String, sender: String, recipients: [String], messageFile: String,
-        bodyType: BodyType?, smtpUTF8: Bool, tlsPolicy: ClientTLSPolicy = .none, queue: DispatchQueue,
-        completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
+        bodyType: BodyType?, smtpUTF8: Bool, tlsPolicy: ClientTLSPolicy = .none, serverName: String? = nil,
+        queue: DispatchQueue, completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
     ) {
         let started = ContinuousClock.now
         guard
             let prepared = prepare(
                 to: address, from: source, connectTimeout: connectTimeout, timeouts: timeouts, heloName: heloName,
                 sender: sender, recipients: recipients, messageFile: messageFile, bodyType: bodyType,
-                smtpUTF8: smtpUTF8, tlsPolicy: tlsPolicy, queue: queue, started: started, completion: completion,
-                unreadable: { result in queue.async { completion(result) } })
+                smtpUTF8: smtpUTF8, tlsPolicy: tlsPolicy, serverName: serverName, queue: queue, started: started,
+                completion: completion, unreadable: { result in queue.async { completion(result) } })
         else { return }
         Connection.connect(to: address, from: source, timeout: connectTimeout, queue: queue) { result in
             switch result {
@@ -126,8 +126,8 @@ extension RemoteDelivery {
     public static func deliver(
         over connection: Connection, from source: SocketAddress?, connectTimeout: Duration, timeouts: ClientTimeouts,
         heloName: String, sender: String, recipients: [String], messageFile: String, bodyType: BodyType?,
-        smtpUTF8: Bool, tlsPolicy: ClientTLSPolicy = .none, started: ContinuousClock.Instant = .now,
-        completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
+        smtpUTF8: Bool, tlsPolicy: ClientTLSPolicy = .none, serverName: String? = nil,
+        started: ContinuousClock.Instant = .now, completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
     ) {
         let queue = connection.queue
         let address = connection.peer
@@ -135,7 +135,8 @@ extension RemoteDelivery {
             let prepared = prepare(
                 to: address, from: source, connectTimeout: connectTimeout, timeouts: timeouts, heloName: heloName,
                 sender: sender, recipients: recipients, messageFile: messageFile, bodyType: bodyType,
-                smtpUTF8: smtpUTF8, tlsPolicy: tlsPolicy, queue: queue, started: started, completion: completion,
+                smtpUTF8: smtpUTF8, tlsPolicy: tlsPolicy, serverName: serverName, queue: queue, started: started,
+                completion: completion,
                 unreadable: { result in
                     queue.async {
                         connection.close(afterFlush: false)
@@ -154,8 +155,8 @@ extension RemoteDelivery {
     fileprivate static func prepare(
         to address: SocketAddress, from source: SocketAddress?, connectTimeout: Duration, timeouts: ClientTimeouts,
         heloName: String, sender: String, recipients: [String], messageFile: String, bodyType: BodyType?,
-        smtpUTF8: Bool, tlsPolicy: ClientTLSPolicy, queue: DispatchQueue, started: ContinuousClock.Instant,
-        completion: @escaping @Sendable (DeliveryAttemptResult) -> Void,
+        smtpUTF8: Bool, tlsPolicy: ClientTLSPolicy, serverName: String?, queue: DispatchQueue,
+        started: ContinuousClock.Instant, completion: @escaping @Sendable (DeliveryAttemptResult) -> Void,
         unreadable: (DeliveryAttemptResult) -> Void
     ) -> PreparedAttempt? {
         let file: OutboundMessageFile
@@ -175,7 +176,8 @@ extension RemoteDelivery {
             to: address, from: source, connectTimeout: connectTimeout, timeouts: timeouts, heloName: heloName,
             sender: sender, recipients: recipients, messageFile: messageFile, bodyType: bodyType, smtpUTF8: smtpUTF8,
             tlsPolicy: tlsPolicy, queue: queue, started: started, completion: completion)
-        return PreparedAttempt(file: file, session: session, retryInPlaintext: retryInPlaintext)
+        return PreparedAttempt(
+            file: file, session: session, retryInPlaintext: retryInPlaintext, serverName: serverName)
     }
 
     /// standards §6.2 / O15: `may` + failed handshake → the same address once more, in plaintext; nil otherwise.
@@ -284,6 +286,7 @@ private final class DeliveryRun: @unchecked Sendable {
     private let started: ContinuousClock.Instant
     private let completion: @Sendable (DeliveryAttemptResult) -> Void
     private let tlsContext: TLSContext?
+    private let serverName: String?
     private let retryInPlaintext: (@Sendable (String) -> Void)?
 
     private var session: ClientSession
@@ -302,11 +305,12 @@ private final class DeliveryRun: @unchecked Sendable {
 
     init(
         address: SocketAddress, connection: Connection, session: ClientSession, timeouts: ClientTimeouts,
-        file: OutboundMessageFile, started: ContinuousClock.Instant, tlsContext: TLSContext?,
+        file: OutboundMessageFile, started: ContinuousClock.Instant, tlsContext: TLSContext?, serverName: String?,
         retryInPlaintext: (@Sendable (String) -> Void)?,
         completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
     ) {
         self.tlsContext = tlsContext
+        self.serverName = serverName
         self.retryInPlaintext = retryInPlaintext
         self.address = address
         self.connection = connection
@@ -372,7 +376,7 @@ private final class DeliveryRun: @unchecked Sendable {
 
     /// After the server's 220 to STARTTLS: the ClientHello goes out at once.
     private func beginTLS() {
-        guard let tlsContext, let session = try? TLSSession(context: tlsContext, role: .client(serverName: nil))
+        guard let tlsContext, let session = try? TLSSession(context: tlsContext, role: .client(serverName: serverName))
         else { return handshakeFailed("no TLS client context") }
         tls = session
         arm(.ehlo)
@@ -546,6 +550,8 @@ private struct PreparedAttempt: @unchecked Sendable {  // handed once to the con
     let file: OutboundMessageFile
     let session: ClientSession
     let retryInPlaintext: (@Sendable (String) -> Void)?
+    /// SNI for STARTTLS: the MX host name (nil for an address literal).
+    let serverName: String?
 
     func run(
         on connection: Connection, address: SocketAddress, timeouts: ClientTimeouts, tlsPolicy: ClientTLSPolicy,
@@ -554,7 +560,7 @@ private struct PreparedAttempt: @unchecked Sendable {  // handed once to the con
         DeliveryRun(
             address: address, connection: connection, session: session, timeouts: timeouts, file: file,
             started: started, tlsContext: tlsPolicy == .none ? nil : RemoteDelivery.opportunisticTLS,
-            retryInPlaintext: retryInPlaintext, completion: completion
+            serverName: serverName, retryInPlaintext: retryInPlaintext, completion: completion
         ).start()
     }
 }

@@ -20,6 +20,7 @@ extension Configuration {
             connectTimeout: connectTimeout, replyTimeout: smtpReplyTimeout, bindAddress: bindAddress,
             bindAddress6: bindAddress6, retrySchedule: RetrySchedule(retrySchedule))
         configuration.tlsPolicy = ClientTLSPolicy(rawValue: smtpTLS.rawValue) ?? .may
+        configuration.tlsPolicyTable = smtpTLSPolicy
         configuration.connectStrategy = connectStrategy
         configuration.connectionAttemptDelay = connectionAttemptDelay
         return configuration
