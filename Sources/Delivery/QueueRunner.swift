@@ -54,7 +54,9 @@ public struct BounceSettings: Sendable {
 
 public final class QueueRunner: Sendable {
     private let spool: Spool
-    private let configuration: DeliveryConfiguration
+    /// Replaced as a whole by a config reload (SIGHUP); a delivery run reads it once per use.
+    private let settings: Mutex<DeliveryConfiguration>
+    private var configuration: DeliveryConfiguration { settings.withLock { $0 } }
     private let logger: Logger
     private let localDelivery: LocalDelivery
     private let scheduler = DispatchQueue(label: "dualmta.queue-runner")
@@ -74,10 +76,13 @@ public final class QueueRunner: Sendable {
 
     public init(spool: Spool, configuration: DeliveryConfiguration, logger: Logger) {
         self.spool = spool
-        self.configuration = configuration
+        self.settings = Mutex(configuration)
         self.logger = logger
         self.localDelivery = LocalDelivery(spool: spool, logger: logger)
     }
+
+    /// A reloaded config: runs that start from now on use it; runs in progress finish with the old one.
+    public func update(_ configuration: DeliveryConfiguration) { settings.withLock { $0 = configuration } }
 
     /// Schedules every message already in the queue (after start-up recovery).
     public func start() {

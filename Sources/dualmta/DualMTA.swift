@@ -63,13 +63,16 @@ struct ConfigOption: ParsableArguments {
         }
     }
 
-    /// What `config check` names: the file, or "embedded defaults".
-    var sourceName: String {
+    /// The config file in use; nil on the embedded defaults.
+    var sourcePath: String? {
         ConfigDiscovery.source(
             option: config, environment: ProcessInfo.processInfo.environment,
             fileExists: { FileManager.default.fileExists(atPath: $0) }
-        ).path ?? "embedded defaults"
+        ).path
     }
+
+    /// What `config check` names: the file, or "embedded defaults".
+    var sourceName: String { sourcePath ?? "embedded defaults" }
 }
 
 /// sysexits(3) values used by every command (DESIGN.md §1).
@@ -89,6 +92,7 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         let configuration = try options.load()
+        let configPath = options.sourcePath
         do {
             try MailLog.bootstrap(format: configuration.logFormat, file: configuration.logFile)
         } catch {
@@ -99,7 +103,7 @@ struct Serve: ParsableCommand {
         do {
             let service = try MTAService(configuration: configuration, logger: logger)
             try service.start()
-            service.runUntilSignalled()
+            service.runUntilSignalled(configPath: configPath)
         } catch {
             logger.critical("startup-failed", metadata: ["reason": "\(error)"])
             throw ExitCode(ExitStatus.unavailable)
