@@ -65,7 +65,8 @@ public struct TLSPolicyTable: Sendable, Equatable, CustomStringConvertible {
         let labels = name.split(separator: ".", omittingEmptySubsequences: false)
         guard !name.isEmpty,
             labels.allSatisfy({ label in
-                !label.isEmpty && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }
+                !label.isEmpty
+                    && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }
             })
         else { return nil }
         return isSuffix ? .subdomains(name) : .domain(name)

@@ -60,7 +60,8 @@ public enum ConfigDiscovery {
             var isDirectory: ObjCBool = false
             let exists = FileManager.default.fileExists(atPath: configuration.spoolDirectory, isDirectory: &isDirectory)
             if let refusal = clientRefusal(
-                source: chosen, spoolDirectory: configuration.spoolDirectory, spoolExists: exists && isDirectory.boolValue)
+                source: chosen, spoolDirectory: configuration.spoolDirectory,
+                spoolExists: exists && isDirectory.boolValue)
             {
                 throw .noConfig(refusal)
             }

@@ -105,7 +105,8 @@ private final class BlockingSMTP {
 
     private func expect(_ reply: Reply, _ code: Int, _ stage: String) throws(SubmissionError) {
         guard reply.code == code else {
-            throw .rejected(code: reply.code, text: "\(address) at \(stage): \(reply.code) \(reply.lines.joined(separator: " "))")
+            throw .rejected(
+                code: reply.code, text: "\(address) at \(stage): \(reply.code) \(reply.lines.joined(separator: " "))")
         }
     }
 
@@ -114,7 +115,9 @@ private final class BlockingSMTP {
     private func write(_ bytes: [UInt8]) throws(SubmissionError) {
         var offset = 0
         while offset < bytes.count {
-            let count = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let count = bytes[offset...].withUnsafeBytes {
+                Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            }
             if count < 0 {
                 if errno == EINTR { continue }
                 throw .daemon("sending to \(address): \(String(cString: strerror(errno)))")

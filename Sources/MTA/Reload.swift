@@ -27,7 +27,8 @@ extension MTAService {
         var server = serverConfiguration(configuration, policy: policy)
         if configuration.senderReturnCheck != .off {
             server.session.checkSenderReturnPath = true
-            server.senderCheck = SenderReturnCheck(router: router, mode: configuration.senderReturnCheck, logger: logger)
+            server.senderCheck =
+                SenderReturnCheck(router: router, mode: configuration.senderReturnCheck, logger: logger)
                 .check
         }
         try TLSSetup.configureServer(&server, configuration, stateDirectory: spool.stateDirectory, logger: logger)
@@ -70,7 +71,8 @@ extension MTAService {
         do throws(StartupError) {
             wiring = try Self.wiring(new, spool: spool, logger: logger)
         } catch {
-            logger.error("reload-failed", metadata: ["reason": "\(path): \(error)", "kept": "the running configuration"])
+            logger.error(
+                "reload-failed", metadata: ["reason": "\(path): \(error)", "kept": "the running configuration"])
             return
         }
         runner.update(wiring.delivery)

@@ -29,8 +29,9 @@ extension ServerConfiguration {
 
 extension SMTPServer {
     /// The listeners to close and to open for a new configuration (pure).
-    static func listenerDiff(current: [ListenerKey], wanted: [ListenerKey]) -> (close: [ListenerKey], open: [ListenerKey])
-    {
+    static func listenerDiff(current: [ListenerKey], wanted: [ListenerKey]) -> (
+        close: [ListenerKey], open: [ListenerKey]
+    ) {
         let wantedSet = Set(wanted)
         let currentSet = Set(current)
         return (current.filter { !wantedSet.contains($0) }, wanted.filter { !currentSet.contains($0) })
@@ -58,7 +59,8 @@ extension SMTPServer {
         for (key, listener) in closing {
             listener.close()
             changes.removed.append(key)
-            logger.info("listener-closed", metadata: ["addr": "\(listener.localAddress)", "service": "\(key.kind.rawValue)"])
+            logger.info(
+                "listener-closed", metadata: ["addr": "\(listener.localAddress)", "service": "\(key.kind.rawValue)"])
         }
 
         for key in diff.open {

@@ -16,7 +16,8 @@ import Testing
         ] as [(String?, String?, Bool, ConfigDiscovery.Source)])
     func order(option: String?, environment: String?, systemExists: Bool, expected: ConfigDiscovery.Source) {
         let env = environment.map { ["DUALMTA_CONFIG": $0] } ?? [:]
-        let source = ConfigDiscovery.source(option: option, environment: env, fileExists: { $0 == Self.system && systemExists })
+        let source = ConfigDiscovery.source(
+            option: option, environment: env, fileExists: { $0 == Self.system && systemExists })
         #expect(source == expected)
     }
 
