@@ -4,9 +4,10 @@ import SMTPProtocol
 import SMTPServer
 import Spool
 
-// `dualmta send` and the binary invoked as `sendmail`: local submission of a message on stdin straight into the
-// spool, with the server's commit protocol (Spool.begin/append/commit), so it needs no SMTP and no running daemon.
-// It exits 0 only after the commit (the message is durable), then tells a running daemon (`wake <ID>`).
+// `dualmta send` and the binary invoked as `sendmail`: local submission of a message on stdin. The spool's owner
+// writes straight into the spool with the server's commit protocol (Spool.begin/append/commit), so it needs no
+// SMTP and no running daemon; it exits 0 only after the commit, then tells a running daemon (`wake <ID>`). Any
+// other user's message goes to the daemon over SMTP on loopback (DaemonSubmission), which writes its own spool.
 //
 // Exit codes (sysexits): 64 usage (bad flags, no recipients), 65 bad data (bare CR, bad address, too large),
 // 75 any spool error, 78 config error. The pure parts (argument parsing, LF → CRLF, header parsing, address lists,
