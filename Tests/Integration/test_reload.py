@@ -1,11 +1,12 @@
 """SIGHUP reloads the config of a running daemon: listeners are diffed (a new one is bound, a removed one closed)
 while a session opened before the HUP finishes its transaction; local domains, routes and the TLS certificate
 change for new work; a config that does not validate is logged with file:line and the running one stays. Real
-daemon, real sockets on loopback."""
+daemon, real sockets on loopback; a submission listener and its users file are added and changed by HUPs too."""
 
 from __future__ import annotations
 
 import signal
+import smtplib
 import socket
 import ssl
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from conftest import DEADLINE, RawClient, free_port, require_tool, simple_message, unique_tag, wait_until
 from mtalog import maildir, outbound_settings, wait_event
 from peers import peers  # noqa: F401  (fixture)
+from test_tls import PASSWORD, USER, no_verify, users_file
 
 
 def hang_up(srv, count: int, **settings: str | None) -> None:
@@ -129,3 +131,25 @@ def test_hup_changes_routes_and_the_tls_certificate(start_server, tmp_path, peer
     hang_up(srv, 2, tls_key_file=str(key_a))
     wait_event(srv, "reload-failed")
     assert served_certificate(srv.port) == ssl.PEM_cert_to_DER_cert(cert_b.read_text())
+
+
+def test_hup_adds_a_submission_listener_and_reads_a_new_users_file(start_server, tmp_path):
+    srv = start_server()
+    port = free_port()
+    first_users = users_file(tmp_path)
+    hang_up(srv, 1, submission_listen=f"127.0.0.1:{port}", submission_users_file=str(first_users))
+    line = wait_event(srv, "reloaded")[0]
+    assert (line["listeners_added"], line["listeners_failed"]) == ("1", "0"), line.line
+    with smtplib.SMTP("127.0.0.1", port, timeout=DEADLINE) as client:
+        client.starttls(context=no_verify())
+        client.login(USER, PASSWORD)
+
+    # Another users file without that user: after the HUP the same login is refused.
+    other = tmp_path / "other-users"
+    other.write_text("# nobody yet\n")
+    hang_up(srv, 2, submission_users_file=str(other))
+    assert len([entry for entry in srv.lines if " reloaded " in entry]) == 2, srv.log_text()
+    with smtplib.SMTP("127.0.0.1", port, timeout=DEADLINE) as client:
+        client.starttls(context=no_verify())
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.login(USER, PASSWORD)
