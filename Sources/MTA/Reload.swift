@@ -78,6 +78,8 @@ extension MTAService {
         runner.update(wiring.delivery)
         let changes = server.reload(wiring.server)
         live.withLock { $0 = new }
+        // The listeners or the host name may have changed: the start-up self-check again, off the signal queue.
+        DispatchQueue.global(qos: .utility).async { [logger, new] in SelfCheck.log(SelfCheck.run(new), logger: logger) }
         logger.info(
             "reloaded",
             metadata: [
