@@ -139,14 +139,15 @@ def test_a_user_who_does_not_own_the_spool_sends_through_the_daemon(mta, other_u
     conf.chmod(0o644)
     env = clean_env(DUALMTA_CONFIG=str(conf), HOME="/")
 
-    run = run_as(other_user, [str(public_dir / "sendmail"), "-oi", "-oem", "u@lab.example"],
-                 b"Subject: from a plain user\n\nhello\n", public_dir, env)
+    run = run_as(other_user, [str(public_dir / "sendmail"), "-oi", "-oem", "-B8BITMIME", "u@lab.example"],
+                 "Subject: from a plain user\n\nhell\u00f6\n".encode(), public_dir, env)
     assert run.returncode == 0, run.stderr
     assert run.stderr == b"", run.stderr
     (path,) = wait_delivered(mta, "u")
     raw = path.read_bytes()
     assert f"from local user {other_user.pw_name}".encode() in raw, raw[:400]
     # The daemon accepted it over SMTP on its loopback listener, and wrote the spool as its owner.
+    assert "hell\u00f6\n".encode() in raw
     wait_event(mta, "accepted", proto="ESMTP")
     assert not any(p.stat().st_uid == other_user.pw_uid for p in mta.spool.rglob("*"))
 
