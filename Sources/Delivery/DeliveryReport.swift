@@ -361,7 +361,7 @@ public enum DeliveryReport {
         }
         field("Status", "\(status) (\(kind))")
         switch (recipient.remoteMTA, recipient.remoteAddress) {
-        case (let name?, let address?): field("Remote host", "\(name) \(address)")
+        case (let name?, let address?): field("Remote host", name.hasPrefix("[") ? name : "\(name) \(address)")
         case (let name?, nil): field("Remote host", name)
         case (nil, let address?): field("Remote host", address)
         case (nil, nil): break

@@ -43,6 +43,7 @@ struct EffectExecutor: Sendable {
                 metadata["cipher"] = "\(tls.cipher)"
             }
             if let fallback = line.tlsFallback { metadata["tls_fallback"] = "\(fallback)" }
+            if let policy = line.tlsPolicy { metadata["tls_policy"] = "\(policy)" }
             logger.info("delivery", metadata: metadata)
         case .recipient(let index, let result, let status, let reason):
             logger.info(

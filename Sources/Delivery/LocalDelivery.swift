@@ -32,7 +32,8 @@ enum LocalOutcome: Equatable {
     case permanentFailure(String, status: EnhancedStatus)
 }
 
-/// Final delivery into Maildir: adds the Return-Path line (RFC 5321 §4.4: only at final delivery) and writes
+/// Final delivery into Maildir: adds the Return-Path line (RFC 5321 §4.4: only at final delivery) and the
+/// Delivered-To line (the envelope recipient, as Postfix and Dovecot write it), turns CRLF into LF, and writes
 /// through tmp/ → fsync → rename into new/.
 struct LocalDelivery: Sendable {
     let spool: Spool
@@ -50,7 +51,7 @@ struct LocalDelivery: Sendable {
         let started = ContinuousClock.now
         do throws(SpoolError) {
             let path = try maildir.deliver(
-                prefix: Array("Return-Path: <\(envelope.sender)>\r\n".utf8),
+                prefix: Array("Return-Path: <\(envelope.sender)>\nDelivered-To: \(recipient)\n".utf8),
                 messageFile: spool.messagePath(envelope.id), domain: domain, user: user,
                 fixedName: "\(envelope.arrival).\(envelope.id).R\(recipientIndex)")
             CrashPoint.hit("local.delivered")

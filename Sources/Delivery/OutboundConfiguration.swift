@@ -17,6 +17,8 @@ public struct OutboundConfiguration: Sendable {
     public var bindAddress6: IPAddress?
     /// Outbound STARTTLS (`smtp_tls`).
     public var tlsPolicy: ClientTLSPolicy = .none
+    /// `smtp_tls_policy`: per-destination overrides of `tlsPolicy` (see `tlsPolicy(for:recipients:)`).
+    public var tlsPolicyTable = TLSPolicyTable()
     /// `connect_strategy`: RFC 3974 order one address at a time, or Happy Eyeballs within each preference level.
     public var connectStrategy: ConnectStrategy = .sequential
     /// `connection_attempt_delay` (happy-eyeballs only): how long an attempt runs alone before the next starts.

@@ -163,7 +163,7 @@ extension OutboundDelivery {
         envelope: Envelope, attempt: PlannedAttempt, over connection: Connection, recipients: [String],
         started: ContinuousClock.Instant
     ) async -> DeliveryAttemptResult {
-        let request = self.request(envelope: envelope, family: attempt.family, recipients: recipients)
+        let request = self.request(envelope: envelope, attempt: attempt, recipients: recipients)
         return await withCheckedContinuation { continuation in
             RemoteDelivery.deliver(over: connection, request, started: started) { result in
                 continuation.resume(returning: result)

@@ -74,8 +74,11 @@ struct OutboundDelivery: Sendable {
             let fed = await feed.next(
                 self, envelope: envelope, recipients: run.open.map { envelope.recipients[$0].address })
         {
+            var outcome = fed.outcome
+            outcome.tlsPolicy = configuration.tlsPolicy(
+                for: fed.attempt, recipients: run.open.map { envelope.recipients[$0].address })
             let judged = run.judge(
-                fed.outcome, attempt: fed.attempt, rank: fed.rank, firstFamily: feed.firstFamily,
+                outcome, attempt: fed.attempt, rank: fed.rank, firstFamily: feed.firstFamily,
                 envelope: &envelope, now: Int64(Date().timeIntervalSince1970))
             // Once per accepted recipient: the peer has it, the envelope does not say so yet.
             for effect in judged where effect.isCacheSuccess { CrashPoint.hit("outbound.remote-accepted") }
@@ -90,7 +93,7 @@ struct OutboundDelivery: Sendable {
     func attemptDelivery(envelope: Envelope, attempt: PlannedAttempt, recipients: [String]) async
         -> DeliveryAttemptResult
     {
-        let request = self.request(envelope: envelope, family: attempt.family, recipients: recipients)
+        let request = self.request(envelope: envelope, attempt: attempt, recipients: recipients)
         return await withCheckedContinuation { continuation in
             RemoteDelivery.deliver(
                 to: SocketAddress(ip: attempt.address, port: attempt.port), request,
@@ -101,15 +104,18 @@ struct OutboundDelivery: Sendable {
         }
     }
 
-    /// What an attempt sends, and how, for the open recipients of `envelope`.
-    func request(envelope: Envelope, family: AddressFamily, recipients: [String]) -> AttemptRequest {
+    /// What an attempt sends, and how, for the open recipients of `envelope`: the TLS policy of the destination
+    /// (`smtp_tls_policy`, else `smtp_tls`) and the MX name for SNI.
+    func request(envelope: Envelope, attempt: PlannedAttempt, recipients: [String]) -> AttemptRequest {
         var timeouts = ClientTimeouts()
         if let cap = configuration.replyTimeout { timeouts = timeouts.capped(at: cap) }
         return AttemptRequest(
-            source: sourceAddress(for: family), connectTimeout: configuration.connectTimeout, timeouts: timeouts,
+            source: sourceAddress(for: attempt.family), connectTimeout: configuration.connectTimeout,
+            timeouts: timeouts,
             heloName: configuration.heloName, sender: envelope.sender, recipients: recipients,
             messageFile: spool.messagePath(envelope.id), bodyType: envelope.bodyType.flatMap(BodyType.init(rawValue:)),
-            smtpUTF8: envelope.smtpUTF8, tlsPolicy: configuration.tlsPolicy)
+            smtpUTF8: envelope.smtpUTF8, tlsPolicy: configuration.tlsPolicy(for: attempt, recipients: recipients),
+            serverName: configuration.tlsServerName(for: attempt))
     }
 }
 

@@ -82,10 +82,11 @@ public struct BounceSettings: Sendable {
 
 public final class QueueRunner: Sendable {
     private let spool: Spool
-    private let configuration: DeliveryConfiguration
+    /// Replaced as a whole by a config reload (SIGHUP); a delivery run reads it once per use.
+    private let settings: Mutex<DeliveryConfiguration>
+    private var configuration: DeliveryConfiguration { settings.withLock { $0 } }
     private let logger: Logger
     private let localDelivery: LocalDelivery
-    private let policy: DeliveryPolicy
     private let scheduler = DispatchQueue(label: "dualmta.queue-runner")
     private let workers = DispatchQueue(label: "dualmta.delivery", attributes: .concurrent)
     private let state = Mutex(SchedulerState())
@@ -103,11 +104,13 @@ public final class QueueRunner: Sendable {
 
     public init(spool: Spool, configuration: DeliveryConfiguration, logger: Logger) {
         self.spool = spool
-        self.configuration = configuration
+        self.settings = Mutex(configuration)
         self.logger = logger
         self.localDelivery = LocalDelivery(spool: spool, logger: logger)
-        self.policy = configuration.decisionPolicy
     }
+
+    /// A reloaded config: runs that start from now on use it; runs in progress finish with the old one.
+    public func update(_ configuration: DeliveryConfiguration) { settings.withLock { $0 = configuration } }
 
     /// Schedules every message already in the queue (after start-up recovery).
     public func start() {
@@ -186,6 +189,7 @@ public final class QueueRunner: Sendable {
     }
 
     private func makeRun(_ id: QueueID) -> MessageRun {
+        let configuration = self.configuration  // one snapshot per run: a reload takes effect at the next run
         var runLogger = logger
         runLogger[metadataKey: "id"] = "\(id)"
         let reports = configuration.bounces.map {
@@ -194,7 +198,7 @@ public final class QueueRunner: Sendable {
                 maxQueueLifetime: $0.maxQueueLifetime)
         }
         return MessageRun(
-            id: id, spool: spool, recipientPolicy: configuration.policy, policy: policy,
+            id: id, spool: spool, recipientPolicy: configuration.policy, policy: configuration.decisionPolicy,
             outbound: configuration.outbound,
             reports: reports, localDelivery: localDelivery, logger: runLogger, work: BlockingWork(queue: workers),
             wake: { [weak self] id in self?.wake(id) })

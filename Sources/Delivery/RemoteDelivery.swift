@@ -52,6 +52,8 @@ public struct DeliveryAttemptResult: Sendable {
     public var elapsedMilliseconds: Int
     /// The TLS parameters when the session ran over STARTTLS (for the `tls=` and `cipher=` log items).
     public var tls: TLSDescription? = nil
+    /// The outbound TLS policy that applied to this attempt (`tls_policy=` in the log), when one was chosen.
+    public var tlsPolicy: ClientTLSPolicy? = nil
     /// Set when a TLS handshake failed with `smtp_tls = may` and this result is from the plaintext retry on a new
     /// connection to the same address (Postfix's behaviour); the handshake's failure reason, for the log.
     public var plaintextRetryReason: String? = nil
@@ -118,14 +120,16 @@ public struct AttemptRequest: Sendable {
     public var bodyType: BodyType?
     /// Whether the message needs SMTPUTF8.
     public var smtpUTF8: Bool
-    /// `smtp_tls`. With `.may`, a failed handshake is retried once on a new connection without TLS (the result
-    /// then carries `plaintextRetryReason`).
+    /// `smtp_tls` (or `smtp_tls_policy` for the destination). With `.may`, a failed handshake is retried once on a
+    /// new connection without TLS (the result then carries `plaintextRetryReason`).
     public var tlsPolicy: ClientTLSPolicy
+    /// SNI for STARTTLS: the MX host name (nil for an address literal).
+    public var serverName: String?
 
     public init(
         source: SocketAddress?, connectTimeout: Duration, timeouts: ClientTimeouts, heloName: String, sender: String,
         recipients: [String], messageFile: String, bodyType: BodyType?, smtpUTF8: Bool,
-        tlsPolicy: ClientTLSPolicy = .none
+        tlsPolicy: ClientTLSPolicy = .none, serverName: String? = nil
     ) {
         self.source = source
         self.connectTimeout = connectTimeout
@@ -137,6 +141,7 @@ public struct AttemptRequest: Sendable {
         self.bodyType = bodyType
         self.smtpUTF8 = smtpUTF8
         self.tlsPolicy = tlsPolicy
+        self.serverName = serverName
     }
 }
 
@@ -297,6 +302,8 @@ private final class DeliveryRun: @unchecked Sendable {
     private let started: ContinuousClock.Instant
     private let completion: @Sendable (DeliveryAttemptResult) -> Void
     private let tlsContext: TLSContext?
+    /// SNI for STARTTLS.
+    private let serverName: String?
     private let retryInPlaintext: (@Sendable (String) -> Void)?
 
     private var session: ClientSession
@@ -315,11 +322,12 @@ private final class DeliveryRun: @unchecked Sendable {
 
     init(
         address: SocketAddress, connection: Connection, session: ClientSession, timeouts: ClientTimeouts,
-        file: OutboundMessageFile, started: ContinuousClock.Instant, tlsContext: TLSContext?,
+        file: OutboundMessageFile, started: ContinuousClock.Instant, tlsContext: TLSContext?, serverName: String?,
         retryInPlaintext: (@Sendable (String) -> Void)?,
         completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
     ) {
         self.tlsContext = tlsContext
+        self.serverName = serverName
         self.retryInPlaintext = retryInPlaintext
         self.address = address
         self.connection = connection
@@ -376,7 +384,7 @@ private final class DeliveryRun: @unchecked Sendable {
 
     /// After the server's 220 to STARTTLS: the ClientHello goes out at once.
     private func beginTLS() {
-        guard let tlsContext, let session = try? TLSSession(context: tlsContext, role: .client(serverName: nil))
+        guard let tlsContext, let session = try? TLSSession(context: tlsContext, role: .client(serverName: serverName))
         else { return handshakeFailed("no TLS client context") }
         tls = session
         arm(.ehlo)
@@ -558,7 +566,7 @@ private struct PreparedAttempt: @unchecked Sendable {  // handed once to the con
         DeliveryRun(
             address: address, connection: connection, session: session, timeouts: request.timeouts, file: file,
             started: started, tlsContext: request.tlsPolicy == .none ? nil : RemoteDelivery.opportunisticTLS,
-            retryInPlaintext: retryInPlaintext, completion: completion
+            serverName: request.serverName, retryInPlaintext: retryInPlaintext, completion: completion
         ).start()
     }
 }

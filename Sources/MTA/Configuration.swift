@@ -52,6 +52,8 @@ public struct Configuration: Sendable, Equatable {
     public var tlsCertFile: String?
     public var tlsKeyFile: String?
     public var smtpTLS: SMTPTLSPolicy
+    /// `smtp_tls_policy`: per-destination overrides of `smtp_tls`.
+    public var smtpTLSPolicy = TLSPolicyTable()
     public var submissionListen: [SocketAddress]
     public var submissionsListen: [SocketAddress]
     public var submissionUsersFile: String?

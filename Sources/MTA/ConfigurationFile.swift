@@ -101,7 +101,7 @@ struct ConfigurationKey: Sendable {
     let render: @Sendable (Configuration) -> String?
 
     /// Every key, in the order `config show` prints them; each feature keeps its keys in its own file.
-    static let all: [ConfigurationKey] = coreKeys + outboundKeys + tlsKeys + bounceKeys + metricsKeys
+    static let all: [ConfigurationKey] = coreKeys + outboundKeys + tlsKeys + tlsPolicyKeys + bounceKeys + metricsKeys
 
     static let coreKeys: [ConfigurationKey] = [
         ConfigurationKey(

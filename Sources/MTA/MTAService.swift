@@ -12,7 +12,7 @@ import Spool
 import Synchronization
 
 /// The running MTA: spool recovery, the SMTP listeners and the queue runner, wired together, plus the signal
-/// handling (SIGTERM/SIGINT: stop accepting, let commits in progress finish, exit).
+/// handling (SIGTERM/SIGINT: stop accepting, let commits in progress finish, exit; SIGHUP: reload, Reload.swift).
 public final class MTAService: Sendable {
     public let configuration: Configuration
     let logger: Logger
@@ -23,43 +23,24 @@ public final class MTAService: Sendable {
     let controlChannel = Mutex<ControlChannel?>(nil)
     /// The `metrics_listen` responder, when configured; set by start(), cleared by stop().
     let metricsResponder = Mutex<MetricsResponder?>(nil)
+    /// The settings in force: `configuration` until a SIGHUP reload replaces them.
+    let live: Mutex<Configuration>
 
     public init(configuration: Configuration, logger: Logger) throws(StartupError) {
         self.configuration = configuration
+        self.live = Mutex(configuration)
         self.logger = logger
         do throws(SpoolError) {
             spool = try Spool(directory: configuration.spoolDirectory)
         } catch {
             throw .spool(error)
         }
-        let policy = Self.recipientPolicy(configuration)
-        let router = configuration.router(
-            interfaceAddresses: LocalAddresses.interfaceAddresses(),
-            cacheFile: spool.stateDirectory + "/transport-cache.json", logger: logger)
-        let runner = QueueRunner(
-            spool: spool,
-            configuration: DeliveryConfiguration(
-                policy: policy, concurrency: configuration.deliveryConcurrency,
-                outbound: OutboundTransport(configuration: configuration.outbound, router: router),
-                retrySchedule: RetrySchedule(configuration.retrySchedule),
-                bounces: BounceSettings(
-                    hostname: configuration.hostname, maxQueueLifetime: configuration.maxQueueLifetime,
-                    delayWarningAfter: configuration.delayWarningAfter,
-                    doubleBounceRecipient: configuration.doubleBounceRecipient)),
-            logger: logger)
+        // The same wiring a SIGHUP reload builds again from the new config (Reload.swift).
+        let wiring = try Self.wiring(configuration, spool: spool, logger: logger)
+        let runner = QueueRunner(spool: spool, configuration: wiring.delivery, logger: logger)
         self.runner = runner
-        var serverConfiguration = Self.serverConfiguration(configuration, policy: policy)
-        if configuration.senderReturnCheck != .off {
-            serverConfiguration.session.checkSenderReturnPath = true
-            serverConfiguration.senderCheck =
-                SenderReturnCheck(
-                    router: router, mode: configuration.senderReturnCheck, logger: logger
-                ).check
-        }
-        try TLSSetup.configureServer(
-            &serverConfiguration, configuration, stateDirectory: spool.stateDirectory, logger: logger)
         server = SMTPServer(
-            configuration: serverConfiguration, spool: spool, logger: logger, onQueued: { id in runner.wake(id) })
+            configuration: wiring.server, spool: spool, logger: logger, onQueued: { id in runner.wake(id) })
     }
 
     /// The relay-control policy: local domains (hostname always), our own addresses, the recipient lists.
@@ -186,8 +167,9 @@ public final class MTAService: Sendable {
         logger.info("stopped", metadata: ["open_sessions": "\(server.activeSessions)"])
     }
 
-    /// Runs until SIGTERM or SIGINT, then stops cleanly and exits. Never returns.
-    public func runUntilSignalled() -> Never {
+    /// Runs until SIGTERM or SIGINT, then stops cleanly and exits; SIGHUP reloads `configPath` (nil: the embedded
+    /// defaults were used, so there is nothing to re-read). Never returns.
+    public func runUntilSignalled(configPath: String? = nil) -> Never {
         signal(SIGPIPE, SIG_IGN)
         let signalQueue = DispatchQueue(label: "dualmta.signals")
         var sources: [DispatchSourceSignal] = []
@@ -202,6 +184,14 @@ public final class MTAService: Sendable {
             source.resume()
             sources.append(source)
         }
+        signal(SIGHUP, SIG_IGN)
+        let hangUp = DispatchSource.makeSignalSource(signal: SIGHUP, queue: signalQueue)
+        hangUp.setEventHandler { [self] in
+            logger.info("signal", metadata: ["signal": "HUP"])
+            reload(from: configPath)
+        }
+        hangUp.resume()
+        sources.append(hangUp)
         withExtendedLifetime(sources) { dispatchMain() }
     }
 }

@@ -13,6 +13,7 @@ extension Configuration {
             heloName: hostname, connectTimeout: connectTimeout, replyTimeout: smtpReplyTimeout,
             bindAddress: bindAddress, bindAddress6: bindAddress6)
         configuration.tlsPolicy = ClientTLSPolicy(rawValue: smtpTLS.rawValue) ?? .may
+        configuration.tlsPolicyTable = smtpTLSPolicy
         configuration.connectStrategy = connectStrategy
         configuration.connectionAttemptDelay = connectionAttemptDelay
         return configuration

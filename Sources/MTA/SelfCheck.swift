@@ -60,6 +60,8 @@ public enum SelfCheck {
         /// One line per listener: `[::]:25 serves ipv6 (every IPv6 address; V6ONLY)`.
         public var listeners: [String]
         public var warnings: [String]
+        /// Findings that are expected in the setup and need no action (logged as info, not warning).
+        public var notes: [String] = []
     }
 
     /// The checks, as a pure function of what was gathered.
@@ -98,28 +100,35 @@ public enum SelfCheck {
             warnings.append("hostname \(inputs.hostname) could not be resolved: \(problem)")
         }
 
+        // A host that only listens on loopback is a lab or a local relay: no global IPv6 is expected there, so the
+        // IPv6 findings are notes rather than warnings.
+        let loopbackOnly =
+            !inputs.listeners.isEmpty && inputs.listeners.allSatisfy { $0.ip.addressClass == .loopback }
+        var ipv6Findings: [String] = []
         if inputs.deliveryFamilies.contains(.ipv6) {
             if inputs.ipv6.disabled {
-                warnings.append("inet_protocols enables IPv6 for delivery but the kernel has no IPv6")
+                ipv6Findings.append("inet_protocols enables IPv6 for delivery but the kernel has no IPv6")
             } else {
                 if !inputs.ipv6.hasGlobalAddress {
-                    warnings.append(
+                    ipv6Findings.append(
                         "inet_protocols enables IPv6 for delivery but this host has no global IPv6 address")
                 }
                 if !inputs.ipv6.hasRoute {
-                    warnings.append(
+                    ipv6Findings.append(
                         "inet_protocols enables IPv6 for delivery but this host has no IPv6 route beyond "
                             + "link-local (no default route)")
                 }
             }
         }
+        var notes: [String] = []
+        if loopbackOnly { notes = ipv6Findings } else { warnings += ipv6Findings }
         if let bind = inputs.bindAddress6, !inputs.localAddresses.contains(bind) {
             warnings.append("bind_address6 \(bind) is not an address of this host: IPv6 connects will fail")
         }
         if let bind = inputs.bindAddress, !inputs.localAddresses.contains(bind) {
             warnings.append("bind_address \(bind) is not an address of this host: IPv4 connects will fail")
         }
-        return Report(listeners: listenerLines, warnings: warnings)
+        return Report(listeners: listenerLines, warnings: warnings, notes: notes)
     }
 
     // MARK: - Gathering (I/O)
@@ -157,9 +166,11 @@ public enum SelfCheck {
         return [".test", ".example", ".invalid", ".localhost", ".local"].contains { lower.hasSuffix($0) }
     }
 
-    /// Logs the report: one `listener` line per listener, one `self-check-warning` per finding.
+    /// Logs the report: one `listener` line per listener, one `self-check-note` (info) or `self-check-warning` per
+    /// finding.
     public static func log(_ report: Report, logger: Logger) {
         for line in report.listeners { logger.info("self-check", metadata: ["listener": "\(line)"]) }
+        for note in report.notes { logger.info("self-check-note", metadata: ["reason": "\(note)"]) }
         for warning in report.warnings { logger.warning("self-check-warning", metadata: ["reason": "\(warning)"]) }
         logger.info("self-check-done", metadata: ["warnings": "\(report.warnings.count)"])
     }

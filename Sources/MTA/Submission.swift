@@ -4,9 +4,10 @@ import SMTPProtocol
 import SMTPServer
 import Spool
 
-// `dualmta send` and the binary invoked as `sendmail`: local submission of a message on stdin straight into the
-// spool, with the server's commit protocol (Spool.begin/append/commit), so it needs no SMTP and no running daemon.
-// It exits 0 only after the commit (the message is durable), then tells a running daemon (`wake <ID>`).
+// `dualmta send` and the binary invoked as `sendmail`: local submission of a message on stdin. The spool's owner
+// writes straight into the spool with the server's commit protocol (Spool.begin/append/commit), so it needs no
+// SMTP and no running daemon; it exits 0 only after the commit, then tells a running daemon (`wake <ID>`). Any
+// other user's message goes to the daemon over SMTP on loopback (DaemonSubmission), which writes its own spool.
 //
 // Exit codes (sysexits): 64 usage (bad flags, no recipients), 65 bad data (bare CR, bad address, too large),
 // 75 any spool error, 78 config error. The pure parts (argument parsing, LF → CRLF, header parsing, address lists,
@@ -36,6 +37,14 @@ public struct SendOptions: Equatable, Sendable {
     /// `-v`: print the queue id on stderr.
     public var verbose = false
     public var recipients: [String] = []
+    /// `-F NAME`: the display name of the From header this command adds when the message has none.
+    public var fullName: String?
+    /// `-B 8BITMIME` / `-B 7BIT`: the body type, as SMTP's BODY= parameter.
+    public var bodyType: String?
+    /// `-N`, `-R`, `-V`: RFC 3461 NOTIFY, RET and ENVID, kept for the DSN support of the queue.
+    public var dsnNotify: String?
+    public var dsnReturn: String?
+    public var envelopeID: String?
     /// Accepted but ignored options, for a warning each.
     public var warnings: [String] = []
 
@@ -55,6 +64,10 @@ public enum SubmissionError: Error, Equatable, Sendable, CustomStringConvertible
     case input(Int32)
     case config(String)
     case spool(SpoolError)
+    /// The daemon could not be reached (a user who does not own the spool submits through it).
+    case daemon(String)
+    /// The daemon answered the SMTP submission with an error reply.
+    case rejected(code: Int, text: String)
 
     public var description: String {
         switch self {
@@ -68,6 +81,8 @@ public enum SubmissionError: Error, Equatable, Sendable, CustomStringConvertible
         case .input(let code): return "reading stdin: \(String(cString: strerror(code)))"
         case .config(let text): return text
         case .spool(let error): return "spool: \(error)"
+        case .daemon(let text): return text
+        case .rejected(_, let text): return "the MTA refused the message: \(text)"
         }
     }
 
@@ -75,7 +90,8 @@ public enum SubmissionError: Error, Equatable, Sendable, CustomStringConvertible
         switch self {
         case .usage, .noRecipients: return SysExit.usage
         case .bareCR, .badAddress, .badSender, .addressSyntax, .tooLarge: return SysExit.dataError
-        case .input, .spool: return SysExit.temporaryFailure
+        case .input, .spool, .daemon: return SysExit.temporaryFailure
+        case .rejected(let code, _): return code >= 500 ? SysExit.unavailable : SysExit.temporaryFailure
         case .config: return SysExit.config
         }
     }
@@ -85,8 +101,9 @@ public enum SubmissionError: Error, Equatable, Sendable, CustomStringConvertible
 
 public enum SendArguments {
     public static let usage = """
-        usage: dualmta send [-c FILE] [-f SENDER] [-t] [-i] [-v] [RCPT...]    (message on stdin)
-               sendmail [-f SENDER] [-t] [-i|-oi] [-F NAME] [-bp] [-q] [RCPT...]
+        usage: dualmta send [-c FILE] [-f SENDER] [-F NAME] [-t] [-i] [-v] [RCPT...]    (message on stdin)
+               sendmail [-C FILE] [-f SENDER] [-F NAME] [-t] [-i|-oi] [-oem] [-B 8BITMIME] [-N DSN] [-R RET]
+                        [-V ENVID] [-bp] [-q] [RCPT...]
         """
 
     /// Parses sendmail-style arguments (without the program name). Options may come after recipients;
@@ -135,20 +152,33 @@ public enum SendArguments {
             case "f", "r":
                 options.sender = try value("-\(flag)", attached: attached)
             case "F":
-                _ = try value("-F", attached: attached)  // full name: accepted and ignored
+                options.fullName = try value("-F", attached: attached)
             case "o":
                 if attached == "i" {
                     options.ignoreDots = true
+                } else if attached.hasPrefix("e") || attached == "m" || attached.hasPrefix("d") {
+                    // -oem and friends (how errors are reported: our exit status does that), -om (me too),
+                    // -odb/-odi (delivery mode): what mutt and cron pass, nothing to change here.
                 } else {
                     options.warnings.append("option \(argument) ignored")
                 }
-            case "O", "B", "N", "R", "V", "L", "h":
+            case "B":
+                let type = try value("-B", attached: attached).uppercased()
+                guard type == "8BITMIME" || type == "7BIT" else { throw .usage("-B takes 8BITMIME or 7BIT") }
+                options.bodyType = type
+            case "N":
+                options.dsnNotify = try value("-N", attached: attached)
+            case "R":
+                options.dsnReturn = try value("-R", attached: attached)
+            case "V":
+                options.envelopeID = try value("-V", attached: attached)
+            case "O", "L", "h":
                 let given = try value("-\(flag)", attached: attached)
                 options.warnings.append("option -\(flag) \(given) ignored")
             case "U", "m", "n":
                 break  // initial submission / me-too / no aliasing: meaningless here
             case "e":
-                options.warnings.append("option \(argument) ignored")
+                break  // -em, -ep, ...: error reporting mode; the exit status reports errors
             case "b":
                 switch attached {
                 case "m": options.mode = .send
@@ -425,7 +455,9 @@ public struct Submission: Equatable, Sendable {
         // Bcc never leaves this host (RFC 5322 §3.6.3, the first of its options; Postfix does the same).
         for field in header.fields where field.name.lowercased() != "bcc" { message += field.raw }
         if !header.contains("From") {
-            message += Array("From: <\(sender.isEmpty ? "MAILER-DAEMON@\(hostname)" : sender)>\r\n".utf8)
+            let address = "<\(sender.isEmpty ? "MAILER-DAEMON@\(hostname)" : sender)>"
+            let name = options.fullName.map(DisplayName.encode) ?? ""
+            message += Array("From: \(name.isEmpty ? "" : name + " ")\(address)\r\n".utf8)
         }
         if !header.contains("Date") { message += Array("Date: \(date)\r\n".utf8) }
         if !header.contains("Message-ID") { message += Array("Message-ID: <\(queueID)@\(hostname)>\r\n".utf8) }
@@ -435,7 +467,8 @@ public struct Submission: Equatable, Sendable {
         guard message.count <= maxSize else { throw .tooLarge(limit: maxSize) }
         return Submission(
             sender: sender, recipients: recipients, message: message,
-            smtpUTF8: international || (sender.utf8.contains { $0 >= 0x80 }), eightBit: message.contains { $0 >= 0x80 })
+            smtpUTF8: international || (sender.utf8.contains { $0 >= 0x80 }),
+            eightBit: options.bodyType == "8BITMIME" || message.contains { $0 >= 0x80 })
     }
 
     /// `-f` value → reverse path; default `login@hostname`.
@@ -477,15 +510,11 @@ public enum SendCommand {
             return SysExit.ok
         }
         let configuration: Configuration
-        if let path = options.configPath {
-            do throws(ConfigurationError) {
-                configuration = try ConfigurationFile.load(path: path)
-            } catch {
-                printError("dualmta: \(error)\n")
-                return SysExit.config
-            }
-        } else {
-            configuration = Configuration.defaults
+        do throws(ConfigLoadError) {
+            configuration = try ConfigDiscovery.load(option: options.configPath, client: true).0
+        } catch {
+            printError("dualmta: \(error)\n")
+            return SysExit.config
         }
         switch options.mode {
         case .listQueue, .flushQueue:
@@ -497,7 +526,13 @@ public enum SendCommand {
             break
         }
         do throws(SubmissionError) {
-            let id = try submit(options: options, configuration: configuration, input: readInput)
+            let id: String
+            if SpoolOwnership.mayWriteDirectly(configuration.spoolDirectory) {
+                let queued = try submit(options: options, configuration: configuration, input: readInput)
+                id = queued.rawValue
+            } else {
+                id = try submitThroughDaemon(options: options, configuration: configuration, input: readInput)
+            }
             if options.verbose { printError("dualmta: queued as \(id)\n") }
             return SysExit.ok
         } catch {
@@ -541,9 +576,10 @@ public enum SendCommand {
             throw error
         }
         let seconds = Int64(now.timeIntervalSince1970)
+        let envelope: Envelope
         do throws(SpoolError) {
             try incoming.append(submission.message)
-            let envelope = Envelope(
+            envelope = Envelope(
                 arriving: incoming.id, sender: submission.sender,
                 recipients: submission.recipients.map { RecipientRecord(address: $0) }, client: "local",
                 heloName: "localhost", protocolName: "LOCAL", bodyType: submission.eightBit ? "8BITMIME" : nil,
@@ -553,9 +589,29 @@ public enum SendCommand {
             spool.abort(incoming)
             throw .spool(error)
         }
+        AcceptedLine.write(
+            envelope: envelope, size: submission.message.count, user: loginName(), configuration: configuration,
+            verbose: options.verbose)
         // Durable now; a daemon that is not running finds the message at its next start.
         try? ControlClient.send(.wake(incoming.id), path: ControlChannel.path(stateDirectory: spool.stateDirectory))
         return incoming.id
+    }
+
+    /// A user who does not own the spool: the composed message goes to the daemon over SMTP on loopback (the
+    /// daemon logs its own `accepted` line). Returns the daemon's queue id.
+    static func submitThroughDaemon(
+        options: SendOptions, configuration: Configuration, input: (Int) throws(SubmissionError) -> [UInt8]
+    ) throws(SubmissionError) -> String {
+        let raw = try input(configuration.messageSizeLimit * 2 + 1)
+        guard raw.count <= configuration.messageSizeLimit * 2 else {
+            throw .tooLarge(limit: configuration.messageSizeLimit)
+        }
+        // The daemon's id is not known yet; the Message-ID gets a random unique part instead.
+        let stamp = String(UInt64.random(in: 0...UInt64.max), radix: 36)
+        let submission = try Submission.compose(
+            input: raw, options: options, hostname: configuration.hostname, login: loginName(), queueID: stamp,
+            date: MailDate.rfc5322(Int64(Date().timeIntervalSince1970)), maxSize: configuration.messageSizeLimit)
+        return try DaemonSubmission.submit(submission, listen: configuration.listen, heloName: configuration.hostname)
     }
 
     /// Reads stdin to EOF, at most `limit` bytes (the caller treats reaching it as too large).
@@ -586,5 +642,19 @@ public enum SendCommand {
 
     static func printError(_ text: String) {
         FileHandle.standardError.write(Data(text.utf8))
+    }
+}
+
+/// `-F NAME` as a From display name (RFC 5322 §3.4): a quoted string when it is printable ASCII, else an RFC 2047
+/// encoded word, so no header gets raw 8-bit text or a broken quote.
+public enum DisplayName {
+    public static func encode(_ name: String) -> String {
+        let trimmed = name.trimmingCharacters(in: .whitespaces).filter { $0 != "\r" && $0 != "\n" }
+        if trimmed.isEmpty { return "" }
+        if trimmed.unicodeScalars.allSatisfy({ $0.isASCII && $0.value >= 32 && $0.value < 127 }) {
+            let escaped = trimmed.flatMap { $0 == "\"" || $0 == "\\" ? ["\\", $0] : [$0] }
+            return "\"" + String(escaped) + "\""
+        }
+        return "=?UTF-8?B?" + Data(trimmed.utf8).base64EncodedString() + "?="
     }
 }

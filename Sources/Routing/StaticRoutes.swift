@@ -56,10 +56,11 @@ public struct StaticRoutes: Hashable, Sendable {
         self.entries = entries
     }
 
-    /// Parses `example.net=[192.0.2.7]:2526, *=[::1]:10025` (entries separated by commas or spaces).
+    /// Parses `example.net=[192.0.2.7]:2526, *=[::1]:10025` (entries separated by commas or spaces; blanks around
+    /// `=` allowed).
     public init(parsing text: String) throws(StaticRouteError) {
         var entries: [StaticRoute] = []
-        let items = text.split(whereSeparator: { $0 == "," || $0 == " " || $0 == "\t" || $0 == "\n" })
+        let items = KeyValueList.entries(text)
         for item in items {
             let entry = String(item)
             guard let equals = entry.firstIndex(of: "=") else { throw .missingEquals(entry) }

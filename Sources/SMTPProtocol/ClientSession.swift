@@ -692,7 +692,9 @@ public struct ClientSession: Sendable {
     /// instead of calling this.)
     public mutating func tlsFailed(_ reason: String) -> [ClientAction] {
         guard phase == .handshake else { return [] }
-        let reply = Reply(421, EnhancedStatus(4, 7, 5), "TLS handshake failed: \(reason)")
+        // The TLS layer's reason may already say "TLS handshake failed": print it once.
+        let text = reason.hasPrefix("TLS handshake failed") ? reason : "TLS handshake failed: \(reason)"
+        let reply = Reply(421, EnhancedStatus(4, 7, 5), text)
         settleUndecided(.temporary(reply))
         endKind = .hostFailed(.tls(reply))
         return finish()

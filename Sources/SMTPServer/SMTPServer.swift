@@ -74,7 +74,9 @@ public enum ServerError: Error, CustomStringConvertible, Sendable {
 }
 
 public final class SMTPServer: Sendable {
-    let configuration: ServerConfiguration
+    /// Replaced by a config reload (`reload`); sessions read it when they need a value.
+    let settings: Mutex<ServerConfiguration>
+    var configuration: ServerConfiguration { settings.withLock { $0 } }
     let spool: Spool
     let logger: Logger
     let onQueued: @Sendable (QueueID) -> Void
@@ -86,12 +88,14 @@ public final class SMTPServer: Sendable {
     let groupCommit: GroupCommit
     /// Password hashing (deliberately slow) and the users file read run here.
     let authQueue = DispatchQueue(label: "dualmta.auth", attributes: .concurrent)
-    private let acceptQueue = DispatchQueue(label: "dualmta.accept")
-    private let state = Mutex(State())
+    let acceptQueue = DispatchQueue(label: "dualmta.accept")
+    let state = Mutex(State())
     private let storage: StorageMonitor
 
     struct State {
         var listeners: [Listener] = []
+        /// What each of `listeners` was configured as (same order), for the reload's diff.
+        var listenerKeys: [ListenerKey] = []
         var sessions: [ObjectIdentifier: SessionDriver] = [:]
         var perClient: [IPAddress: Int] = [:]
         var stopping = false
@@ -102,7 +106,7 @@ public final class SMTPServer: Sendable {
         configuration: ServerConfiguration, spool: Spool, logger: Logger,
         onQueued: @escaping @Sendable (QueueID) -> Void
     ) {
-        self.configuration = configuration
+        self.settings = Mutex(configuration)
         self.spool = spool
         self.logger = logger
         self.onQueued = onQueued
@@ -122,6 +126,7 @@ public final class SMTPServer: Sendable {
         if !submission.isEmpty && configuration.users == nil { throw .submissionUnavailable("no users file") }
         var listeners: [Listener] = []
         var kinds: [ListenerKind] = []
+        var keys: [ListenerKey] = []
         let wanted =
             configuration.listen.map { ($0, ListenerKind.smtp) }
             + configuration.submissionListen.map { ($0, ListenerKind.submission) }
@@ -130,6 +135,7 @@ public final class SMTPServer: Sendable {
             do throws(SocketError) {
                 listeners.append(try Listener.bind(address))
                 kinds.append(kind)
+                keys.append(ListenerKey(address: address, kind: kind))
             } catch .addressFamilyUnsupported {
                 logger.warning(
                     "listen-skipped",
@@ -140,7 +146,10 @@ public final class SMTPServer: Sendable {
             }
         }
         guard !listeners.isEmpty else { throw .noListener }
-        state.withLock { $0.listeners = listeners }
+        state.withLock { state in
+            state.listeners = listeners
+            state.listenerKeys = keys
+        }
         for (listener, kind) in zip(listeners, kinds) {
             logger.info(
                 "listening",
@@ -163,6 +172,7 @@ public final class SMTPServer: Sendable {
             state.stopping = true
             let result = (state.listeners, Array(state.sessions.values))
             state.listeners = []
+            state.listenerKeys = []
             return result
         }
         listeners.forEach { $0.close() }
@@ -172,7 +182,7 @@ public final class SMTPServer: Sendable {
     /// Number of sessions still open (used to wait for a clean stop).
     public var activeSessions: Int { state.withLock { $0.sessions.count } }
 
-    private func accept(_ socket: AcceptedSocket, kind: ListenerKind) {
+    func accept(_ socket: AcceptedSocket, kind: ListenerKind) {
         let client = socket.peer.ip
         let hostname = configuration.session.hostname
         let refusal: String? = state.withLock { state in
@@ -214,7 +224,7 @@ public final class SMTPServer: Sendable {
     }
 
     /// accept() failures (EMFILE and friends) are logged at most once per 10 s; the listener already backs off.
-    private func acceptFailed(_ error: SocketError) {
+    func acceptFailed(_ error: SocketError) {
         let now = ContinuousClock.now
         let shouldLog = state.withLock { state in
             if let last = state.lastAcceptError, now - last < .seconds(10) { return false }

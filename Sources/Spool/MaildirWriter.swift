@@ -24,8 +24,8 @@ public struct MaildirWriter: Sendable {
         return raw.replacingOccurrences("/", with: "\\057").replacingOccurrences(":", with: "\\072")
     }
 
-    /// Delivers one copy: `prefix` (e.g. "Return-Path: <a@b>\r\n" and "Delivered-To: ...") then the bytes of
-    /// `messageFile`, as they are (line endings untouched). Returns the path of the file in new/.
+    /// Delivers one copy: `prefix` (e.g. "Return-Path: <a@b>\n" and "Delivered-To: ...") then the bytes of
+    /// `messageFile`, both with CRLF turned into LF (the Maildir convention). Returns the path of the file in new/.
     /// `domain` and `user` must be non-empty, not "." or "..", without "/" or NUL (defence in depth: the SMTP layer
     /// already restricts local parts).
     /// - Parameter fixedName: a name that is the same every time this copy is delivered (queue id + recipient).
@@ -80,8 +80,10 @@ public struct MaildirWriter: Sendable {
         let temporaryPath = "\(base)/tmp/\(name)"
         do throws(SpoolError) {
             defer { close(fileFD) }
-            try FileSystem.writeAll(fileFD, prefix, path: temporaryPath)
-            try Self.copy(from: sourceFD, sourcePath: messageFile, to: fileFD, path: temporaryPath)
+            var lineEndings = CRLFToLF()
+            try FileSystem.writeAll(fileFD, lineEndings.convert(prefix), path: temporaryPath)
+            try Self.copy(
+                from: sourceFD, sourcePath: messageFile, to: fileFD, path: temporaryPath, lineEndings: &lineEndings)
             try FileSystem.fsync(fileFD, path: temporaryPath)
             if renameat(tmpFD, name, newFD, name) != 0 {
                 throw SpoolError.fromWrite("rename", "\(temporaryPath) -> \(base)/new/\(name)", errno)
@@ -142,9 +144,9 @@ public struct MaildirWriter: Sendable {
         return fd
     }
 
-    private static func copy(from source: Int32, sourcePath: String, to target: Int32, path: String)
-        throws(SpoolError)
-    {
+    private static func copy(
+        from source: Int32, sourcePath: String, to target: Int32, path: String, lineEndings: inout CRLFToLF
+    ) throws(SpoolError) {
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
             let count = buffer.withUnsafeMutableBytes { read(source, $0.baseAddress, $0.count) }
@@ -152,16 +154,8 @@ public struct MaildirWriter: Sendable {
                 if errno == EINTR { continue }
                 throw .io(operation: "read", path: sourcePath, errno: errno)
             }
-            if count == 0 { return }
-            let result: Result<Void, SpoolError> = buffer.withUnsafeBytes { raw in
-                do throws(SpoolError) {
-                    try FileSystem.writeAll(target, UnsafeRawBufferPointer(rebasing: raw[0..<count]), path: path)
-                    return .success(())
-                } catch {
-                    return .failure(error)
-                }
-            }
-            try result.get()
+            if count == 0 { return try FileSystem.writeAll(target, lineEndings.finish(), path: path) }
+            try FileSystem.writeAll(target, lineEndings.convert(buffer[0..<count]), path: path)
         }
     }
 }

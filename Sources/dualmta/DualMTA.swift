@@ -9,6 +9,7 @@ struct DualMTA: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dualmta",
         abstract: "A small dual-stack SMTP mail transfer agent.",
+        version: "dualmta \(DualMTAVersion.text)",
         subcommands: [
             Serve.self, Send.self, Queue.self, Route.self, CheckCommand.self, ConfigCommand.self, Passwd.self,
             StatsCommand.self,
@@ -22,7 +23,7 @@ struct DualMTA: ParsableCommand {
         let name = arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
         if name == "sendmail" { Foundation.exit(SendCommand.main(arguments: Array(arguments.dropFirst()))) }
         if name == "mailq" {
-            Self.main(["queue", "list"] + arguments.dropFirst())
+            Self.main(["queue", "list"] + mailqArguments(Array(arguments.dropFirst())))
             return
         }
         if arguments.count > 1 && arguments[1] == "send" {
@@ -30,22 +31,48 @@ struct DualMTA: ParsableCommand {
         }
         Self.main(nil)
     }
+
+    /// `mailq -C FILE` (sendmail's spelling) is `-c FILE`; `-v` is accepted and means nothing more here.
+    static func mailqArguments(_ arguments: [String]) -> [String] {
+        arguments.flatMap { argument -> [String] in
+            if argument == "-C" { return ["-c"] }
+            if argument.hasPrefix("-C") { return ["-c", String(argument.dropFirst(2))] }
+            return argument == "-v" ? [] : [argument]
+        }
+    }
 }
 
-/// `-c FILE`, shared by the subcommands. Without it, the embedded defaults apply.
+/// `-c FILE`, shared by the subcommands. Without it: `$DUALMTA_CONFIG`, then /etc/dualmta/dualmta.conf, then the
+/// embedded defaults (ConfigDiscovery).
 struct ConfigOption: ParsableArguments {
-    @Option(name: [.customShort("c"), .long], help: "Config file (default: the embedded defaults).")
+    @Option(
+        name: [.customShort("c"), .long],
+        help: "Config file (default: $DUALMTA_CONFIG, else /etc/dualmta/dualmta.conf, else the embedded defaults).")
     var config: String?
 
-    func load() throws -> Configuration {
-        guard let config else { return Configuration.defaults }
-        do {
-            return try ConfigurationFile.load(path: config)
+    /// The config of the daemon and of tools that do not touch the spool.
+    func load() throws -> Configuration { try load(client: false) }
+
+    /// A client of a running MTA (queue commands): without a config it needs an existing spool (exit 78 otherwise).
+    func load(client: Bool) throws -> Configuration {
+        do throws(ConfigLoadError) {
+            return try ConfigDiscovery.load(option: config, client: client).0
         } catch {
             FileHandle.standardError.write(Data("dualmta: \(error)\n".utf8))
             throw ExitCode(ExitStatus.config)
         }
     }
+
+    /// The config file in use; nil on the embedded defaults.
+    var sourcePath: String? {
+        ConfigDiscovery.source(
+            option: config, environment: ProcessInfo.processInfo.environment,
+            fileExists: { FileManager.default.fileExists(atPath: $0) }
+        ).path
+    }
+
+    /// What `config check` names: the file, or "embedded defaults".
+    var sourceName: String { sourcePath ?? "embedded defaults" }
 }
 
 /// sysexits(3) values used by every command (DESIGN.md §1).
@@ -65,6 +92,7 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         let configuration = try options.load()
+        let configPath = options.sourcePath
         do {
             try MailLog.bootstrap(format: configuration.logFormat, file: configuration.logFile)
         } catch {
@@ -75,7 +103,7 @@ struct Serve: ParsableCommand {
         do {
             let service = try MTAService(configuration: configuration, logger: logger)
             try service.start()
-            service.runUntilSignalled()
+            service.runUntilSignalled(configPath: configPath)
         } catch {
             logger.critical("startup-failed", metadata: ["reason": "\(error)"])
             throw ExitCode(ExitStatus.unavailable)
@@ -104,7 +132,7 @@ struct Queue: ParsableCommand {
 
     /// Runs one queue command against the configured spool, exiting with its sysexits status.
     static func run(_ command: QueueCommand, options: ConfigOption) throws {
-        let configuration = try options.load()
+        let configuration = try options.load(client: true)
         let status = QueueControl.execute(
             command, spoolDirectory: configuration.spoolDirectory, out: { print($0, terminator: "") },
             err: { FileHandle.standardError.write(Data($0.utf8)) })
@@ -176,10 +204,11 @@ struct ConfigCommand: ParsableCommand {
 
         func run() throws {
             let configuration = try options.load()
-            print("\(options.config ?? "embedded defaults"): ok")
+            print("\(options.sourceName): ok")
             // The same self-check `serve` logs at start: listener families, then warnings (not errors).
             let report = SelfCheck.run(configuration)
             for line in report.listeners { print("listener \(line)") }
+            for note in report.notes { print("info: \(note)") }
             for warning in report.warnings { print("warning: \(warning)") }
         }
     }

@@ -512,10 +512,12 @@ class RawClient:
 @dataclass
 class Delivered:
     path: Path
-    raw: bytes
+    raw: bytes  # the file with CRLF line ends again, i.e. the bytes as the spool (and SMTP) had them
     return_path: str
     received: str  # unfolded, without the "Received:" name
-    rest: bytes
+    rest: bytes  # the message after our Received header, with CRLF line ends (as sent)
+    delivered_to: str = ""
+    file_bytes: bytes = b""  # the Maildir file exactly as written (LF line ends)
 
 
 # `comments`: the optional TLS and AUTH comments between the from and by clauses, e.g.
@@ -527,13 +529,20 @@ RECEIVED_RX = re.compile(
 
 
 def parse_delivered(path: Path) -> Delivered:
-    """A Maildir file: 'Return-Path: <..>' CRLF, our Received header (maybe folded), then the message as sent."""
-    raw = path.read_bytes()
+    """A Maildir file: LF line ends (the Maildir convention), 'Return-Path: <..>', 'Delivered-To: ..', our Received
+    header (maybe folded), then the message as sent. `raw` and `rest` give the bytes back with CRLF, as they were
+    received: the server accepts no bare CR or LF, so the conversion is exact."""
+    file_bytes = path.read_bytes()
+    assert b"\r\n" not in file_bytes, f"{path}: CRLF in a Maildir file: {file_bytes[:200]!r}"
+    raw = file_bytes.replace(b"\n", b"\r\n")
     first, sep, after = raw.partition(b"\r\n")
-    assert sep and first.startswith(b"Return-Path: "), f"{path}: no CRLF-terminated Return-Path first: {raw[:200]!r}"
+    assert sep and first.startswith(b"Return-Path: "), f"{path}: no Return-Path line first: {raw[:200]!r}"
     m = re.fullmatch(rb"Return-Path: <(.*)>", first)
     assert m, f"{path}: bad Return-Path line {first!r}"
-    assert after.startswith(b"Received: "), f"{path}: our Received header is not second: {after[:200]!r}"
+    second, sep, after = after.partition(b"\r\n")
+    d = re.fullmatch(rb"Delivered-To: (.+)", second)
+    assert sep and d, f"{path}: no Delivered-To line second: {raw[:300]!r}"
+    assert after.startswith(b"Received: "), f"{path}: our Received header is not third: {after[:200]!r}"
     header_lines = []
     rest = after
     while True:
@@ -544,7 +553,8 @@ def parse_delivered(path: Path) -> Delivered:
         header_lines.append(line)
         rest = tail
     unfolded = b" ".join(part.strip() for part in header_lines).decode("utf-8", "replace")
-    return Delivered(path, raw, m.group(1).decode("utf-8", "replace"), unfolded[len("Received:"):].strip(), rest)
+    return Delivered(path, raw, m.group(1).decode("utf-8", "replace"), unfolded[len("Received:"):].strip(), rest,
+                     d.group(1).decode("utf-8", "replace"), file_bytes)
 
 
 def parse_received(value: str) -> re.Match:

@@ -67,8 +67,10 @@ def test_send_t_takes_to_cc_bcc_and_removes_bcc(mta):
     qid = queued_id(run)
     files = [delivered_to(mta, user)[0] for user in ("ann", "bob", "carl", "dora")]
     for path in files:
-        raw = path.read_bytes()
-        assert b"Bcc" not in raw and b"dora" not in raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n", 1)[1], raw
+        got = parse_delivered(path)
+        raw = got.raw
+        # Delivered-To names each copy's own recipient; the message's header must not name dora.
+        assert b"Bcc" not in raw and b"dora" not in got.rest.split(b"\r\n\r\n", 1)[0], raw
         assert b"To: Ann <ann@lab.example>,\r\n  bob@lab.example\r\n" in raw, raw
         assert b"Message-ID: <" in raw and b"\r\nDate: " in raw, raw
     accepted = [e for e in wait_event(mta, "delivery", id=qid, count=4) if e.get("result") == "delivered"]
@@ -124,7 +126,8 @@ def test_sendmail_and_mailq_names(mta, tmp_path):
     run = send(mta, ["-oi", "-odb", "-F", "Some One", f"-f{SENDER}", "-v", "u@lab.example"],
                b"Subject: via sendmail\n\nhi\n", program=sendmail)
     qid = queued_id(run)
-    assert b"warning: option -odb ignored" in run.stderr, run.stderr
+    # What cron and mutt pass (-oi, -odb, -F) is accepted without a warning on every call.
+    assert b"warning" not in run.stderr, run.stderr
     (path,) = delivered_to(mta, "u")
     got = parse_delivered(path)
     assert got.return_path == SENDER and f"id {qid}" in got.received

@@ -74,6 +74,20 @@ import Testing
         #expect(disabled.warnings == ["inet_protocols enables IPv6 for delivery but the kernel has no IPv6"])
     }
 
+    @Test("Only loopback listeners: missing global IPv6 is a note, not a warning; one wildcard makes it a warning")
+    func loopbackLabNotes() {
+        let none = SelfCheck.IPv6State(hasGlobalAddress: false, hasRoute: false)
+        let lab = SelfCheck.evaluate(
+            Self.inputs(listeners: ["[::1]:2525", "127.0.0.1:2525"], hostnameAddresses: [], ipv6: none))
+        #expect(lab.warnings.isEmpty)
+        #expect(lab.notes.count == 2)
+        #expect(lab.notes.allSatisfy { $0.hasPrefix("inet_protocols enables IPv6 for delivery") })
+        let mixed = SelfCheck.evaluate(
+            Self.inputs(listeners: ["[::1]:2525", "0.0.0.0:2525"], hostnameAddresses: [], ipv6: none))
+        #expect(mixed.warnings.count == 2)
+        #expect(mixed.notes.isEmpty)
+    }
+
     @Test("bind_address6 that is not local, and a failed name lookup")
     func bindAndLookup() {
         let report = SelfCheck.evaluate(

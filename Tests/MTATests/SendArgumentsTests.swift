@@ -32,18 +32,38 @@ import Testing
         #expect(try SendArguments.parse(["--help"]).mode == .help)
     }
 
-    @Test func fullNameAcceptedAndIgnored() throws {
+    @Test func fullNameIsKept() throws {
         let separate = try SendArguments.parse(["-F", "Joe User", "x@y.example"])
         #expect(separate.recipients == ["x@y.example"])
+        #expect(separate.fullName == "Joe User")
         #expect(separate.warnings.isEmpty)
-        #expect(try SendArguments.parse(["-FJoe", "x@y.example"]).recipients == ["x@y.example"])
+        #expect(try SendArguments.parse(["-FJoe", "x@y.example"]).fullName == "Joe")
     }
 
-    @Test func unknownOOptionsWarn() throws {
-        let options = try SendArguments.parse(["-odb", "-oem", "x@y.example"])
-        #expect(options.warnings.count == 2)
+    @Test("what cron and mutt pass is accepted without a warning")
+    func cronAndMuttOptionsDoNotWarn() throws {
+        let options = try SendArguments.parse([
+            "-odb", "-oem", "-oi", "-B8BITMIME", "-N", "failure,delay", "-R", "hdrs", "-V", "env-1", "-em",
+            "x@y.example",
+        ])
+        #expect(options.warnings.isEmpty)
         #expect(options.recipients == ["x@y.example"])
-        #expect(!options.ignoreDots)
+        #expect(options.ignoreDots)
+        #expect(options.bodyType == "8BITMIME")
+        #expect(options.dsnNotify == "failure,delay" && options.dsnReturn == "hdrs" && options.envelopeID == "env-1")
+        #expect(try SendArguments.parse(["-oXyz", "x@y.example"]).warnings.count == 1)
+    }
+
+    @Test(
+        "-F NAME becomes the From display name",
+        arguments: [
+            ("Cron Daemon", "\"Cron Daemon\""),
+            ("Say \"hi\"", "\"Say \\\"hi\\\"\""),
+            ("J\u{00F6}rg", "=?UTF-8?B?SsO2cmc=?="),
+            ("  ", ""),
+        ])
+    func displayName(name: String, expected: String) {
+        #expect(DisplayName.encode(name) == expected)
     }
 
     @Test func configOption() throws {
@@ -56,7 +76,7 @@ import Testing
         #expect(try SendArguments.parse(["--", "-t", "x@y.example"]).recipients == ["-t", "x@y.example"])
     }
 
-    @Test(arguments: [["-Z"], ["-f"], ["-bs"], ["-c"], ["-tx"], ["--configx"]])
+    @Test(arguments: [["-Z"], ["-f"], ["-bs"], ["-c"], ["-tx"], ["--configx"], ["-B", "9BIT"]])
     func usageErrors(arguments: [String]) {
         #expect(throws: SubmissionError.self) { try SendArguments.parse(arguments) }
         do {

@@ -86,6 +86,15 @@ import Testing
         var early = Self.session(.may)
         #expect(early.tlsFailed("x").isEmpty)  // only after a 220 to STARTTLS
 
+        // The TLS layer's own "TLS handshake failed: ..." text is not prefixed a second time.
+        var worded = Self.session(.encrypt)
+        _ = worded.receive(Array("220 mx.example\r\n".utf8))
+        _ = worded.receive(Array(Self.ehloWithTLS.utf8))
+        _ = worded.receive(Array("220 go\r\n".utf8))
+        let text = Self.result(worded.tlsFailed("TLS handshake failed: wrong version number"))?
+            .recipients.first?.outcome.reply.lines.joined()
+        #expect(text == "TLS handshake failed: wrong version number")
+
         var timedOut = Self.session(.may)
         _ = timedOut.receive(Array("220 mx.example\r\n".utf8))
         _ = timedOut.receive(Array(Self.ehloWithTLS.utf8))

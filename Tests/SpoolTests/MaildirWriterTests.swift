@@ -19,7 +19,8 @@ import Testing
             #expect(names(base + "/tmp") == [])
             #expect(names(base + "/new").count == 1)
             #expect(path == base + "/new/" + (names(base + "/new").first ?? "?"))
-            #expect(readFile(path) == prefix + Array("Subject: hi\r\n\r\nbody\r\n".utf8))
+            // Maildir files hold LF line ends; the queue copy keeps CRLF.
+            #expect(readFile(path) == Array("Return-Path: <alice@example.test>\nSubject: hi\n\nbody\n".utf8))
             #expect(fileMode(path) == 0o600)
             #expect(fileMode(base) == 0o700)
             // The queue copy is untouched.

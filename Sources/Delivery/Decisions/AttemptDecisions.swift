@@ -48,7 +48,9 @@ struct DestinationRun: Equatable, Sendable {
                     .attempt(
                         AttemptLine(
                             index: index, attempt: attempt, result: outcome, detail: detail,
-                            milliseconds: result.elapsedMilliseconds, tls: tls, tlsFallback: result.plaintextRetryReason
+                            milliseconds: result.elapsedMilliseconds, tls: tls,
+                            tlsFallback: result.plaintextRetryReason,
+                            tlsPolicy: result.tlsPolicy?.rawValue
                         ))))
             if outcome != "failed" {
                 effects.append(.metric(.remoteRecipient(family: attempt.family, rank: rank, result: outcome)))

@@ -50,6 +50,8 @@ struct AttemptLine: Equatable, Sendable {
     var tls: TLSNote?
     /// `tls_fallback=`: the handshake failure that made this a plaintext retry.
     var tlsFallback: String?
+    /// `tls_policy=`: the outbound TLS policy that applied (none, may, encrypt).
+    var tlsPolicy: String?
 
     enum Detail: Equatable, Sendable {
         case reply(String)
