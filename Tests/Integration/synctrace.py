@@ -271,7 +271,7 @@ def check(trace: str, spool: str) -> Report:
         syncs = [e for e in before if e.kind == "sync" and e.call.start > last_write_end]
         if not syncs:
             report.violations.append(
-                f"rule 1: {move.path} was {move.call.name}d to {move.target} (line {move.call.start + 1}) without "
+                f"rule 1: {move.path} moved to {move.target} by {move.call.name} (line {move.call.start + 1}) without "
                 f"an fsync after its last write")
 
     # Rule 2: queue/ durable before the 250.
