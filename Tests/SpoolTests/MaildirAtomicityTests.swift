@@ -63,7 +63,9 @@ import Testing
             ]
             for (name, age, _) in files {
                 try writeFile(tmp + "/" + name, Array("partial".utf8))
-                var times = [timespec(tv_sec: Int(now - age), tv_nsec: 0), timespec(tv_sec: Int(now - age), tv_nsec: 0)]
+                var times = [
+                    timespec(tv_sec: Int(now - age), tv_nsec: 0), timespec(tv_sec: Int(now - age), tv_nsec: 0),
+                ]
                 try #require(utimensat(AT_FDCWD, tmp + "/" + name, &times, 0) == 0)
             }
             try FileManager.default.createDirectory(atPath: tmp + "/a-directory", withIntermediateDirectories: false)
