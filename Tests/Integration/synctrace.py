@@ -18,6 +18,8 @@ The rules (docs/durability.md says why each one matters):
    thread before that thread renames, links or unlinks anything else.
 4. A message renamed into a Maildir new/ (its file name carries the queue id) is followed by an fsync of that new/
    before the queue entry is removed (unlink of `queue/ID.env`) or its envelope replaced.
+5. No file is created under a name a reader trusts: nothing is opened with O_CREAT in a Maildir new/ or cur/, nor
+   as `queue/ID.msg` or `queue/ID.env` (those names only ever appear by rename).
 """
 
 from __future__ import annotations
@@ -325,4 +327,13 @@ def check(trace: str, spool: str) -> Report:
             report.violations.append(f"rule 4: {new_directory} not fsynced between the delivery of {qid} "
                                      f"(line {move.call.start + 1}) and the change of its queue entry "
                                      f"(line {min(changes) + 1})")
+
+    # Rule 5: final names appear only by rename.
+    for create in (e for e in evs if e.kind == "create"):
+        directory = os.path.dirname(create.path)
+        in_maildir = create.path.startswith(mailboxes + "/") and os.path.basename(directory) in ("new", "cur")
+        in_queue = directory == queue and create.path.endswith((".msg", ".env"))
+        if in_maildir or in_queue:
+            report.violations.append(f"rule 5: {create.path} created in place (line {create.call.start + 1}), "
+                                     f"not renamed there")
     return report

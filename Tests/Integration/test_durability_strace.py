@@ -139,6 +139,21 @@ def test_a_wrong_order_is_a_violation(trace, first, second, rule):
     assert violations and all(v.startswith(rule) for v in violations), violations
 
 
+@pytest.mark.parametrize("old, new", [
+    # The Maildir copy written straight into new/ (then "renamed" onto itself).
+    ('openat(18</s/mailboxes/d/u/tmp>, "9.ID1.R0.h", O_WRONLY|O_CREAT|O_EXCL, 0600) = 22</s/mailboxes/d/u/tmp/9.ID1.R0.h>',
+     'openat(19</s/mailboxes/d/u/new>, "9.ID1.R0.h", O_WRONLY|O_CREAT|O_EXCL, 0600) = 22</s/mailboxes/d/u/new/9.ID1.R0.h>'),
+    # The envelope written under its final name.
+    ('openat(AT_FDCWD</>, "/s/queue/ID1.ABCDEFGH.tmp", O_WRONLY|O_CREAT|O_EXCL, 0600) = 15</s/queue/ID1.ABCDEFGH.tmp>',
+     'openat(AT_FDCWD</>, "/s/queue/ID1.env", O_WRONLY|O_CREAT|O_TRUNC, 0600) = 15</s/queue/ID1.env>'),
+])
+def test_a_file_created_under_its_final_name_is_a_violation(old, new):
+    trace = GOOD_COMMIT + GOOD_DELIVERY + GOOD_UPDATE
+    assert old in trace
+    violations = check(trace.replace(old, new), SPOOL).violations
+    assert any(v.startswith("rule 5") for v in violations), violations
+
+
 def test_a_directory_fsync_that_started_before_the_rename_does_not_count():
     # The fsync of queue/ overlaps the rename (another thread): it may have missed the new entry.
     trace = GOOD_COMMIT.replace(
