@@ -172,8 +172,9 @@ def test_a_directory_fsync_that_started_before_the_rename_does_not_count():
 
 CLIENTS = 6
 PER_CLIENT = 3
-TRACED = ("openat,open,write,pwrite64,writev,sendto,sendmsg,fsync,fdatasync,sync_file_range,"
-          "rename,renameat,renameat2,link,linkat,unlink,unlinkat")
+# "?name": some architectures (arm64) have only the *at calls; strace must not refuse the list there.
+TRACED = ("openat,?open,write,pwrite64,writev,sendto,sendmsg,fsync,fdatasync,?sync_file_range,"
+          "?rename,?renameat,renameat2,?link,linkat,?unlink,unlinkat")
 
 
 def children(pid: int) -> list[int]:
