@@ -15,11 +15,14 @@ import Testing
         let recipient: String
         /// Only these users may be relayed to in relay.example (relay_recipients); nil: anyone.
         let relayRecipients: Set<String>?
+        /// The domains were configured in upper case with a trailing dot (`Lab.Example.`).
+        let configuredLoosely: Bool
         let expected: String
 
         init(
             _ name: String, client: String, networks: [String] = [], authenticated: Bool = false,
-            recipient: String, relayRecipients: Set<String>? = nil, expected: String
+            recipient: String, relayRecipients: Set<String>? = nil, configuredLoosely: Bool = false,
+            expected: String
         ) {
             self.name = name
             self.client = client
@@ -27,6 +30,7 @@ import Testing
             self.authenticated = authenticated
             self.recipient = recipient
             self.relayRecipients = relayRecipients
+            self.configuredLoosely = configuredLoosely
             self.expected = expected
         }
 
@@ -123,6 +127,15 @@ import Testing
         Row(
             "trailing dot on a foreign domain", client: "198.51.100.7", recipient: "v@remote.example.",
             expected: "501 syntax"),
+        Row(
+            "local domain configured as Lab.Example.", client: "198.51.100.7", recipient: "u@lab.example",
+            configuredLoosely: true, expected: "local u@lab.example"),
+        Row(
+            "relay domain configured as Relay.Example.", client: "198.51.100.7", recipient: "a@RELAY.example",
+            configuredLoosely: true, expected: "relay"),
+        Row(
+            "loosely configured domains do not match a suffix", client: "198.51.100.7", recipient: "a@xlab.example",
+            configuredLoosely: true, expected: denied),
 
         // Routing syntax never relays, not even for trusted clients.
         Row("% hack", client: "198.51.100.7", recipient: "v%remote.example@lab.example", expected: unknown),
@@ -146,7 +159,12 @@ import Testing
     func decision(row: Row) throws {
         let client = try #require(IPAddress(row.client), "client \(row.client)")
         let networks = try row.networks.map { try #require(CIDR($0), "network \($0)") }
-        let policy = Lab.policy(relayRecipients: row.relayRecipients)
+        let policy =
+            row.configuredLoosely
+            ? RecipientPolicy(
+                hostname: "MX.Lab.Example.", localDomains: ["Lab.Example."], ownAddresses: [Lab.ownV4],
+                localRecipients: nil, relayDomains: ["Relay.Example."], relayRecipients: row.relayRecipients)
+            : Lab.policy(relayRecipients: row.relayRecipients)
         let path: ForwardPath
         switch PathParser.parse(Substring(row.recipient), allowUTF8: false, recipient: true) {
         case .success(.mailbox(let mailbox)): path = .mailbox(mailbox)
