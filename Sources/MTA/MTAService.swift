@@ -84,6 +84,11 @@ public final class MTAService: Sendable {
             for problem in report.problems {
                 logger.warning("spool-recovery-problem", metadata: ["reason": "\(problem)"])
             }
+            // Before any delivery runs: copies left in a Maildir tmp/ by a crash (never visible to readers).
+            let now = Int64(Date().timeIntervalSince1970)
+            for path in MaildirWriter(root: spool.mailboxDirectory).removeStaleTemporaryFiles(now: now) {
+                logger.notice("maildir-tmp-removed", metadata: ["file": "\(path)"])
+            }
         } catch {
             throw .spool(error)
         }

@@ -72,6 +72,16 @@ public struct RecipientPolicy: Sendable {
         return .failure(Reply(554, EnhancedStatus(5, 7, 1), "<\(mailbox)>: Relay access denied"))
     }
 
+    /// The whole relay decision for one RCPT, from everything it depends on: the recipient, the client's address
+    /// and whether the client authenticated. The server makes it in two steps (the address at connect time, AUTH
+    /// later in the session) through `RelayRights`; this puts them together so it can be table-tested.
+    public func decide(_ path: ForwardPath, client: IPAddress, relayNetworks: [CIDR], authenticated: Bool)
+        -> Result<RecipientDisposition, Reply>
+    {
+        let rights = RelayRights(client: client, relayNetworks: relayNetworks, authenticated: authenticated)
+        return evaluate(path, clientMayRelay: rights.mayRelay)
+    }
+
     /// A local part becomes a directory name: refuse anything that could leave `mailboxes/<domain>/` or that looks
     /// like routing (`%`, `!`, `@`), and control characters. Public so the Maildir writer can check again.
     public static func isSafeMaildirName(_ user: String) -> Bool {
@@ -92,6 +102,26 @@ public struct RecipientPolicy: Sendable {
             550, EnhancedStatus(5, 1, 1),
             "<\(mailbox)>: Recipient address rejected: User unknown in \(table) recipient table")
     }
+}
+
+/// Why a client may relay to any domain: its address is inside `relay_networks`, or it authenticated (a submission
+/// client proves who it is instead of where it is). Neither: only local and relay domains.
+public struct RelayRights: Sendable, Equatable {
+    public var inRelayNetworks: Bool
+    public var authenticated: Bool
+
+    public init(inRelayNetworks: Bool, authenticated: Bool) {
+        self.inRelayNetworks = inRelayNetworks
+        self.authenticated = authenticated
+    }
+
+    /// An IPv4 client seen on an IPv6 socket (`::ffff:a.b.c.d`) is matched as IPv4 (CIDR.contains folds it).
+    public init(client: IPAddress, relayNetworks: [CIDR], authenticated: Bool = false) {
+        self.init(
+            inRelayNetworks: relayNetworks.contains { $0.contains(client) }, authenticated: authenticated)
+    }
+
+    public var mayRelay: Bool { inRelayNetworks || authenticated }
 }
 
 private func normalizeDomain(_ name: String) -> String {

@@ -720,7 +720,8 @@ public struct ServerSession: Sendable {
             // RFC 5321 §4.5.3.1.10: 452, and the client sends the rest later; not an error (Postfix: overshoot).
             return reply(Reply(452, EnhancedStatus(4, 5, 3), "Error: too many recipients"))
         }
-        switch configuration.policy.evaluate(path, clientMayRelay: clientMayRelay || authenticatedUser != nil) {
+        let rights = RelayRights(inRelayNetworks: clientMayRelay, authenticated: authenticatedUser != nil)
+        switch configuration.policy.evaluate(path, clientMayRelay: rights.mayRelay) {
         case .success(let disposition):
             current.recipients.append(AcceptedRecipient(path: path, disposition: disposition))
             transaction = current

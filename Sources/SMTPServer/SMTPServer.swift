@@ -205,7 +205,7 @@ public final class SMTPServer: Sendable {
             }
             return
         }
-        let mayRelay = configuration.relayNetworks.contains { $0.contains(client) }
+        let mayRelay = RelayRights(client: client, relayNetworks: configuration.relayNetworks).inRelayNetworks
         let driver = SessionDriver(server: self, connection: connection, queue: queue, mayRelay: mayRelay, kind: kind)
         state.withLock { state in
             state.sessions[ObjectIdentifier(driver)] = driver

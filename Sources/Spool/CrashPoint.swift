@@ -21,6 +21,7 @@
 ///     update.renamed               Spool.update   new envelope in place, queue/ not yet fsynced
 ///     server.committed             SessionDriver  commit returned; the 250 is not written yet (C04)
 ///     server.replied               SessionDriver  the 250 was handed to the socket (C05)
+///     maildir.tmp-written          MaildirWriter  the copy is written and fsynced in tmp/, not yet renamed into new/
 ///     local.delivered              LocalDelivery  Maildir file in new/, the envelope not yet updated
 ///     outbound.remote-accepted     OutboundDelivery  the remote said 250 for a recipient; no update yet (C07)
 ///     bounce.committed             QueueRunner    a report is queued, the original is not yet marked (C09)

@@ -2,7 +2,8 @@ import Glibc
 
 /// Final delivery into Maildir (<root>/<domain>/<user>/{tmp,new,cur}), the qmail way: write into tmp/ under a unique
 /// name, fsync, rename into new/, fsync new/. A reader never sees a partial file; a crash leaves at most a file in
-/// tmp/ (which Maildir readers clean up after 36 hours). Blocking: run it on a work queue.
+/// tmp/, which `removeStaleTemporaryFiles` clears at start-up (Maildir readers clean up after 36 hours). Blocking:
+/// run it on a work queue.
 ///
 /// Directories are walked with openat(O_NOFOLLOW) from the root, so a symlink planted as a domain or user directory
 /// is not followed; new directories are 0700 and their parent is fsynced so the path survives a crash.
@@ -85,6 +86,7 @@ public struct MaildirWriter: Sendable {
             try Self.copy(
                 from: sourceFD, sourcePath: messageFile, to: fileFD, path: temporaryPath, lineEndings: &lineEndings)
             try FileSystem.fsync(fileFD, path: temporaryPath)
+            CrashPoint.hit("maildir.tmp-written")
             if renameat(tmpFD, name, newFD, name) != 0 {
                 throw SpoolError.fromWrite("rename", "\(temporaryPath) -> \(base)/new/\(name)", errno)
             }
@@ -94,6 +96,57 @@ public struct MaildirWriter: Sendable {
         }
         try FileSystem.fsync(newFD, path: "\(base)/new")
         return "\(base)/new/\(name)"
+    }
+
+    /// How long a file may stay in a Maildir tmp/ before start-up removes it: the 36 hours Maildir readers allow a
+    /// delivery in progress.
+    public static let staleTemporarySeconds = 36 * 3600
+
+    /// Start-up clean-up of every `<root>/<domain>/<user>/tmp/`, run before any delivery starts. A file of our own
+    /// interrupted delivery (named `<arrival>.<queue id>.R<n>.<host>`, see `deliver`) is removed at once: nobody is
+    /// writing it, and the retry writes it again from the start. Any other file is removed once it is older than
+    /// `staleTemporarySeconds` (another writer's crash); a younger one may be a delivery in progress. Symlinks are
+    /// not followed. Returns the paths removed; errors on one entry do not stop the others.
+    public func removeStaleTemporaryFiles(now: Int64) -> [String] {
+        var removed: [String] = []
+        for domain in Self.subdirectories(root) {
+            for user in Self.subdirectories("\(root)/\(domain)") {
+                let tmp = "\(root)/\(domain)/\(user)/tmp"
+                guard let status = try? FileSystem.entryStatus(tmp), FileSystem.isDirectory(status),
+                    let entries = try? FileSystem.list(tmp)
+                else { continue }
+                for raw in entries {
+                    let name = String(decoding: raw, as: UTF8.self)
+                    let path = FileSystem.join(tmp, raw)
+                    var entry = stat()
+                    guard lstat(path, &entry) == 0, !FileSystem.isDirectory(entry) else { continue }
+                    let age = now - Int64(entry.st_mtim.tv_sec)
+                    guard isOwnDeliveryName(name) || age > Int64(Self.staleTemporarySeconds) else { continue }
+                    if unlink(path) == 0 { removed.append("\(tmp)/\(FileSystem.printable(raw))") }
+                }
+            }
+        }
+        return removed
+    }
+
+    /// `<digits>.<queue id>.R<digits>.<our host part>`: the fixed name `deliver` gives a queued copy.
+    func isOwnDeliveryName(_ name: String) -> Bool {
+        let parts = name.split(separator: ".", maxSplits: 3, omittingEmptySubsequences: false)
+        guard parts.count == 4, !parts[0].isEmpty, parts[0].allSatisfy(\.isASCII), parts[0].allSatisfy(\.isNumber),
+            QueueID(String(parts[1])) != nil, parts[2].hasPrefix("R"), parts[2].count > 1,
+            parts[2].dropFirst().allSatisfy({ $0.isASCII && $0.isNumber })
+        else { return false }
+        return parts[3] == host
+    }
+
+    /// Names of the real directories (not symlinks) in `path`; none when it cannot be read.
+    private static func subdirectories(_ path: String) -> [String] {
+        guard let entries = try? FileSystem.list(path) else { return [] }
+        return entries.compactMap { raw in
+            var status = stat()
+            guard lstat(FileSystem.join(path, raw), &status) == 0, FileSystem.isDirectory(status) else { return nil }
+            return String(decoding: raw, as: UTF8.self)
+        }
     }
 
     /// The path of an earlier copy named `name.<host>` in new/ or (moved there by a reader, with a `:2,` flags

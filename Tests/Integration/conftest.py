@@ -132,6 +132,8 @@ class Server:
         self._cond = threading.Condition()
         self._reader: threading.Thread | None = None
         self.listening: list[str] = []
+        # Run the binary under another program (e.g. strace); that program must exec it as its child.
+        self.wrapper: list[str] = []
 
     # -- configuration
 
@@ -161,7 +163,7 @@ class Server:
         self.lines = []
         self.listening = []
         self.proc = subprocess.Popen(
-            [str(server_binary()), "serve", "-c", str(self.conf)],
+            [*self.wrapper, str(server_binary()), "serve", "-c", str(self.conf)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             cwd=str(self.workdir), preexec_fn=_die_with_parent)
         self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
