@@ -3,6 +3,7 @@ import Delivery
 import Foundation
 import NetAddress
 import Routing
+import SMTPProtocol
 import Sockets
 
 /// MTA turns the config file into typed settings, sets up logging, and wires the server, the spool and the
@@ -51,7 +52,9 @@ public struct Configuration: Sendable, Equatable {
     // TLS and submission (RFC 3207, RFC 6409, RFC 8314)
     public var tlsCertFile: String?
     public var tlsKeyFile: String?
-    public var smtpTLS: SMTPTLSPolicy
+    /// Outbound STARTTLS (`smtp_tls`): `none`, `may` (opportunistic, plain-text retry when the handshake fails),
+    /// `encrypt`; the same type the client session and `smtp_tls_policy` use.
+    public var smtpTLS: ClientTLSPolicy
     /// `smtp_tls_policy`: per-destination overrides of `smtp_tls`.
     public var smtpTLSPolicy = TLSPolicyTable()
     public var submissionListen: [SocketAddress]
@@ -63,13 +66,6 @@ public struct Configuration: Sendable, Equatable {
     public var delayWarningAfter: Duration
     public var doubleBounceRecipient: String
     public var senderReturnCheck: SenderReturnCheck
-
-    /// Outbound STARTTLS: `none`, `may` (opportunistic, plain-text retry when the handshake fails), `encrypt`.
-    public enum SMTPTLSPolicy: String, Sendable, Equatable, CaseIterable {
-        case none
-        case may
-        case encrypt
-    }
 
     /// At MAIL FROM, whether to check that the sender's domain can receive our bounces (the paper's Test 3).
     public enum SenderReturnCheck: String, Sendable, Equatable, CaseIterable {

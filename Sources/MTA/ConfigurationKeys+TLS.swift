@@ -1,4 +1,5 @@
 import Foundation
+import SMTPProtocol
 import Sockets
 
 /// Keys of STARTTLS and the submission service (RFC 3207, RFC 6409, RFC 8314).
@@ -15,7 +16,7 @@ extension ConfigurationKey {
         ConfigurationKey(
             name: "smtp_tls",
             apply: { config, value throws(ValueError) in
-                guard let policy = Configuration.SMTPTLSPolicy(rawValue: value.lowercased()) else {
+                guard let policy = ClientTLSPolicy(rawValue: value.lowercased()) else {
                     throw ValueError("expected none, may or encrypt, got \"\(value)\"")
                 }
                 config.smtpTLS = policy

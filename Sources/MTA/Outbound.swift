@@ -12,7 +12,7 @@ extension Configuration {
         var configuration = OutboundConfiguration(
             heloName: hostname, connectTimeout: connectTimeout, replyTimeout: smtpReplyTimeout,
             bindAddress: bindAddress, bindAddress6: bindAddress6)
-        configuration.tlsPolicy = ClientTLSPolicy(rawValue: smtpTLS.rawValue) ?? .may
+        configuration.tlsPolicy = smtpTLS
         configuration.tlsPolicyTable = smtpTLSPolicy
         configuration.connectStrategy = connectStrategy
         configuration.connectionAttemptDelay = connectionAttemptDelay

@@ -14,16 +14,6 @@ import Spool
 // The queue runner takes the same message lock (Spool/MessageLock.swift) around each run, so an edit waits for a
 // run in progress and is then seen by the next one.
 
-/// sysexits(3) values (DESIGN.md §1), for the commands implemented in this module.
-public enum SysExit {
-    public static let ok: Int32 = 0
-    public static let usage: Int32 = 64
-    public static let dataError: Int32 = 65
-    public static let unavailable: Int32 = 69
-    public static let temporaryFailure: Int32 = 75
-    public static let config: Int32 = 78
-}
-
 /// One `dualmta queue` command; ids are still text, validated by `QueueControl.execute` before the spool is opened.
 public enum QueueCommand: Equatable, Sendable {
     case list(json: Bool)

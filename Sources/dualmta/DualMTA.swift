@@ -59,7 +59,7 @@ struct ConfigOption: ParsableArguments {
             return try ConfigDiscovery.load(option: config, client: client).0
         } catch {
             FileHandle.standardError.write(Data("dualmta: \(error)\n".utf8))
-            throw ExitCode(ExitStatus.config)
+            throw ExitCode(SysExit.config)
         }
     }
 
@@ -75,15 +75,6 @@ struct ConfigOption: ParsableArguments {
     var sourceName: String { sourcePath ?? "embedded defaults" }
 }
 
-/// sysexits(3) values used by every command (DESIGN.md §1).
-enum ExitStatus {
-    static let usage: Int32 = 64
-    static let dataError: Int32 = 65
-    static let unavailable: Int32 = 69
-    static let temporaryFailure: Int32 = 75
-    static let config: Int32 = 78
-}
-
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the SMTP listeners and the queue runner (the default command).")
@@ -97,7 +88,7 @@ struct Serve: ParsableCommand {
             try MailLog.bootstrap(format: configuration.logFormat, file: configuration.logFile)
         } catch {
             FileHandle.standardError.write(Data("dualmta: \(error)\n".utf8))
-            throw ExitCode(ExitStatus.config)
+            throw ExitCode(SysExit.config)
         }
         let logger = Logger(label: "dualmta")
         do {
@@ -106,7 +97,7 @@ struct Serve: ParsableCommand {
             service.runUntilSignalled(configPath: configPath)
         } catch {
             logger.critical("startup-failed", metadata: ["reason": "\(error)"])
-            throw ExitCode(ExitStatus.unavailable)
+            throw ExitCode(SysExit.unavailable)
         }
     }
 }
@@ -240,7 +231,7 @@ struct Route: ParsableCommand {
             print(text, terminator: text.hasSuffix("\n") ? "" : "\n")
         } catch {
             FileHandle.standardError.write(Data("dualmta: \(error)\n".utf8))
-            throw ExitCode(ExitStatus.usage)
+            throw ExitCode(SysExit.usage)
         }
     }
 }
@@ -266,7 +257,7 @@ struct CheckCommand: ParsableCommand {
                 domain, configuration: configuration, internet: internet, probe: !noConnect, json: json)
         } catch {
             FileHandle.standardError.write(Data("dualmta: \(error)\n".utf8))
-            throw ExitCode(ExitStatus.usage)
+            throw ExitCode(SysExit.usage)
         }
         print(audit.text, terminator: "")
         if audit.status != 0 { throw ExitCode(audit.status) }
@@ -286,7 +277,7 @@ struct StatsCommand: ParsableCommand {
             print(Stats.summary(try Stats.fetch(configuration), raw: raw), terminator: "")
         } catch {
             FileHandle.standardError.write(Data("dualmta: \(error)\n".utf8))
-            throw ExitCode(ExitStatus.unavailable)
+            throw ExitCode(SysExit.unavailable)
         }
     }
 }

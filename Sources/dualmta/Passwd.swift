@@ -34,7 +34,7 @@ struct Passwd: ParsableCommand {
 
     private static func fail(_ message: String) -> ExitCode {
         FileHandle.standardError.write(Data("dualmta: \(message)\n".utf8))
-        return ExitCode(ExitStatus.usage)
+        return ExitCode(SysExit.usage)
     }
 
     /// One line from the terminal with echo off; the terminal settings are restored even on EOF.

@@ -1,6 +1,6 @@
 import Testing
 
-@testable import MTA
+@testable import SMTPProtocol
 
 @Suite struct AddressListTests {
     @Test(arguments: [
@@ -21,6 +21,6 @@ import Testing
 
     @Test(arguments: ["<a@x.example", "\"open@x.example", "(open a@x.example", "a@x.example;", "<a@x><b@x>"])
     func refuses(text: String) {
-        #expect(throws: SubmissionError.addressSyntax(text)) { try AddressList.parse(text) }
+        #expect(throws: AddressListError(text: text)) { try AddressList.parse(text) }
     }
 }

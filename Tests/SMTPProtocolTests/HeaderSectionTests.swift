@@ -1,6 +1,6 @@
 import Testing
 
-@testable import MTA
+@testable import SMTPProtocol
 
 @Suite struct HeaderSectionTests {
     @Test func fieldsFoldingAndBody() {
