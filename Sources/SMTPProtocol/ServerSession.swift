@@ -717,11 +717,14 @@ public struct ServerSession: Sendable {
             return fail(Reply(501, EnhancedStatus(5, 1, 3), "Bad recipient address syntax"))
         }
         guard current.recipients.count < configuration.maxRecipients else {
-            // RFC 5321 §4.5.3.1.10: 452, and the client sends the rest later; not an error (Postfix: overshoot).
-            return reply(Reply(452, EnhancedStatus(4, 5, 3), "Error: too many recipients"))
+            // RFC 5321 §4.5.3.1.10: 452, and the client sends the rest later. It still counts toward the error
+            // limit: a client repeating RCPT past the limit would otherwise get an answer to every line forever.
+            return fail(Reply(452, EnhancedStatus(4, 5, 3), "Error: too many recipients"))
         }
         switch configuration.policy.evaluate(path, clientMayRelay: clientMayRelay || authenticatedUser != nil) {
         case .success(let disposition):
+            // Drop the stored copy first, or the append copies every recipient so far (quadratic in the count).
+            transaction = nil
             current.recipients.append(AcceptedRecipient(path: path, disposition: disposition))
             transaction = current
             reply(Reply(250, EnhancedStatus(2, 1, 5), "Ok"))

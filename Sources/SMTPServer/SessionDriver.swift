@@ -58,8 +58,13 @@ final class SessionDriver: @unchecked Sendable {
         self.logger = logger
     }
 
+    /// Kernel send buffer of a session's socket: replies are short, so this only limits what a peer that never
+    /// reads can make the kernel hold for it before our own back-pressure stops reading its commands.
+    static let kernelSendBuffer = 64 * 1024
+
     func start() {
         logger.debug("connect", metadata: ["local": "\(connection.local)"])
+        connection.limitKernelSendBuffer(to: Self.kernelSendBuffer)
         // Bytes already waiting before our greeting: an early talker (a spam bot or a smuggling probe).
         let earlyInput = kind == .submissions ? false : connection.hasPendingInput()
         // Reading starts first, so a peer that resets while we greet reaches peerClosed and frees its slot at once.
