@@ -18,24 +18,32 @@ public struct ConfigurationError: Error, Equatable, Sendable, CustomStringConver
 public enum ConfigurationFile {
     /// Reads and validates a config file.
     public static func load(path: String) throws(ConfigurationError) -> Configuration {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigurationError(file: path, line: 0, message: "cannot read the file")
+        let bytes: [UInt8]
+        do throws(FileReadError) {
+            bytes = try readWholeFile(path)
+        } catch {
+            throw ConfigurationError(file: path, line: 0, message: "cannot read the file: \(error.reason)")
         }
-        guard let text = String(data: data, encoding: .utf8) else {
-            throw ConfigurationError(file: path, line: 0, message: "the file is not valid UTF-8")
-        }
-        return try parse(text, file: path)
+        return try parse(bytes: bytes, file: path)
     }
 
     /// Parses config text on top of the embedded defaults.
     public static func parse(_ text: String, file: String = "<config>") throws(ConfigurationError) -> Configuration {
+        try parse(bytes: Array(text.utf8), file: file)
+    }
+
+    /// Parses the bytes of a config file (LF or CRLF line ends, an optional UTF-8 byte-order mark).
+    public static func parse(bytes: [UInt8], file: String = "<config>") throws(ConfigurationError) -> Configuration {
+        let lines: [ConfigurationLines.Line]
+        switch ConfigurationLines.split(bytes) {
+        case .success(let value): lines = value
+        case .failure(let problem): throw ConfigurationError(file: file, line: problem.line, message: problem.message)
+        }
         var configuration = Configuration.defaults
         var seen: [String: Int] = [:]
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let lineNumber = index + 1
-            var line = Substring(rawLine)
-            if let hash = line.firstIndex(of: "#") { line = line[..<hash] }
-            let trimmed = line.trimmingCharacters(in: .whitespaces)
+        for line in lines {
+            let lineNumber = line.number
+            let trimmed = line.content.trimmingCharacters(in: .whitespaces)
             if trimmed.isEmpty { continue }
             guard let equals = trimmed.firstIndex(of: "=") else {
                 throw ConfigurationError(file: file, line: lineNumber, message: "expected \"key = value\"")

@@ -59,7 +59,8 @@ public struct StaticRoutes: Hashable, Sendable {
     /// Parses `example.net=[192.0.2.7]:2526, *=[::1]:10025` (entries separated by commas or spaces).
     public init(parsing text: String) throws(StaticRouteError) {
         var entries: [StaticRoute] = []
-        let items = text.split(whereSeparator: { $0 == "," || $0 == " " || $0 == "\t" || $0 == "\n" })
+        // "\r\n" is one Character in Swift: list it, or a CRLF between two entries would glue them together.
+        let items = text.split(whereSeparator: { [",", " ", "\t", "\n", "\r\n", "\r"].contains($0) })
         for item in items {
             let entry = String(item)
             guard let equals = entry.firstIndex(of: "=") else { throw .missingEquals(entry) }

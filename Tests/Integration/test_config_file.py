@@ -1,0 +1,65 @@
+"""The config file as an administrator writes it: CRLF line ends (an editor on Windows), a byte-order mark, bytes
+that are not UTF-8, a file that cannot be read. Each is checked with the real binary: `config check`, `config show`
+and `serve`, which must agree."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from conftest import RawClient, Server, free_port, server_binary
+
+
+def dualmta(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(server_binary()), *args], capture_output=True, text=True, timeout=30)
+
+
+def test_crlf_config_file_is_read_line_by_line(tmp_path: Path):
+    port = free_port()
+    text = ("\ufeff# lab, saved by a Windows editor\r\n"
+            f"listen = 127.0.0.1:{port}\r\n"
+            "relay_networks = 127.0.0.1/32\r\n"
+            f"spool_dir = {tmp_path / 'spool'}\r\n"
+            "dns_servers = 127.0.0.1:9\r\n"
+            "hostname = crlf.lab.example")  # no newline at the end
+    srv = Server(tmp_path, tmp_path / "spool", {}, port, "crlf")
+    srv.render_config = lambda: text
+    srv.conf.write_text(text)
+    assert srv.conf.read_bytes().count(b"\r\n") == 5 and srv.conf.read_bytes().startswith(b"\xef\xbb\xbf")
+    check = dualmta("config", "check", "-c", str(srv.conf))
+    assert check.returncode == 0, check.stderr
+    show = dualmta("config", "show", "-c", str(srv.conf))
+    assert show.returncode == 0, show.stderr
+    settings = dict(line.split(" = ", 1) for line in show.stdout.splitlines() if " = " in line)
+    assert settings["listen"] == f"127.0.0.1:{port}"
+    assert settings["relay_networks"] == "127.0.0.1/32"
+    assert settings["hostname"] == "crlf.lab.example"
+    # serve reads the file the same way: it listens where the file says, and only there.
+    try:
+        srv.start()
+        assert len(srv.listening) == 1 and f"127.0.0.1:{port}" in srv.listening[0], srv.listening
+        with RawClient("127.0.0.1", port) as c:
+            assert "crlf.lab.example" in c.read_reply().expect(220).text
+    finally:
+        srv.stop()
+
+
+def test_bad_bytes_are_errors_with_file_and_line(tmp_path: Path):
+    conf = tmp_path / "bad.conf"
+    conf.write_bytes(b"# ok\r\nhostname = mx\x01.lab.example\r\n")
+    check = dualmta("config", "check", "-c", str(conf))
+    assert check.returncode == 78
+    assert f"{conf}:2: control character in \"hostname = mx\\x01.lab.example\"" in check.stderr
+    conf.write_bytes(b"# ok\nlisten = 127.0.0.1:25\nhostname = caf\xe9.example\n")
+    check = dualmta("config", "check", "-c", str(conf))
+    assert check.returncode == 78
+    assert f"{conf}:3: invalid UTF-8 in \"hostname = caf\\xe9.example\"" in check.stderr
+
+
+def test_unreadable_file_names_the_reason(tmp_path: Path):
+    missing = dualmta("config", "check", "-c", str(tmp_path / "missing.conf"))
+    assert missing.returncode == 78
+    assert "cannot read the file: open: No such file or directory" in missing.stderr
+    directory = dualmta("config", "check", "-c", str(tmp_path))
+    assert directory.returncode == 78
+    assert "cannot read the file: read: Is a directory" in directory.stderr
