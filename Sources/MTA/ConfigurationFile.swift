@@ -67,24 +67,25 @@ public enum ConfigurationFile {
         do throws(ValueError) {
             try validate(configuration)
         } catch {
-            throw ConfigurationError(file: file, line: 0, message: error.message)
+            // A rule across keys points at the line of the key it names (the later one, for a conflict).
+            throw ConfigurationError(file: file, line: error.key.flatMap { seen[$0] } ?? 0, message: error.message)
         }
         return configuration
     }
 
-    /// Rules that span several keys.
+    /// Rules that span several keys, and the files `serve` will open: whatever `serve` would refuse at start,
+    /// `config check` refuses too.
     static func validate(_ configuration: Configuration) throws(ValueError) {
-        if configuration.listen.isEmpty { throw ValueError("listen: at least one address is required") }
-        if Set(configuration.listen).count != configuration.listen.count {
-            throw ValueError("listen: an address is listed twice")
-        }
+        if configuration.listen.isEmpty { throw ValueError("listen: at least one address is required", key: "listen") }
         if configuration.recipientLimit < 100 {
-            throw ValueError("recipient_limit: RFC 5321 §4.5.3.1.8 requires at least 100")
+            throw ValueError("recipient_limit: RFC 5321 §4.5.3.1.8 requires at least 100", key: "recipient_limit")
         }
         if configuration.messageSizeLimit < 65536 {
-            throw ValueError("message_size_limit: RFC 5321 §4.5.3.1.7 requires at least 64K")
+            throw ValueError(
+                "message_size_limit: RFC 5321 §4.5.3.1.7 requires at least 64K", key: "message_size_limit")
         }
         try ConfigurationKey.validateTLS(configuration)
+        try ListenerConflicts.check(ListenerConflicts.listeners(of: configuration))
     }
 
     /// The effective settings in file form (what `dualmta config show` prints); parsing it gives the same settings.
@@ -98,7 +99,12 @@ public enum ConfigurationFile {
 /// A bad value; the parser adds the file, line and key.
 struct ValueError: Error {
     var message: String
-    init(_ message: String) { self.message = message }
+    /// For a rule across keys: the key whose line the error should point at.
+    var key: String?
+    init(_ message: String, key: String? = nil) {
+        self.message = message
+        self.key = key
+    }
 }
 
 /// One config key: its name, how to read a value into the settings, and how to print it back.
@@ -171,7 +177,10 @@ struct ConfigurationKey: Sendable {
             render: { String($0.recipientLimit) }),
         ConfigurationKey(
             name: "command_timeout",
-            apply: { config, value throws(ValueError) in config.commandTimeout = try ValueParser.duration(value) },
+            apply: { config, value throws(ValueError) in
+                // Zero would greet every client and hang up at once (221 then 421).
+                config.commandTimeout = try ValueParser.positiveDuration(value)
+            },
             render: { ValueParser.render($0.commandTimeout) }),
         ConfigurationKey(
             name: "log_format",
@@ -231,6 +240,8 @@ enum ValueParser {
             guard let address = SocketAddress(parsing: item) else {
                 throw ValueError("\"\(item)\" is not an address with a port, e.g. [::]:2525 or 0.0.0.0:2525")
             }
+            // Port 0 would bind a random port nobody knows about.
+            guard address.port != 0 else { throw ValueError("\"\(item)\": port 0 is not a port to listen on") }
             result.append(address)
         }
         return result

@@ -43,23 +43,33 @@ extension ConfigurationKey {
             render: { $0.submissionUsersFile }),
     ]
 
-    /// Rules across the TLS and submission keys (called from `ConfigurationFile.validate`).
+    /// Rules across the TLS and submission keys (called from `ConfigurationFile.validate`). The files must be
+    /// readable now: `serve` opens them at start and would refuse to run.
     static func validateTLS(_ configuration: Configuration) throws(ValueError) {
         if (configuration.tlsCertFile == nil) != (configuration.tlsKeyFile == nil) {
-            throw ValueError("tls_cert_file and tls_key_file: set both or neither")
+            throw ValueError(
+                "tls_cert_file and tls_key_file: set both or neither",
+                key: configuration.tlsCertFile == nil ? "tls_key_file" : "tls_cert_file")
         }
+        if let cert = configuration.tlsCertFile { try requireReadable(cert, key: "tls_cert_file") }
+        if let key = configuration.tlsKeyFile { try requireReadable(key, key: "tls_key_file") }
         let submission = configuration.submissionListen + configuration.submissionsListen
         if !submission.isEmpty {
             guard let users = configuration.submissionUsersFile else {
-                throw ValueError("submission_listen/submissions_listen need submission_users_file")
+                throw ValueError(
+                    "submission_listen/submissions_listen need submission_users_file",
+                    key: configuration.submissionListen.isEmpty ? "submissions_listen" : "submission_listen")
             }
-            guard FileManager.default.isReadableFile(atPath: users) else {
-                throw ValueError("submission_users_file: cannot read \(users)")
-            }
+            try requireReadable(users, key: "submission_users_file")
         }
-        let all = configuration.listen + submission
-        if Set(all).count != all.count {
-            throw ValueError("listen, submission_listen and submissions_listen: an address is listed twice")
+    }
+
+    /// Opens and reads `path` once; the error names the key, the file and the system's reason.
+    static func requireReadable(_ path: String, key: String) throws(ValueError) {
+        do throws(FileReadError) {
+            _ = try readWholeFile(path)
+        } catch {
+            throw ValueError("\(key): cannot read \(path): \(error.reason)", key: key)
         }
     }
 }

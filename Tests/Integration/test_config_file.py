@@ -7,6 +7,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from conftest import RawClient, Server, free_port, server_binary
 
 
@@ -63,3 +65,37 @@ def test_unreadable_file_names_the_reason(tmp_path: Path):
     directory = dualmta("config", "check", "-c", str(tmp_path))
     assert directory.returncode == 78
     assert "cannot read the file: read: Is a directory" in directory.stderr
+
+
+@pytest.mark.parametrize("lines,line_number,message", [
+    (["command_timeout = 0"], 2, "command_timeout: must be more than zero"),
+    (["listen = 127.0.0.1:0"], 2, "port 0 is not a port to listen on"),
+    (["listen = 0.0.0.0:{p}, 127.0.0.1:{p}"], 2, "overlaps 0.0.0.0:{p}"),
+    (["listen = 127.0.0.1:{p}", "metrics_listen = 127.0.0.1:{p}"], 3, "is listed twice (also in listen)"),
+    (["listen = 127.0.0.1:{p}, 127.0.0.1:{p}"], 2, "listen: 127.0.0.1:{p} is listed twice"),
+    (["tls_cert_file = {d}/missing-cert.pem", "tls_key_file = {d}/missing-key.pem"], 2,
+     "tls_cert_file: cannot read {d}/missing-cert.pem: open: No such file or directory"),
+], ids=["timeout-0", "port-0", "wildcard-overlap", "metrics-on-listener", "twice", "missing-tls-files"])
+def test_config_check_refuses_what_serve_would(tmp_path: Path, lines: list[str], line_number: int, message: str):
+    port = free_port()
+    fill = {"p": str(port), "d": str(tmp_path)}
+    body = [line.format(**fill) for line in lines]
+    if not any(line.startswith("listen") for line in body):
+        body.append(f"listen = 127.0.0.1:{port}")
+    conf = tmp_path / "bad.conf"
+    conf.write_text("# validation\n" + "\n".join(body) + f"\nspool_dir = {tmp_path / 'spool'}\n")
+    check = dualmta("config", "check", "-c", str(conf))
+    assert check.returncode == 78, check.stdout + check.stderr
+    assert f"{conf}:{line_number}: " in check.stderr and message.format(**fill) in check.stderr, check.stderr
+    serve = subprocess.run([str(server_binary()), "serve", "-c", str(conf)], capture_output=True, text=True,
+                           timeout=30)
+    assert serve.returncode == 78 and check.stderr.strip() in serve.stderr, serve.stderr
+
+
+def test_open_relay_networks_warn(tmp_path: Path):
+    conf = tmp_path / "open.conf"
+    conf.write_text(f"listen = 127.0.0.1:{free_port()}\nrelay_networks = 0.0.0.0/0, [::]/0\n")
+    check = dualmta("config", "check", "-c", str(conf))
+    assert check.returncode == 0, check.stderr
+    assert "warning: relay_networks 0.0.0.0/0 lets every ipv4 client relay: this is an open relay" in check.stdout
+    assert "warning: relay_networks [::]/0 lets every ipv6 client relay" in check.stdout
