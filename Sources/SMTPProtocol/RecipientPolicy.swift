@@ -77,7 +77,8 @@ public struct RecipientPolicy: Sendable {
     public static func isSafeMaildirName(_ user: String) -> Bool {
         guard !user.isEmpty, user != ".", user != "..", !user.hasPrefix(".") else { return false }
         // C1 controls (U+0080...U+009F) and the line and paragraph separators are as unprintable as ASCII controls.
-        for scalar in user.unicodeScalars where (0x80...0x9F).contains(scalar.value) || scalar.value == 0x2028
+        for scalar in user.unicodeScalars
+        where (0x80...0x9F).contains(scalar.value) || scalar.value == 0x2028
             || scalar.value == 0x2029
         {
             return false
