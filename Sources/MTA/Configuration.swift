@@ -4,6 +4,7 @@ import Foundation
 import NetAddress
 import Routing
 import Sockets
+import TLS
 
 /// MTA turns the config file into typed settings, sets up logging, and wires the server, the spool and the
 /// queue runner together. Only this module knows the file format; every other module takes its own narrow struct.
@@ -55,6 +56,8 @@ public struct Configuration: Sendable, Equatable {
     public var submissionListen: [SocketAddress]
     public var submissionsListen: [SocketAddress]
     public var submissionUsersFile: String?
+    /// Server cipher list for TLS 1.2 (OpenSSL syntax); TLS 1.3 suites are OpenSSL's (all AEAD, all forward-secret).
+    public var tlsCiphers: String = TLSContext.intermediateCiphers
 
     // Bounces and queue lifetime (RFC 3464, RFC 5321 §4.5.4)
     public var maxQueueLifetime: Duration

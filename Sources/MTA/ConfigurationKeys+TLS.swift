@@ -1,5 +1,6 @@
 import Foundation
 import Sockets
+import TLS
 
 /// Keys of STARTTLS and the submission service (RFC 3207, RFC 6409, RFC 8314).
 extension ConfigurationKey {
@@ -12,6 +13,15 @@ extension ConfigurationKey {
             name: "tls_key_file",
             apply: { config, value throws(ValueError) in config.tlsKeyFile = value.isEmpty ? nil : value },
             render: { $0.tlsKeyFile }),
+        ConfigurationKey(
+            name: "tls_ciphers",
+            apply: { config, value throws(ValueError) in
+                guard TLSContext.isUsableCipherList(value) else {
+                    throw ValueError("\"\(value)\" names no TLS 1.2 cipher OpenSSL knows")
+                }
+                config.tlsCiphers = value
+            },
+            render: { $0.tlsCiphers }),
         ConfigurationKey(
             name: "smtp_tls",
             apply: { config, value throws(ValueError) in
