@@ -256,6 +256,14 @@ public struct ServerSession: Sendable {
         case .temporaryFailure:
             reply(Reply(454, EnhancedStatus(4, 7, 0), "Temporary authentication failure"))
             log("authentication unavailable for user \(LogText.user(user))")
+        case .throttled:
+            // Counts like a failure, so a client that keeps trying is still closed after maxAuthFailures.
+            authFailures += 1
+            fail(Reply(454, EnhancedStatus(4, 7, 0), "Too many authentication failures, try again later"))
+            if authFailures >= configuration.maxAuthFailures {
+                reply(Reply(421, EnhancedStatus(4, 7, 0), "\(host) Error: too many authentication failures"))
+                close()
+            }
         }
         if phase == .closed { return takeActions() }
         return resume(after: "authenticating")

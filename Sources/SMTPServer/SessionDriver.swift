@@ -246,13 +246,43 @@ final class SessionDriver: @unchecked Sendable {
         }
         connection.pauseReading()
         let delay = server.configuration.authFailureDelay * (authFailures + 1)
+        let keys = AuthFailureTable.keys(address: connection.peer.ip, user: credentials.user)
+        let now = Self.monotonicSeconds()
+        if let key = server.authFailures.withLock({ $0.blocked(keys, now: now) }) {
+            // Over the limit across connections: no password check at all (a right guess must not tell), and the
+            // same growing delay as a failure.
+            logger.notice(
+                "auth-throttled",
+                metadata: [
+                    "by": "\(key.isAddress ? "address" : "user")",
+                    "user": "\(PasswordHash.isValidUserName(credentials.user) ? credentials.user : "?")",
+                ])
+            DualMTAMetrics.registry.increment(DualMTAMetrics.authThrottled, ["by": key.isAddress ? "address" : "user"])
+            queue.asyncAfter(deadline: .now() + delay.dispatchInterval) { [self] in
+                authenticated(.throttled, user: credentials.user)
+            }
+            return
+        }
         server.authQueue.async { [self] in
             let outcome = users.verify(credentials)
             let wait = outcome == .invalidCredentials ? delay : .zero
+            switch outcome {
+            case .invalidCredentials:
+                server.authFailures.withLock { $0.recordFailure(keys, now: Self.monotonicSeconds()) }
+            case .success:
+                server.authFailures.withLock { $0.recordSuccess(user: credentials.user) }
+            case .temporaryFailure, .throttled:
+                break
+            }
             queue.asyncAfter(deadline: .now() + wait.dispatchInterval) { [self] in
                 authenticated(outcome, user: credentials.user)
             }
         }
+    }
+
+    /// Seconds on a clock that never jumps (the failure table's time base).
+    static func monotonicSeconds() -> Double {
+        Double(DispatchTime.now().uptimeNanoseconds) / 1e9
     }
 
     private func authenticated(_ outcome: AuthenticationOutcome, user: String) {
@@ -260,7 +290,7 @@ final class SessionDriver: @unchecked Sendable {
         switch outcome {
         case .success:
             logger.info("authenticated", metadata: ["user": "\(PasswordHash.isValidUserName(user) ? user : "?")"])
-        case .invalidCredentials: authFailures += 1
+        case .invalidCredentials, .throttled: authFailures += 1
         case .temporaryFailure:
             logger.error("auth-unavailable", metadata: ["users_file": "\(server.configuration.users?.path ?? "")"])
         }
