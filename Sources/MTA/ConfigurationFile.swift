@@ -192,6 +192,18 @@ struct ConfigurationKey: Sendable {
             },
             render: { $0.logFormat.rawValue }),
         ConfigurationKey(
+            name: "run_as_user",
+            apply: { config, value throws(ValueError) in
+                guard !value.isEmpty else {
+                    config.runAsUser = nil
+                    return
+                }
+                // Looked up now, so `config check` fails where `serve` would.
+                guard PrivilegeDrop.account(named: value) != nil else { throw ValueError("no such user \"\(value)\"") }
+                config.runAsUser = value
+            },
+            render: { $0.runAsUser }),
+        ConfigurationKey(
             name: "log_file",
             apply: { config, value throws(ValueError) in config.logFile = value.isEmpty ? nil : value },
             render: { $0.logFile }),

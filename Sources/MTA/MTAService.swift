@@ -107,6 +107,15 @@ public final class MTAService: Sendable {
             throw .server(error)
         }
         try startMetrics()
+        // Everything that needs root is done (listeners bound, TLS files loaded, spool recovered): drop it now,
+        // before the first delivery or control command runs.
+        do throws(PrivilegeDrop.Failure) {
+            try PrivilegeDrop.apply(
+                user: configuration.runAsUser, spoolDirectory: spool.directory,
+                usersFile: configuration.submissionUsersFile, logger: logger)
+        } catch {
+            throw .privileges("\(error)")
+        }
         runner.start()
         startControlChannel()
         // The self-check asks DNS about our own name: off the start path, but at start (its lines follow `ready`).
@@ -208,6 +217,8 @@ public enum StartupError: Error, CustomStringConvertible {
     case tls(String)
     /// `metrics_listen` cannot be bound.
     case metrics(String)
+    /// `run_as_user` could not be applied.
+    case privileges(String)
 
     public var description: String {
         switch self {
@@ -215,6 +226,7 @@ public enum StartupError: Error, CustomStringConvertible {
         case .server(let error): return "\(error)"
         case .tls(let reason): return "tls: \(reason)"
         case .metrics(let reason): return reason
+        case .privileges(let reason): return reason
         }
     }
 }
