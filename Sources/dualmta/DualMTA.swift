@@ -105,6 +105,12 @@ struct Queue: ParsableCommand {
     /// Runs one queue command against the configured spool, exiting with its sysexits status.
     static func run(_ command: QueueCommand, options: ConfigOption) throws {
         let configuration = try options.load()
+        do throws(PrivilegeDrop.Failure) {
+            try PrivilegeDrop.becomeSpoolOwner(configuration.spoolDirectory)
+        } catch {
+            FileHandle.standardError.write(Data("dualmta: \(error)\n".utf8))
+            throw ExitCode(ExitStatus.unavailable)
+        }
         let status = QueueControl.execute(
             command, spoolDirectory: configuration.spoolDirectory, out: { print($0, terminator: "") },
             err: { FileHandle.standardError.write(Data($0.utf8)) })

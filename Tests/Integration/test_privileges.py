@@ -70,11 +70,21 @@ def test_root_drops_to_run_as_user(start_server, shared_dir: Path):
         c.read_reply().expect(220)
         c.cmd(b"EHLO priv.example").expect(250)
         c.transaction("a@remote.example", ["alice@lab.example"], simple_message("priv")).expect(250)
+        # A remote recipient stays queued (no DNS in tests): the queue tools, run as root, act as the spool owner.
+        queued = c.transaction("a@remote.example", ["bob@remote.example"], simple_message("held")).queue_id()
     spool = Spool(srv.spool)
-    spool.settle(delivered=1)
+    spool.settle(queued=1, delivered=1)
+    held = srv.cli("queue", "hold", queued)
+    assert held.returncode == 0, held.stderr
     for path in [srv.spool, *srv.spool.rglob("*")]:
         assert path.lstat().st_uid == nobody.pw_uid, f"{path} is not owned by nobody"
     assert "running-as-root" not in srv.log_text()
+    # A restart recovers the spool the user owns (as root, before the drop): nothing is quarantined.
+    srv.stop()
+    srv.start()
+    assert "queued=1" in srv.wait_log(r"spool-recovered"), srv.log_text()
+    assert "quarantined=0" in srv.wait_log(r"spool-recovered")
+    spool.settle(queued=1, delivered=1)
 
 
 def test_root_without_run_as_user_warns(start_server):
