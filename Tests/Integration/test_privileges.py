@@ -76,6 +76,12 @@ def test_root_drops_to_run_as_user(start_server, shared_dir: Path):
     spool.settle(queued=1, delivered=1)
     held = srv.cli("queue", "hold", queued)
     assert held.returncode == 0, held.stderr
+    # So does `dualmta send` (sendmail) run as root: the daemon takes the message and delivers it.
+    sent = subprocess.run([str(server_binary()), "send", "-c", str(srv.conf), "-f", "root@lab.example",
+                           "alice@lab.example"], input=b"Subject: from root\n\nhello\n", capture_output=True,
+                          timeout=30)
+    assert sent.returncode == 0, sent.stderr
+    spool.settle(queued=1, delivered=2)
     for path in [srv.spool, *srv.spool.rglob("*")]:
         assert path.lstat().st_uid == nobody.pw_uid, f"{path} is not owned by nobody"
     assert "running-as-root" not in srv.log_text()
@@ -84,7 +90,7 @@ def test_root_drops_to_run_as_user(start_server, shared_dir: Path):
     srv.start()
     assert "queued=1" in srv.wait_log(r"spool-recovered"), srv.log_text()
     assert "quarantined=0" in srv.wait_log(r"spool-recovered")
-    spool.settle(queued=1, delivered=1)
+    spool.settle(queued=1, delivered=2)
 
 
 def test_root_without_run_as_user_warns(start_server):
