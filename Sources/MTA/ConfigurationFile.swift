@@ -16,24 +16,30 @@ public struct ConfigurationError: Error, Equatable, Sendable, CustomStringConver
 /// The Postfix-like `key = value` format: `#` comments, lists separated by commas or spaces, durations
 /// (`30s 5m 1h 5d`), sizes (`10M`). Unknown keys, repeated keys and bad values are errors with file:line.
 public enum ConfigurationFile {
-    /// Reads and validates a config file.
-    public static func load(path: String) throws(ConfigurationError) -> Configuration {
+    /// Reads and validates a config file. With `checkingFiles` (`serve`, `config check`) the files the daemon opens
+    /// at start (TLS certificate and key, users file) must be readable too; other commands (`send`, `queue`, run by
+    /// users who may not read the TLS key) skip that.
+    public static func load(path: String, checkingFiles: Bool = false) throws(ConfigurationError) -> Configuration {
         let bytes: [UInt8]
         do throws(FileReadError) {
             bytes = try readWholeFile(path)
         } catch {
             throw ConfigurationError(file: path, line: 0, message: "cannot read the file: \(error.reason)")
         }
-        return try parse(bytes: bytes, file: path)
+        return try parse(bytes: bytes, file: path, checkingFiles: checkingFiles)
     }
 
     /// Parses config text on top of the embedded defaults.
-    public static func parse(_ text: String, file: String = "<config>") throws(ConfigurationError) -> Configuration {
-        try parse(bytes: Array(text.utf8), file: file)
+    public static func parse(
+        _ text: String, file: String = "<config>", checkingFiles: Bool = false
+    ) throws(ConfigurationError) -> Configuration {
+        try parse(bytes: Array(text.utf8), file: file, checkingFiles: checkingFiles)
     }
 
     /// Parses the bytes of a config file (LF or CRLF line ends, an optional UTF-8 byte-order mark).
-    public static func parse(bytes: [UInt8], file: String = "<config>") throws(ConfigurationError) -> Configuration {
+    public static func parse(
+        bytes: [UInt8], file: String = "<config>", checkingFiles: Bool = false
+    ) throws(ConfigurationError) -> Configuration {
         let lines: [ConfigurationLines.Line]
         switch ConfigurationLines.split(bytes) {
         case .success(let value): lines = value
@@ -66,6 +72,7 @@ public enum ConfigurationFile {
         }
         do throws(ValueError) {
             try validate(configuration)
+            if checkingFiles { try ConfigurationKey.checkFiles(configuration) }
         } catch {
             // A rule across keys points at the line of the key it names (the later one, for a conflict).
             throw ConfigurationError(file: file, line: error.key.flatMap { seen[$0] } ?? 0, message: error.message)

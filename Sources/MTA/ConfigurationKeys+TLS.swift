@@ -53,23 +53,29 @@ extension ConfigurationKey {
             render: { $0.submissionUsersFile }),
     ]
 
-    /// Rules across the TLS and submission keys (called from `ConfigurationFile.validate`). The files must be
-    /// readable now: `serve` opens them at start and would refuse to run.
+    /// Rules across the TLS and submission keys (called from `ConfigurationFile.validate`).
     static func validateTLS(_ configuration: Configuration) throws(ValueError) {
         if (configuration.tlsCertFile == nil) != (configuration.tlsKeyFile == nil) {
             throw ValueError(
                 "tls_cert_file and tls_key_file: set both or neither",
                 key: configuration.tlsCertFile == nil ? "tls_key_file" : "tls_cert_file")
         }
+        if !(configuration.submissionListen + configuration.submissionsListen).isEmpty
+            && configuration.submissionUsersFile == nil
+        {
+            throw ValueError(
+                "submission_listen/submissions_listen need submission_users_file",
+                key: configuration.submissionListen.isEmpty ? "submissions_listen" : "submission_listen")
+        }
+    }
+
+    /// The files `serve` opens at start must be readable (by whoever runs `serve` or `config check`).
+    static func checkFiles(_ configuration: Configuration) throws(ValueError) {
         if let cert = configuration.tlsCertFile { try requireReadable(cert, key: "tls_cert_file") }
         if let key = configuration.tlsKeyFile { try requireReadable(key, key: "tls_key_file") }
-        let submission = configuration.submissionListen + configuration.submissionsListen
-        if !submission.isEmpty {
-            guard let users = configuration.submissionUsersFile else {
-                throw ValueError(
-                    "submission_listen/submissions_listen need submission_users_file",
-                    key: configuration.submissionListen.isEmpty ? "submissions_listen" : "submission_listen")
-            }
+        if !(configuration.submissionListen + configuration.submissionsListen).isEmpty,
+            let users = configuration.submissionUsersFile
+        {
             try requireReadable(users, key: "submission_users_file")
         }
     }

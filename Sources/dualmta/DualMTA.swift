@@ -37,10 +37,11 @@ struct ConfigOption: ParsableArguments {
     @Option(name: [.customShort("c"), .long], help: "Config file (default: the embedded defaults).")
     var config: String?
 
-    func load() throws -> Configuration {
+    /// `checkingFiles`: also require the files the daemon opens at start to be readable (`serve`, `config check`).
+    func load(checkingFiles: Bool = false) throws -> Configuration {
         guard let config else { return Configuration.defaults }
         do {
-            return try ConfigurationFile.load(path: config)
+            return try ConfigurationFile.load(path: config, checkingFiles: checkingFiles)
         } catch {
             FileHandle.standardError.write(Data("dualmta: \(error)\n".utf8))
             throw ExitCode(ExitStatus.config)
@@ -64,7 +65,7 @@ struct Serve: ParsableCommand {
     @OptionGroup var options: ConfigOption
 
     func run() throws {
-        let configuration = try options.load()
+        let configuration = try options.load(checkingFiles: true)
         do {
             try MailLog.bootstrap(format: configuration.logFormat, file: configuration.logFile)
         } catch {
@@ -181,7 +182,7 @@ struct ConfigCommand: ParsableCommand {
         @OptionGroup var options: ConfigOption
 
         func run() throws {
-            let configuration = try options.load()
+            let configuration = try options.load(checkingFiles: true)
             print("\(options.config ?? "embedded defaults"): ok")
             // The same self-check `serve` logs at start: listener families, then warnings (not errors).
             let report = SelfCheck.run(configuration)
@@ -209,7 +210,7 @@ struct Route: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
-        let configuration = try options.load()
+        let configuration = try options.load(checkingFiles: true)
         do {
             try MailLog.bootstrap(format: configuration.logFormat, file: nil)
             let text = try RouteExplainer.explain(

@@ -7,7 +7,7 @@ import Testing
 @Suite struct ConfigurationTLSTests {
     private func parse(_ text: String) -> Result<Configuration, ConfigurationError> {
         do throws(ConfigurationError) {
-            return .success(try ConfigurationFile.parse(text))
+            return .success(try ConfigurationFile.parse(text, checkingFiles: true))
         } catch {
             return .failure(error)
         }
@@ -30,23 +30,17 @@ import Testing
         let users = NSTemporaryDirectory() + "dualmta-users-\(UUID().uuidString)"
         try "alice:$y$j9T$abc$def\n".write(toFile: users, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: users) }
-        // The files must exist: `config check` reads them, as `serve` would at start.
-        let cert = users + ".cert.pem"
-        let key = users + ".key.pem"
-        try "cert".write(toFile: cert, atomically: true, encoding: .utf8)
-        try "key".write(toFile: key, atomically: true, encoding: .utf8)
-        defer { for file in [cert, key] { try? FileManager.default.removeItem(atPath: file) } }
         let text = """
-            tls_cert_file = \(cert)
-            tls_key_file = \(key)
+            tls_cert_file = /etc/dualmta/cert.pem
+            tls_key_file = /etc/dualmta/key.pem
             smtp_tls = Encrypt
             submission_listen = [::1]:2587, 127.0.0.1:2587
             submissions_listen = 127.0.0.1:2465
             submission_users_file = \(users)
             """
         let configuration = try ConfigurationFile.parse(text)
-        #expect(configuration.tlsCertFile == cert)
-        #expect(configuration.tlsKeyFile == key)
+        #expect(configuration.tlsCertFile == "/etc/dualmta/cert.pem")
+        #expect(configuration.tlsKeyFile == "/etc/dualmta/key.pem")
         #expect(configuration.smtpTLS == .encrypt)
         #expect(configuration.submissionListen.map(\.description) == ["[::1]:2587", "127.0.0.1:2587"])
         #expect(configuration.submissionsListen.map(\.description) == ["127.0.0.1:2465"])

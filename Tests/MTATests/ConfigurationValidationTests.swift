@@ -9,7 +9,7 @@ import Testing
 @Suite struct ConfigurationValidationTests {
     static func failure(_ text: String) -> String? {
         do throws(ConfigurationError) {
-            _ = try ConfigurationFile.parse(text, file: "f")
+            _ = try ConfigurationFile.parse(text, file: "f", checkingFiles: true)
             return nil
         } catch {
             return error.description
