@@ -73,6 +73,14 @@ extension ConfigurationKey {
     static func checkFiles(_ configuration: Configuration) throws(ValueError) {
         if let cert = configuration.tlsCertFile { try requireReadable(cert, key: "tls_cert_file") }
         if let key = configuration.tlsKeyFile { try requireReadable(key, key: "tls_key_file") }
+        if let cert = configuration.tlsCertFile, let key = configuration.tlsKeyFile {
+            // Not PEM, or a key that does not match the certificate: serve would refuse to start.
+            do throws(TLSError) {
+                _ = try TLSContext.server(certificateFile: cert, keyFile: key, ciphers: configuration.tlsCiphers)
+            } catch {
+                throw ValueError("tls_cert_file and tls_key_file: \(error)", key: "tls_cert_file")
+            }
+        }
         if !(configuration.submissionListen + configuration.submissionsListen).isEmpty,
             let users = configuration.submissionUsersFile
         {

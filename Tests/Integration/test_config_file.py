@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RawClient, Server, free_port, server_binary
+from conftest import RawClient, Server, free_port, require_tool, server_binary
 
 
 def dualmta(*args: str) -> subprocess.CompletedProcess:
@@ -99,3 +99,21 @@ def test_open_relay_networks_warn(tmp_path: Path):
     assert check.returncode == 0, check.stderr
     assert "warning: relay_networks 0.0.0.0/0 lets every ipv4 client relay: this is an open relay" in check.stdout
     assert "warning: relay_networks [::]/0 lets every ipv6 client relay" in check.stdout
+
+
+def test_tls_pair_that_does_not_match_is_refused(tmp_path: Path):
+    """Readable but unusable TLS files (a key from another certificate) fail `config check` as they fail `serve`."""
+    openssl = require_tool("openssl")
+    for name in ("a", "b"):
+        made = subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                               f"/CN={name}.lab.example", "-keyout", str(tmp_path / f"{name}.key"), "-out",
+                               str(tmp_path / f"{name}.crt")], capture_output=True, timeout=60)
+        assert made.returncode == 0, made.stderr
+    conf = tmp_path / "tls.conf"
+    conf.write_text(f"listen = 127.0.0.1:{free_port()}\nspool_dir = {tmp_path / 'spool'}\n"
+                    f"tls_cert_file = {tmp_path / 'a.crt'}\ntls_key_file = {tmp_path / 'b.key'}\n")
+    check = dualmta("config", "check", "-c", str(conf))
+    assert check.returncode == 78 and f"{conf}:3: tls_cert_file and tls_key_file:" in check.stderr, check.stderr
+    assert "key values mismatch" in check.stderr
+    conf.write_text(conf.read_text().replace("b.key", "a.key"))
+    assert dualmta("config", "check", "-c", str(conf)).returncode == 0
