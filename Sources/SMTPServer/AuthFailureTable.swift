@@ -43,7 +43,17 @@ public struct AuthFailureTable: Sendable {
     /// The keys of one attempt: the client address always, the user name when it could be one (an arbitrary
     /// client string is not kept: it could be kilobytes long).
     public static func keys(address: IPAddress, user: String) -> [Key] {
-        PasswordHash.isValidUserName(user) ? [.address(address.unmapped), .user(user)] : [.address(address.unmapped)]
+        let client = Key.address(clientNetwork(address))
+        return PasswordHash.isValidUserName(user) ? [client, .user(user)] : [client]
+    }
+
+    /// What counts as one client: an IPv4 address, or the /64 an IPv6 address is in (one host or one site usually
+    /// has a whole /64, so counting single IPv6 addresses would not limit it at all).
+    public static func clientNetwork(_ address: IPAddress) -> IPAddress {
+        switch address.unmapped {
+        case .v4(let v4): return .v4(v4)
+        case .v6(let v6): return .v6(IPv6Address(groups: Array(v6.groups[0..<4]) + [0, 0, 0, 0]))
+        }
     }
 
     /// The first of `keys` that is over the limit now, if any.

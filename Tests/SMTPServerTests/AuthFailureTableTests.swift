@@ -65,6 +65,11 @@ import Testing
     @Test func keys() {
         let long = String(repeating: "x", count: 5000)
         #expect(AuthFailureTable.keys(address: Self.client, user: long) == [.address(Self.client)])
+        // Every address of one IPv6 /64 is one client.
+        let first = AuthFailureTable.keys(address: IPAddress("2001:db8:1:2::1")!, user: "a")
+        let second = AuthFailureTable.keys(address: IPAddress("2001:db8:1:2:ffff::9")!, user: "a")
+        #expect(first == second && first.first == .address(IPAddress("2001:db8:1:2::")!))
+        #expect(AuthFailureTable.keys(address: IPAddress("2001:db8:1:3::1")!, user: "a") != first)
         let mapped = IPAddress("::ffff:192.0.2.1")!
         #expect(AuthFailureTable.keys(address: mapped, user: "a") == [.address(Self.client), .user("a")])
     }
