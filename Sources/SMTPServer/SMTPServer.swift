@@ -91,7 +91,7 @@ public final class SMTPServer: Sendable {
     /// Password hashing (deliberately slow) and the users file read run here.
     let authQueue = DispatchQueue(label: "dualmta.auth", attributes: .concurrent)
     /// Failed AUTH attempts across sessions (see `AuthFailureTable`); touched from session queues.
-    let authFailures: Mutex<AuthFailureTable>
+    let authFailureTable: Mutex<AuthFailureTable>
     private let acceptQueue = DispatchQueue(label: "dualmta.accept")
     private let state = Mutex(State())
     private let storage: StorageMonitor
@@ -113,7 +113,7 @@ public final class SMTPServer: Sendable {
         self.logger = logger
         self.onQueued = onQueued
         self.groupCommit = GroupCommit(spool: spool)
-        self.authFailures = Mutex(
+        self.authFailureTable = Mutex(
             AuthFailureTable(
                 limit: configuration.authFailureLimit,
                 window: Double(configuration.authFailureWindow.components.seconds)))

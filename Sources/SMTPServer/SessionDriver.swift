@@ -248,35 +248,35 @@ final class SessionDriver: @unchecked Sendable {
         let delay = server.configuration.authFailureDelay * (authFailures + 1)
         let keys = AuthFailureTable.keys(address: connection.peer.ip, user: credentials.user)
         let now = Self.monotonicSeconds()
-        if let key = server.authFailures.withLock({ $0.blocked(keys, now: now) }) {
-            // Over the limit across connections: no password check at all (a right guess must not tell), and the
-            // same growing delay as a failure.
-            logger.notice(
-                "auth-throttled",
-                metadata: [
-                    "by": "\(key.isAddress ? "address" : "user")",
-                    "user": "\(PasswordHash.isValidUserName(credentials.user) ? credentials.user : "?")",
-                ])
-            DualMTAMetrics.registry.increment(DualMTAMetrics.authThrottled, ["by": key.isAddress ? "address" : "user"])
-            queue.asyncAfter(deadline: .now() + delay.dispatchInterval) { [self] in
-                authenticated(.throttled, user: credentials.user)
-            }
-            return
+        if let key = server.authFailureTable.withLock({ $0.blocked(keys, now: now) }) {
+            return refuseThrottled(user: credentials.user, overLimit: key, after: delay)
         }
         server.authQueue.async { [self] in
             let outcome = users.verify(credentials)
             let wait = outcome == .invalidCredentials ? delay : .zero
             switch outcome {
             case .invalidCredentials:
-                server.authFailures.withLock { $0.recordFailure(keys, now: Self.monotonicSeconds()) }
+                server.authFailureTable.withLock { $0.recordFailure(keys, now: Self.monotonicSeconds()) }
             case .success:
-                server.authFailures.withLock { $0.recordSuccess(user: credentials.user) }
+                server.authFailureTable.withLock { $0.recordSuccess(user: credentials.user) }
             case .temporaryFailure, .throttled:
                 break
             }
             queue.asyncAfter(deadline: .now() + wait.dispatchInterval) { [self] in
                 authenticated(outcome, user: credentials.user)
             }
+        }
+    }
+
+    /// Over the failure limit across connections: no password check at all (a right guess must not tell), the
+    /// same growing delay as a failure, then 454 4.7.0.
+    private func refuseThrottled(user: String, overLimit key: AuthFailureTable.Key, after delay: Duration) {
+        let by = key.isAddress ? "address" : "user"
+        logger.notice(
+            "auth-throttled", metadata: ["by": "\(by)", "user": "\(PasswordHash.isValidUserName(user) ? user : "?")"])
+        DualMTAMetrics.registry.increment(DualMTAMetrics.authThrottled, ["by": by])
+        queue.asyncAfter(deadline: .now() + delay.dispatchInterval) { [self] in
+            authenticated(.throttled, user: user)
         }
     }
 
