@@ -11,6 +11,9 @@ import NetAddress
 /// if no source watches it. After end of stream (`onClose(nil)`) reading has stopped but writing still works
 /// (a client may half-close after QUIT); the owner calls `close()`. After an I/O error the connection closes
 /// itself. A connection with a live source keeps itself alive until closed; one without is closed on release.
+///
+/// Back-pressure: while more than `outputHighWater` bytes wait to be sent, no more input is read (until they drain
+/// to `outputLowWater`), so a peer that sends without reading is held by TCP flow control, not by our memory.
 public final class Connection: @unchecked Sendable {
     // @unchecked Sendable: all mutable state below is touched only on `queue` (the invariant above); handing the
     // reference to another thread is fine, using it there is not.
