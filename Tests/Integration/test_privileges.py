@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ON_CI, Spool, simple_message, server_binary
+from conftest import ON_CI, Server, ServerStartError, Spool, default_settings, server_binary, simple_message
 
 
 def require_root() -> None:
@@ -108,3 +108,51 @@ def test_unknown_run_as_user_is_a_config_error(tmp_path: Path):
                            text=True, timeout=30)
     assert check.returncode == 78
     assert f'{conf}:2: run_as_user: no such user "no-such-user-dualmta"' in check.stderr
+
+
+def as_nobody_with_bind_capability(shared_dir: Path) -> Path:
+    """A wrapper that starts dualmta the way etc/dualmta.service does: as an unprivileged user whose only capability
+    is binding ports below 1024 (an ambient capability), with no supplementary groups."""
+    setpriv = shutil.which("setpriv")
+    if not setpriv:
+        if ON_CI:
+            pytest.fail("setpriv (util-linux) is required when CI=true")
+        pytest.skip("setpriv is not installed")
+    binary = shared_dir / "dualmta"
+    shutil.copy2(server_binary(), binary)
+    nobody = pwd.getpwnam("nobody")
+    wrapper = shared_dir / "as-nobody"
+    wrapper.write_text(f"#!/bin/sh\nexec {setpriv} --reuid={nobody.pw_uid} --regid={nobody.pw_gid} --clear-groups "
+                       f"--inh-caps=+net_bind_service --ambient-caps=+net_bind_service {binary} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def test_started_as_the_user_like_the_systemd_unit(shared_dir: Path, monkeypatch):
+    require_root()
+    import conftest
+    monkeypatch.setattr(conftest, "server_binary", lambda: as_nobody_with_bind_capability(shared_dir))
+    nobody = pwd.getpwnam("nobody")
+    spool = shared_dir / "spool"
+    spool.mkdir()
+    os.chown(spool, nobody.pw_uid, nobody.pw_gid)
+    port = free_low_port()
+    settings = default_settings(spool)
+    settings.update(listen=f"127.0.0.1:{port}", run_as_user="nobody")
+    srv = Server(shared_dir, spool, settings, port, "as-nobody")  # the config must be readable by nobody
+    try:
+        srv.start()
+        status = proc_status(srv.proc.pid)
+        assert status["Uid"].split() == [str(nobody.pw_uid)] * 4, status["Uid"]
+        assert int(status["CapEff"], 16) == 1 << 10, status["CapEff"]  # CAP_NET_BIND_SERVICE only
+        assert "running-as-root" not in srv.log_text()
+        srv.wait_log(r"privileges .*not root")
+        with srv.connect("127.0.0.1") as c:
+            c.read_reply().expect(220)
+        # As that user, another run_as_user cannot be honoured: the daemon refuses to start.
+        srv.stop()
+        srv.settings["run_as_user"] = "daemon"
+        with pytest.raises(ServerStartError, match="cannot become daemon"):
+            srv.start()
+    finally:
+        srv.stop()
