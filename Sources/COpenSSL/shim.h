@@ -29,6 +29,9 @@ static inline long dualmta_BIO_ctrl_pending(BIO *bio) {
 static inline long dualmta_SSL_CTX_set_max_proto_version(SSL_CTX *ctx, int version) {
     return SSL_CTX_set_max_proto_version(ctx, version);
 }
+static inline long dualmta_SSL_CTX_set_dh_auto(SSL_CTX *ctx, int onoff) {
+    return SSL_CTX_set_dh_auto(ctx, onoff);
+}
 static inline long dualmta_SSL_CTX_set_mode(SSL_CTX *ctx, long mode) {
     return SSL_CTX_set_mode(ctx, mode);
 }

@@ -44,14 +44,16 @@ public enum ConfigDiscovery {
 
     /// Resolves and loads the config for a command. `client` commands refuse to work without a config and without
     /// an existing spool (exit 78), rather than create one.
-    public static func load(option: String?, client: Bool) throws(ConfigLoadError) -> (Configuration, Source) {
+    public static func load(option: String?, client: Bool, checkingFiles: Bool = false) throws(ConfigLoadError)
+        -> (Configuration, Source)
+    {
         let chosen = source(
             option: option, environment: ProcessInfo.processInfo.environment,
             fileExists: { FileManager.default.fileExists(atPath: $0) })
         var configuration = Configuration.defaults
         if let path = chosen.path {
             do throws(ConfigurationError) {
-                configuration = try ConfigurationFile.load(path: path)
+                configuration = try ConfigurationFile.load(path: path, checkingFiles: checkingFiles)
             } catch {
                 throw .invalid(error)
             }

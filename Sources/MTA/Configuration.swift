@@ -5,6 +5,7 @@ import NetAddress
 import Routing
 import SMTPProtocol
 import Sockets
+import TLS
 
 /// MTA turns the config file into typed settings, sets up logging, and wires the server, the spool and the
 /// queue runner together. Only this module knows the file format; every other module takes its own narrow struct.
@@ -60,6 +61,10 @@ public struct Configuration: Sendable, Equatable {
     public var submissionListen: [SocketAddress]
     public var submissionsListen: [SocketAddress]
     public var submissionUsersFile: String?
+    /// Server cipher list for TLS 1.2 (OpenSSL syntax); TLS 1.3 suites are OpenSSL's (all AEAD, all forward-secret).
+    public var tlsCiphers: String = TLSContext.intermediateCiphers
+    /// `run_as_user`: the account a daemon started as root drops to once its listeners are bound.
+    public var runAsUser: String? = nil
 
     // Bounces and queue lifetime (RFC 3464, RFC 5321 §4.5.4)
     public var maxQueueLifetime: Duration

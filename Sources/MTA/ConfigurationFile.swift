@@ -16,26 +16,40 @@ public struct ConfigurationError: Error, Equatable, Sendable, CustomStringConver
 /// The Postfix-like `key = value` format: `#` comments, lists separated by commas or spaces, durations
 /// (`30s 5m 1h 5d`), sizes (`10M`). Unknown keys, repeated keys and bad values are errors with file:line.
 public enum ConfigurationFile {
-    /// Reads and validates a config file.
-    public static func load(path: String) throws(ConfigurationError) -> Configuration {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigurationError(file: path, line: 0, message: "cannot read the file")
+    /// Reads and validates a config file. With `checkingFiles` (`serve`, `config check`) the files the daemon opens
+    /// at start (TLS certificate and key, users file) must be readable too; other commands (`send`, `queue`, run by
+    /// users who may not read the TLS key) skip that.
+    public static func load(path: String, checkingFiles: Bool = false) throws(ConfigurationError) -> Configuration {
+        let bytes: [UInt8]
+        do throws(FileReadError) {
+            bytes = try readWholeFile(path)
+        } catch {
+            throw ConfigurationError(file: path, line: 0, message: "cannot read the file: \(error.reason)")
         }
-        guard let text = String(data: data, encoding: .utf8) else {
-            throw ConfigurationError(file: path, line: 0, message: "the file is not valid UTF-8")
-        }
-        return try parse(text, file: path)
+        return try parse(bytes: bytes, file: path, checkingFiles: checkingFiles)
     }
 
     /// Parses config text on top of the embedded defaults.
-    public static func parse(_ text: String, file: String = "<config>") throws(ConfigurationError) -> Configuration {
+    public static func parse(
+        _ text: String, file: String = "<config>", checkingFiles: Bool = false
+    ) throws(ConfigurationError) -> Configuration {
+        try parse(bytes: Array(text.utf8), file: file, checkingFiles: checkingFiles)
+    }
+
+    /// Parses the bytes of a config file (LF or CRLF line ends, an optional UTF-8 byte-order mark).
+    public static func parse(
+        bytes: [UInt8], file: String = "<config>", checkingFiles: Bool = false
+    ) throws(ConfigurationError) -> Configuration {
+        let lines: [ConfigurationLines.Line]
+        switch ConfigurationLines.split(bytes) {
+        case .success(let value): lines = value
+        case .failure(let problem): throw ConfigurationError(file: file, line: problem.line, message: problem.message)
+        }
         var configuration = Configuration.defaults
         var seen: [String: Int] = [:]
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let lineNumber = index + 1
-            var line = Substring(rawLine)
-            if let hash = line.firstIndex(of: "#") { line = line[..<hash] }
-            let trimmed = line.trimmingCharacters(in: .whitespaces)
+        for line in lines {
+            let lineNumber = line.number
+            let trimmed = line.content.trimmingCharacters(in: .whitespaces)
             if trimmed.isEmpty { continue }
             guard let equals = trimmed.firstIndex(of: "=") else {
                 throw ConfigurationError(file: file, line: lineNumber, message: "expected \"key = value\"")
@@ -58,25 +72,27 @@ public enum ConfigurationFile {
         }
         do throws(ValueError) {
             try validate(configuration)
+            if checkingFiles { try ConfigurationKey.checkFiles(configuration) }
         } catch {
-            throw ConfigurationError(file: file, line: 0, message: error.message)
+            // A rule across keys points at the line of the key it names (the later one, for a conflict).
+            throw ConfigurationError(file: file, line: error.key.flatMap { seen[$0] } ?? 0, message: error.message)
         }
         return configuration
     }
 
-    /// Rules that span several keys.
+    /// Rules that span several keys, and the files `serve` will open: whatever `serve` would refuse at start,
+    /// `config check` refuses too.
     static func validate(_ configuration: Configuration) throws(ValueError) {
-        if configuration.listen.isEmpty { throw ValueError("listen: at least one address is required") }
-        if Set(configuration.listen).count != configuration.listen.count {
-            throw ValueError("listen: an address is listed twice")
-        }
+        if configuration.listen.isEmpty { throw ValueError("listen: at least one address is required", key: "listen") }
         if configuration.recipientLimit < 100 {
-            throw ValueError("recipient_limit: RFC 5321 §4.5.3.1.8 requires at least 100")
+            throw ValueError("recipient_limit: RFC 5321 §4.5.3.1.8 requires at least 100", key: "recipient_limit")
         }
         if configuration.messageSizeLimit < 65536 {
-            throw ValueError("message_size_limit: RFC 5321 §4.5.3.1.7 requires at least 64K")
+            throw ValueError(
+                "message_size_limit: RFC 5321 §4.5.3.1.7 requires at least 64K", key: "message_size_limit")
         }
         try ConfigurationKey.validateTLS(configuration)
+        try ListenerConflicts.check(ListenerConflicts.listeners(of: configuration))
     }
 
     /// The effective settings in file form (what `dualmta config show` prints); parsing it gives the same settings.
@@ -90,7 +106,12 @@ public enum ConfigurationFile {
 /// A bad value; the parser adds the file, line and key.
 struct ValueError: Error {
     var message: String
-    init(_ message: String) { self.message = message }
+    /// For a rule across keys: the key whose line the error should point at.
+    var key: String?
+    init(_ message: String, key: String? = nil) {
+        self.message = message
+        self.key = key
+    }
 }
 
 /// One config key: its name, how to read a value into the settings, and how to print it back.
@@ -163,7 +184,10 @@ struct ConfigurationKey: Sendable {
             render: { String($0.recipientLimit) }),
         ConfigurationKey(
             name: "command_timeout",
-            apply: { config, value throws(ValueError) in config.commandTimeout = try ValueParser.duration(value) },
+            apply: { config, value throws(ValueError) in
+                // Zero would greet every client and hang up at once (221 then 421).
+                config.commandTimeout = try ValueParser.positiveDuration(value)
+            },
             render: { ValueParser.render($0.commandTimeout) }),
         ConfigurationKey(
             name: "log_format",
@@ -174,6 +198,18 @@ struct ConfigurationKey: Sendable {
                 config.logFormat = format
             },
             render: { $0.logFormat.rawValue }),
+        ConfigurationKey(
+            name: "run_as_user",
+            apply: { config, value throws(ValueError) in
+                guard !value.isEmpty else {
+                    config.runAsUser = nil
+                    return
+                }
+                // Looked up now, so `config check` fails where `serve` would.
+                guard PrivilegeDrop.account(named: value) != nil else { throw ValueError("no such user \"\(value)\"") }
+                config.runAsUser = value
+            },
+            render: { $0.runAsUser }),
         ConfigurationKey(
             name: "log_file",
             apply: { config, value throws(ValueError) in config.logFile = value.isEmpty ? nil : value },
@@ -223,6 +259,8 @@ enum ValueParser {
             guard let address = SocketAddress(parsing: item) else {
                 throw ValueError("\"\(item)\" is not an address with a port, e.g. [::]:2525 or 0.0.0.0:2525")
             }
+            // Port 0 would bind a random port nobody knows about.
+            guard address.port != 0 else { throw ValueError("\"\(item)\": port 0 is not a port to listen on") }
             result.append(address)
         }
         return result

@@ -1,6 +1,7 @@
 import Foundation
 import SMTPProtocol
 import Sockets
+import TLS
 
 /// Keys of STARTTLS and the submission service (RFC 3207, RFC 6409, RFC 8314).
 extension ConfigurationKey {
@@ -13,6 +14,15 @@ extension ConfigurationKey {
             name: "tls_key_file",
             apply: { config, value throws(ValueError) in config.tlsKeyFile = value.isEmpty ? nil : value },
             render: { $0.tlsKeyFile }),
+        ConfigurationKey(
+            name: "tls_ciphers",
+            apply: { config, value throws(ValueError) in
+                guard TLSContext.isUsableCipherList(value) else {
+                    throw ValueError("\"\(value)\" names no TLS 1.2 cipher OpenSSL knows")
+                }
+                config.tlsCiphers = value
+            },
+            render: { $0.tlsCiphers }),
         ConfigurationKey(
             name: "smtp_tls",
             apply: { config, value throws(ValueError) in
@@ -47,20 +57,44 @@ extension ConfigurationKey {
     /// Rules across the TLS and submission keys (called from `ConfigurationFile.validate`).
     static func validateTLS(_ configuration: Configuration) throws(ValueError) {
         if (configuration.tlsCertFile == nil) != (configuration.tlsKeyFile == nil) {
-            throw ValueError("tls_cert_file and tls_key_file: set both or neither")
+            throw ValueError(
+                "tls_cert_file and tls_key_file: set both or neither",
+                key: configuration.tlsCertFile == nil ? "tls_key_file" : "tls_cert_file")
         }
-        let submission = configuration.submissionListen + configuration.submissionsListen
-        if !submission.isEmpty {
-            guard let users = configuration.submissionUsersFile else {
-                throw ValueError("submission_listen/submissions_listen need submission_users_file")
-            }
-            guard FileManager.default.isReadableFile(atPath: users) else {
-                throw ValueError("submission_users_file: cannot read \(users)")
+        if !(configuration.submissionListen + configuration.submissionsListen).isEmpty
+            && configuration.submissionUsersFile == nil
+        {
+            throw ValueError(
+                "submission_listen/submissions_listen need submission_users_file",
+                key: configuration.submissionListen.isEmpty ? "submissions_listen" : "submission_listen")
+        }
+    }
+
+    /// The files `serve` opens at start must be readable (by whoever runs `serve` or `config check`).
+    static func checkFiles(_ configuration: Configuration) throws(ValueError) {
+        if let cert = configuration.tlsCertFile { try requireReadable(cert, key: "tls_cert_file") }
+        if let key = configuration.tlsKeyFile { try requireReadable(key, key: "tls_key_file") }
+        if let cert = configuration.tlsCertFile, let key = configuration.tlsKeyFile {
+            // Not PEM, or a key that does not match the certificate: serve would refuse to start.
+            do throws(TLSError) {
+                _ = try TLSContext.server(certificateFile: cert, keyFile: key, ciphers: configuration.tlsCiphers)
+            } catch {
+                throw ValueError("tls_cert_file and tls_key_file: \(error)", key: "tls_cert_file")
             }
         }
-        let all = configuration.listen + submission
-        if Set(all).count != all.count {
-            throw ValueError("listen, submission_listen and submissions_listen: an address is listed twice")
+        if !(configuration.submissionListen + configuration.submissionsListen).isEmpty,
+            let users = configuration.submissionUsersFile
+        {
+            try requireReadable(users, key: "submission_users_file")
+        }
+    }
+
+    /// Opens and reads `path` once; the error names the key, the file and the system's reason.
+    static func requireReadable(_ path: String, key: String) throws(ValueError) {
+        do throws(FileReadError) {
+            _ = try readWholeFile(path)
+        } catch {
+            throw ValueError("\(key): cannot read \(path): \(error.reason)", key: key)
         }
     }
 }

@@ -68,6 +68,29 @@ public final class MTAService: Sendable {
     /// Recovers the spool, binds the listeners, starts the queue runner. Throws before anything listens if the
     /// spool cannot be used or an address cannot be bound.
     public func start() throws(StartupError) {
+        // With run_as_user the spool is recovered as its owner, only binding keeps root, and then root is dropped for
+        // good, before the first delivery or control command runs.
+        try PrivilegeDrop.run(
+            user: configuration.runAsUser, spoolDirectory: spool.directory,
+            usersFile: configuration.submissionUsersFile, logger: logger,
+            asSpoolOwner: { () throws(StartupError) in try recoverSpool() },
+            asRoot: { () throws(StartupError) in try bindListeners() })
+        runner.start()
+        startControlChannel()
+        // The self-check asks DNS about our own name: off the start path, but at start (its lines follow `ready`).
+        DispatchQueue.global(qos: .utility).async { [configuration, logger] in
+            SelfCheck.log(SelfCheck.run(configuration), logger: logger)
+        }
+        logger.info(
+            "ready",
+            metadata: [
+                "hostname": "\(configuration.hostname)", "spool": "\(spool.directory)",
+                "local_domains": "\(configuration.allLocalDomains.joined(separator: ","))",
+            ])
+    }
+
+    /// Start-up recovery of the spool (see `Spool.recover`), logged.
+    private func recoverSpool() throws(StartupError) {
         do throws(SpoolError) {
             let report = try spool.recover()
             logger.info(
@@ -92,24 +115,16 @@ public final class MTAService: Sendable {
         } catch {
             throw .spool(error)
         }
+    }
+
+    /// The SMTP listeners and the metrics listener.
+    private func bindListeners() throws(StartupError) {
         do throws(ServerError) {
             try server.start()
         } catch {
             throw .server(error)
         }
         try startMetrics()
-        runner.start()
-        startControlChannel()
-        // The self-check asks DNS about our own name: off the start path, but at start (its lines follow `ready`).
-        DispatchQueue.global(qos: .utility).async { [configuration, logger] in
-            SelfCheck.log(SelfCheck.run(configuration), logger: logger)
-        }
-        logger.info(
-            "ready",
-            metadata: [
-                "hostname": "\(configuration.hostname)", "spool": "\(spool.directory)",
-                "local_domains": "\(configuration.allLocalDomains.joined(separator: ","))",
-            ])
     }
 
     /// Serves `GET /metrics` on `metrics_listen` (the queue size is read from the spool at each scrape).
@@ -208,6 +223,8 @@ public enum StartupError: Error, CustomStringConvertible {
     case tls(String)
     /// `metrics_listen` cannot be bound.
     case metrics(String)
+    /// `run_as_user` could not be applied.
+    case privileges(String)
 
     public var description: String {
         switch self {
@@ -215,6 +232,7 @@ public enum StartupError: Error, CustomStringConvertible {
         case .server(let error): return "\(error)"
         case .tls(let reason): return "tls: \(reason)"
         case .metrics(let reason): return reason
+        case .privileges(let reason): return reason
         }
     }
 }

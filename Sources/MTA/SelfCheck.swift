@@ -38,12 +38,15 @@ public enum SelfCheck {
         public var ipv6: IPv6State
         public var bindAddress: IPAddress?
         public var bindAddress6: IPAddress?
+        /// `relay_networks`: a /0 there lets anyone relay.
+        public var relayNetworks: [CIDR]
 
         public init(
             hostname: String, listeners: [SocketAddress], hostnameAddresses: [IPAddress]?, lookupProblem: String? = nil,
             localAddresses: Set<IPAddress>, deliveryFamilies: Set<AddressFamily>, ipv6: IPv6State,
-            bindAddress: IPAddress? = nil, bindAddress6: IPAddress? = nil
+            bindAddress: IPAddress? = nil, bindAddress6: IPAddress? = nil, relayNetworks: [CIDR] = []
         ) {
+            self.relayNetworks = relayNetworks
             self.hostname = hostname
             self.listeners = listeners
             self.hostnameAddresses = hostnameAddresses
@@ -128,6 +131,10 @@ public enum SelfCheck {
         if let bind = inputs.bindAddress, !inputs.localAddresses.contains(bind) {
             warnings.append("bind_address \(bind) is not an address of this host: IPv4 connects will fail")
         }
+        for network in inputs.relayNetworks where network.prefixLength == 0 {
+            warnings.append(
+                "relay_networks \(network) lets every \(network.address.family) client relay: this is an open relay")
+        }
         return Report(listeners: listenerLines, warnings: warnings, notes: notes)
     }
 
@@ -156,7 +163,8 @@ public enum SelfCheck {
             listeners: configuration.listen + configuration.submissionListen + configuration.submissionsListen,
             hostnameAddresses: lookupFailed ? nil : addresses, lookupProblem: problems.first,
             localAddresses: LocalAddresses.interfaceAddresses(), deliveryFamilies: configuration.inetProtocols,
-            ipv6: readIPv6State(), bindAddress: configuration.bindAddress, bindAddress6: configuration.bindAddress6)
+            ipv6: readIPv6State(), bindAddress: configuration.bindAddress, bindAddress6: configuration.bindAddress6,
+            relayNetworks: configuration.relayNetworks)
         return evaluate(inputs)
     }
 

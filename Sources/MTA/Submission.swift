@@ -349,6 +349,13 @@ public enum SendCommand {
             printError("dualmta: \(error)\n")
             return SysExit.config
         }
+        do throws(PrivilegeDrop.Failure) {
+            // Root writing a run_as_user daemon's spool writes as its owner (the daemon refuses foreign files).
+            try PrivilegeDrop.becomeSpoolOwner(configuration.spoolDirectory)
+        } catch {
+            printError("dualmta: \(error)\n")
+            return SysExit.temporaryFailure
+        }
         switch options.mode {
         case .listQueue, .flushQueue:
             return QueueControl.execute(

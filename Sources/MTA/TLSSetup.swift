@@ -35,7 +35,8 @@ enum TLSSetup {
     {
         if let certificate = configuration.tlsCertFile, let key = configuration.tlsKeyFile {
             do throws(TLSError) {
-                return try TLSContext.server(certificateFile: certificate, keyFile: key)
+                return try TLSContext.server(
+                    certificateFile: certificate, keyFile: key, ciphers: configuration.tlsCiphers)
             } catch {
                 throw .tls("\(error)")
             }
@@ -48,7 +49,7 @@ enum TLSSetup {
                     hostname: configuration.hostname, certificateFile: certificate, keyFile: key)
                 logger.info("tls-certificate-generated", metadata: ["file": "\(certificate)"])
             }
-            return try TLSContext.server(certificateFile: certificate, keyFile: key)
+            return try TLSContext.server(certificateFile: certificate, keyFile: key, ciphers: configuration.tlsCiphers)
         } catch {
             if !(configuration.submissionListen + configuration.submissionsListen).isEmpty {
                 throw .tls("self-signed certificate: \(error)")

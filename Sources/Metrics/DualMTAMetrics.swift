@@ -42,10 +42,14 @@ public enum DualMTAMetrics {
     public static let doubleBounces = MetricFamily(
         name: "dualmta_double_bounces_total",
         help: "Failed non-delivery reports turned into a notice to the postmaster.", kind: .counter)
+    public static let authThrottled = MetricFamily(
+        name: "dualmta_auth_throttled_total",
+        help: "AUTH attempts refused with 454 4.7.0 because of earlier failures, by address or by user name.",
+        kind: .counter)
 
     public static let all: [MetricFamily] = [
         connectAttempts, connectSuccesses, connectFailures, connectLost, familyFallbacks, remoteRecipients,
-        deliveryDuration, queueSize, messagesAccepted, bounces, doubleBounces,
+        deliveryDuration, queueSize, messagesAccepted, bounces, doubleBounces, authThrottled,
     ]
 
     /// The process-wide registry; the label-less samples start at 0 so a scrape lists them from the start.

@@ -7,7 +7,8 @@ public enum KeyValueList {
         for part in text.split(separator: ",") {
             // Within one comma-separated part, a word starting with "=" or following a word ending in "=" joins it.
             var joined: [String] = []
-            for word in part.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }) {
+            // "\r\n" is one Character in Swift: list it, or a CRLF between two words would glue them together.
+            for word in part.split(whereSeparator: { [" ", "\t", "\n", "\r\n", "\r"].contains($0) }) {
                 if let last = joined.last, word.hasPrefix("=") || last.hasSuffix("=") {
                     joined[joined.count - 1] = last + word
                 } else {

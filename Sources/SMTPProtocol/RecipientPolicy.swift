@@ -28,9 +28,9 @@ public struct RecipientPolicy: Sendable {
         self.hostname = normalizeDomain(hostname)
         self.localDomains = Set(localDomains.map(normalizeDomain)).union([self.hostname])
         self.ownAddresses = Set(ownAddresses.map(\.unmapped))
-        self.localRecipients = localRecipients.map { Set($0.map { $0.lowercased() }) }
+        self.localRecipients = localRecipients.map { Set($0.map(foldLocalPart)) }
         self.relayDomains = Set(relayDomains.map(normalizeDomain))
-        self.relayRecipients = relayRecipients.map { Set($0.map { $0.lowercased() }) }
+        self.relayRecipients = relayRecipients.map { Set($0.map(foldLocalPart)) }
     }
 
     /// Decides one RCPT.
@@ -48,7 +48,7 @@ public struct RecipientPolicy: Sendable {
         case .literal(let address):
             localDomain = ownAddresses.contains(address.unmapped) ? hostname : nil
         }
-        let user = mailbox.decodedLocalPart.lowercased()
+        let user = foldLocalPart(mailbox.decodedLocalPart)
         if let localDomain {
             if user == "postmaster" { return .success(.local(domain: localDomain, user: user)) }
             guard Self.isSafeMaildirName(user) else {
@@ -86,6 +86,13 @@ public struct RecipientPolicy: Sendable {
     /// like routing (`%`, `!`, `@`), and control characters. Public so the Maildir writer can check again.
     public static func isSafeMaildirName(_ user: String) -> Bool {
         guard !user.isEmpty, user != ".", user != "..", !user.hasPrefix(".") else { return false }
+        // C1 controls (U+0080...U+009F) and the line and paragraph separators are as unprintable as ASCII controls.
+        for scalar in user.unicodeScalars
+        where (0x80...0x9F).contains(scalar.value) || scalar.value == 0x2028
+            || scalar.value == 0x2029
+        {
+            return false
+        }
         for byte in user.utf8 {
             switch byte {
             case 0..<0x20, 0x7F, UInt8(ascii: "/"), UInt8(ascii: "@"), UInt8(ascii: "%"), UInt8(ascii: "!"):
@@ -122,6 +129,12 @@ public struct RelayRights: Sendable, Equatable {
     }
 
     public var mayRelay: Bool { inRelayNetworks || authenticated }
+}
+
+/// Local parts compare case-insensitively in ASCII only: Unicode case mapping would send KELVIN SIGN (U+212A) "Kelvin"
+/// to the Maildir of "kelvin", so two different addresses would share a mailbox.
+func foldLocalPart(_ text: String) -> String {
+    asciiLowercased(Substring(text))
 }
 
 private func normalizeDomain(_ name: String) -> String {

@@ -24,6 +24,8 @@ public enum AuthenticationOutcome: Equatable, Sendable {
     case invalidCredentials
     /// 454 4.7.0: the user database could not be read.
     case temporaryFailure
+    /// 454 4.7.0 without a password check: too many recent failures from this address or for this user.
+    case throttled
 }
 
 /// The SASL mechanisms we offer.

@@ -256,6 +256,14 @@ public struct ServerSession: Sendable {
         case .temporaryFailure:
             reply(Reply(454, EnhancedStatus(4, 7, 0), "Temporary authentication failure"))
             log("authentication unavailable for user \(LogText.user(user))")
+        case .throttled:
+            // Counts like a failure, so a client that keeps trying is still closed after maxAuthFailures.
+            authFailures += 1
+            fail(Reply(454, EnhancedStatus(4, 7, 0), "Too many authentication failures, try again later"))
+            if authFailures >= configuration.maxAuthFailures {
+                reply(Reply(421, EnhancedStatus(4, 7, 0), "\(host) Error: too many authentication failures"))
+                close()
+            }
         }
         if phase == .closed { return takeActions() }
         return resume(after: "authenticating")
@@ -717,12 +725,15 @@ public struct ServerSession: Sendable {
             return fail(Reply(501, EnhancedStatus(5, 1, 3), "Bad recipient address syntax"))
         }
         guard current.recipients.count < configuration.maxRecipients else {
-            // RFC 5321 §4.5.3.1.10: 452, and the client sends the rest later; not an error (Postfix: overshoot).
-            return reply(Reply(452, EnhancedStatus(4, 5, 3), "Error: too many recipients"))
+            // RFC 5321 §4.5.3.1.10: 452, and the client sends the rest later. It still counts toward the error
+            // limit: a client repeating RCPT past the limit would otherwise get an answer to every line forever.
+            return fail(Reply(452, EnhancedStatus(4, 5, 3), "Error: too many recipients"))
         }
         let rights = RelayRights(inRelayNetworks: clientMayRelay, authenticated: authenticatedUser != nil)
         switch configuration.policy.evaluate(path, clientMayRelay: rights.mayRelay) {
         case .success(let disposition):
+            // Drop the stored copy first, or the append copies every recipient so far (quadratic in the count).
+            transaction = nil
             current.recipients.append(AcceptedRecipient(path: path, disposition: disposition))
             transaction = current
             reply(Reply(250, EnhancedStatus(2, 1, 5), "Ok"))

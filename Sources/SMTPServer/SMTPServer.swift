@@ -41,6 +41,10 @@ public struct ServerConfiguration: Sendable {
     public var users: UserDatabase?
     /// A failed AUTH is answered after this delay times the number of failures so far in the session.
     public var authFailureDelay: Duration = .seconds(1)
+    /// Failed AUTH attempts allowed per client address and per user name across all connections within
+    /// `authFailureWindow`; past that, AUTH gets 454 4.7.0 without a password check.
+    public var authFailureLimit = 10
+    public var authFailureWindow: Duration = .seconds(15 * 60)
     /// `sender_return_check`: given the sender's domain, may bounces reach it? Blocking (DNS); run off the
     /// connection queue. Nil accepts every sender.
     public var senderCheck: (@Sendable (String) -> SenderCheckResult)?
@@ -88,6 +92,8 @@ public final class SMTPServer: Sendable {
     let groupCommit: GroupCommit
     /// Password hashing (deliberately slow) and the users file read run here.
     let authQueue = DispatchQueue(label: "dualmta.auth", attributes: .concurrent)
+    /// Failed AUTH attempts across sessions (see `AuthFailureTable`); touched from session queues.
+    let authFailureTable: Mutex<AuthFailureTable>
     let acceptQueue = DispatchQueue(label: "dualmta.accept")
     let state = Mutex(State())
     private let storage: StorageMonitor
@@ -111,6 +117,10 @@ public final class SMTPServer: Sendable {
         self.logger = logger
         self.onQueued = onQueued
         self.groupCommit = GroupCommit(spool: spool)
+        self.authFailureTable = Mutex(
+            AuthFailureTable(
+                limit: configuration.authFailureLimit,
+                window: Double(configuration.authFailureWindow.components.seconds)))
         self.storage = StorageMonitor(spool: spool, required: UInt64(configuration.session.maxMessageSize) * 3 / 2)
     }
 

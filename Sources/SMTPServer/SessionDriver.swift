@@ -59,8 +59,13 @@ final class SessionDriver: @unchecked Sendable {
         self.logger = logger
     }
 
+    /// Kernel send buffer of a session's socket: replies are short, so this only limits what a peer that never
+    /// reads can make the kernel hold for it before our own back-pressure stops reading its commands.
+    static let kernelSendBuffer = 64 * 1024
+
     func start() {
         logger.debug("connect", metadata: ["local": "\(connection.local)"])
+        connection.limitKernelSendBuffer(to: Self.kernelSendBuffer)
         // Bytes already waiting before our greeting: an early talker (a spam bot or a smuggling probe).
         let earlyInput = kind == .submissions ? false : connection.hasPendingInput()
         // Reading starts first, so a peer that resets while we greet reaches peerClosed and frees its slot at once.
@@ -230,13 +235,43 @@ final class SessionDriver: @unchecked Sendable {
         }
         connection.pauseReading()
         let delay = server.configuration.authFailureDelay * (authFailures + 1)
+        let keys = AuthFailureTable.keys(address: connection.peer.ip, user: credentials.user)
+        let now = Self.monotonicSeconds()
+        if let key = server.authFailureTable.withLock({ $0.blocked(keys, now: now) }) {
+            return refuseThrottled(user: credentials.user, overLimit: key, after: delay)
+        }
         server.authQueue.async { [self] in
             let outcome = users.verify(credentials)
             let wait = outcome == .invalidCredentials ? delay : .zero
+            switch outcome {
+            case .invalidCredentials:
+                server.authFailureTable.withLock { $0.recordFailure(keys, now: Self.monotonicSeconds()) }
+            case .success:
+                server.authFailureTable.withLock { $0.recordSuccess(user: credentials.user) }
+            case .temporaryFailure, .throttled:
+                break
+            }
             queue.asyncAfter(deadline: .now() + wait.dispatchInterval) { [self] in
                 authenticated(outcome, user: credentials.user)
             }
         }
+    }
+
+    /// Over the failure limit across connections: no password check at all (a right guess must not tell), the
+    /// same growing delay as a failure, then 454 4.7.0.
+    private func refuseThrottled(user: String, overLimit key: AuthFailureTable.Key, after delay: Duration) {
+        let by = key.isAddress ? "address" : "user"
+        logger.notice(
+            "auth-throttled", metadata: ["by": "\(by)", "user": "\(PasswordHash.isValidUserName(user) ? user : "?")"])
+        DualMTAMetrics.registry.increment(DualMTAMetrics.authThrottled, ["by": by])
+        queue.asyncAfter(deadline: .now() + delay.dispatchInterval) { [self] in
+            authenticated(.throttled, user: user)
+        }
+    }
+
+    /// Seconds on a clock that never jumps (the failure table's time base).
+    static func monotonicSeconds() -> Double {
+        Double(DispatchTime.now().uptimeNanoseconds) / 1e9
     }
 
     private func authenticated(_ outcome: AuthenticationOutcome, user: String) {
@@ -244,7 +279,7 @@ final class SessionDriver: @unchecked Sendable {
         switch outcome {
         case .success:
             logger.info("authenticated", metadata: ["user": "\(PasswordHash.isValidUserName(user) ? user : "?")"])
-        case .invalidCredentials: authFailures += 1
+        case .invalidCredentials, .throttled: authFailures += 1
         case .temporaryFailure:
             logger.error("auth-unavailable", metadata: ["users_file": "\(server.configuration.users?.path ?? "")"])
         }

@@ -11,12 +11,21 @@ import NetAddress
 /// if no source watches it. After end of stream (`onClose(nil)`) reading has stopped but writing still works
 /// (a client may half-close after QUIT); the owner calls `close()`. After an I/O error the connection closes
 /// itself. A connection with a live source keeps itself alive until closed; one without is closed on release.
+///
+/// Back-pressure: while more than `outputHighWater` bytes wait to be sent, no more input is read (until they drain
+/// to `outputLowWater`), so a peer that sends without reading is held by TCP flow control, not by our memory.
 public final class Connection: @unchecked Sendable {
     // @unchecked Sendable: all mutable state below is touched only on `queue` (the invariant above); handing the
     // reference to another thread is fine, using it there is not.
 
     /// Bytes read per recv() call.
     public static let readChunkSize = 64 * 1024
+    /// Unsent output above which the connection stops reading: a peer that sends commands and never reads the
+    /// replies is held back by TCP flow control instead of growing our memory. One chunk read before the pause
+    /// can add its replies on top, so a connection holds at most this plus the replies to `readChunkSize` bytes.
+    public static let outputHighWater = 64 * 1024
+    /// Reading resumes once the unsent output has drained to this level.
+    public static let outputLowWater = 16 * 1024
 
     public let peer: SocketAddress
     public let local: SocketAddress
@@ -43,7 +52,11 @@ public final class Connection: @unchecked Sendable {
     /// Internal for tests: the read source is suspended only once input arrives while paused.
     private(set) var readSourceSuspended = false
     private var readCancelled = false
-    private var readPaused = false
+    /// The owner asked for a pause (`pauseReading`), e.g. while a commit or a password check runs.
+    private var pausedByOwner = false
+    /// Unsent output passed `outputHighWater` and has not yet drained to `outputLowWater`.
+    private var pausedByBacklog = false
+    private var readPaused: Bool { pausedByOwner || pausedByBacklog }
     private var readHandler: ((UnsafeRawBufferPointer) -> Void)?
     private var onClose: ((SocketError?) -> Void)?
 
@@ -67,6 +80,14 @@ public final class Connection: @unchecked Sendable {
         // SMTP is request/reply and every reply group leaves in one write: Nagle's algorithm only adds delayed-ACK
         // stalls (~40 ms per exchange on loopback). Best effort: a failure here changes timing, not correctness.
         try? setIntOption(fd, level: Int32(IPPROTO_TCP), name: 1 /* TCP_NODELAY */, value: 1)
+    }
+
+    /// Caps the kernel's send buffer for this socket (SO_SNDBUF; the kernel doubles the value for bookkeeping).
+    /// A server connection only ever sends short replies, and without a cap the kernel lets the buffer grow to
+    /// megabytes for a peer that does not read, so back-pressure would set in only after that much memory.
+    /// Best effort: without the cap back-pressure still works, only later.
+    public func limitKernelSendBuffer(to bytes: Int) {
+        try? setIntOption(fd, level: SOL_SOCKET, name: SO_SNDBUF, value: Int32(clamping: bytes))
     }
 
     deinit {
@@ -127,16 +148,25 @@ public final class Connection: @unchecked Sendable {
         }
     }
 
-    /// Stops delivering reads until `resumeReading()` (back-pressure, or while a reply is being committed).
+    /// Stops delivering reads until `resumeReading()` (while a reply is being committed or a check runs).
     /// The read source is suspended lazily, only if input arrives while paused: a client normally sends nothing
     /// while it waits for a reply, and suspending and resuming a Dispatch source costs a wake-up of the event
     /// thread each (two per message accepted, measured with strace).
     public func pauseReading() {
-        readPaused = true
+        pausedByOwner = true
     }
 
+    /// Ends the owner's pause; reading still waits while the output backlog drains.
     public func resumeReading() {
-        readPaused = false
+        pausedByOwner = false
+        resumeReadSourceIfAllowed()
+    }
+
+    /// True while reading waits for the peer to take our output (tests and logs).
+    public var isHeldByBacklog: Bool { pausedByBacklog }
+
+    private func resumeReadSourceIfAllowed() {
+        guard !readPaused else { return }
         if let readSource, readSourceSuspended, !readCancelled {
             readSourceSuspended = false
             readSource.resume()
@@ -209,6 +239,7 @@ public final class Connection: @unchecked Sendable {
         guard state == .open else { return }
         pendingWrites.append(PendingWrite(bytes: bytes, offset: 0, completion: completion))
         pendingWriteBytes += bytes.count
+        if pendingWriteBytes > Self.outputHighWater { pausedByBacklog = true }
         let waitingForWritable = writeSource != nil && !writeSourceSuspended && !writeCancelled
         if !waitingForWritable { flush() }
     }
@@ -237,6 +268,10 @@ public final class Connection: @unchecked Sendable {
                 }
                 pendingWrites[pendingHead].offset += sent
                 pendingWriteBytes -= sent
+                if pausedByBacklog && pendingWriteBytes <= Self.outputLowWater {
+                    pausedByBacklog = false
+                    resumeReadSourceIfAllowed()
+                }
                 if sent < remaining { continue }
             }
             let completion = pendingWrites[pendingHead].completion

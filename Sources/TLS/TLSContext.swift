@@ -29,17 +29,44 @@ public final class TLSContext: @unchecked Sendable {
         SSL_CTX_get_options(context)
     }
 
+    /// The server's TLS 1.2 suites by default: Mozilla's "intermediate" profile, i.e. only forward-secret key
+    /// exchange (ECDHE, DHE) with AEAD ciphers (AES-GCM, ChaCha20-Poly1305). No static-RSA key exchange, no CBC, no
+    /// SHA-1 MAC. TLS 1.3 suites are set apart by OpenSSL and are all of that kind already.
+    public static let intermediateCiphers =
+        "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+        + "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+        + "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+
+    /// Whether OpenSSL accepts `ciphers` as a TLS 1.2 cipher list that selects at least one suite.
+    public static func isUsableCipherList(_ ciphers: String) -> Bool {
+        guard !ciphers.isEmpty, let ctx = SSL_CTX_new(TLS_server_method()) else { return false }
+        defer {
+            SSL_CTX_free(ctx)
+            OpenSSLErrorQueue.clear()
+        }
+        return SSL_CTX_set_cipher_list(ctx, ciphers) == 1
+    }
+
     /// Server context: TLS 1.2 minimum, modern defaults (no compression, no renegotiation, server cipher preference).
     ///
     /// - Parameters:
     ///   - certificateFile: PEM file with the certificate first, then any intermediate certificates.
     ///   - keyFile: PEM file with the private key matching the certificate.
+    ///   - ciphers: the TLS 1.2 cipher list (`tls_ciphers`); TLS 1.3 keeps OpenSSL's suites.
     /// - Throws: `.certificateUnavailable` when either file cannot be read or they do not match; `.openSSL` when
-    ///   OpenSSL cannot create the context.
-    public static func server(certificateFile: String, keyFile: String) throws(TLSError) -> TLSContext {
+    ///   OpenSSL cannot create the context or selects no cipher from `ciphers`.
+    public static func server(
+        certificateFile: String, keyFile: String, ciphers: String = intermediateCiphers
+    ) throws(TLSError) -> TLSContext {
         let ctx = try makeContext(method: TLS_server_method(), minimumVersion: TLS1_2_VERSION)
         let result = TLSContext(context: ctx, kind: .server)  // from here on, deinit frees ctx on every exit
         _ = SSL_CTX_set_options(ctx, dualmta_SSL_OP_CIPHER_SERVER_PREFERENCE())
+        OpenSSLErrorQueue.clear()
+        guard SSL_CTX_set_cipher_list(ctx, ciphers) == 1 else {
+            throw OpenSSLErrorQueue.error("SSL_CTX_set_cipher_list")
+        }
+        // DHE suites need Diffie-Hellman groups: OpenSSL's built-in ones, sized to the certificate's key.
+        _ = dualmta_SSL_CTX_set_dh_auto(ctx, 1)
         // TLS 1.3 session tickets are only useful to clients that resume; MTAs rarely do, and unsolicited tickets
         // would leave post-handshake records for the peer to read before it can close cleanly.
         _ = SSL_CTX_set_num_tickets(ctx, 0)

@@ -50,13 +50,16 @@ struct ConfigOption: ParsableArguments {
         help: "Config file (default: $DUALMTA_CONFIG, else /etc/dualmta/dualmta.conf, else the embedded defaults).")
     var config: String?
 
-    /// The config of the daemon and of tools that do not touch the spool.
-    func load() throws -> Configuration { try load(client: false) }
+    /// The config of the daemon and of tools that do not touch the spool. `checkingFiles`: also require the files
+    /// the daemon opens at start to be readable (`serve`, `config check`).
+    func load(checkingFiles: Bool = false) throws -> Configuration {
+        try load(client: false, checkingFiles: checkingFiles)
+    }
 
     /// A client of a running MTA (queue commands): without a config it needs an existing spool (exit 78 otherwise).
-    func load(client: Bool) throws -> Configuration {
+    func load(client: Bool, checkingFiles: Bool = false) throws -> Configuration {
         do throws(ConfigLoadError) {
-            return try ConfigDiscovery.load(option: config, client: client).0
+            return try ConfigDiscovery.load(option: config, client: client, checkingFiles: checkingFiles).0
         } catch {
             FileHandle.standardError.write(Data("dualmta: \(error)\n".utf8))
             throw ExitCode(SysExit.config)
@@ -82,7 +85,7 @@ struct Serve: ParsableCommand {
     @OptionGroup var options: ConfigOption
 
     func run() throws {
-        let configuration = try options.load()
+        let configuration = try options.load(checkingFiles: true)
         let configPath = options.sourcePath
         do {
             try MailLog.bootstrap(format: configuration.logFormat, file: configuration.logFile)
@@ -124,6 +127,12 @@ struct Queue: ParsableCommand {
     /// Runs one queue command against the configured spool, exiting with its sysexits status.
     static func run(_ command: QueueCommand, options: ConfigOption) throws {
         let configuration = try options.load(client: true)
+        do throws(PrivilegeDrop.Failure) {
+            try PrivilegeDrop.becomeSpoolOwner(configuration.spoolDirectory)
+        } catch {
+            FileHandle.standardError.write(Data("dualmta: \(error)\n".utf8))
+            throw ExitCode(SysExit.unavailable)
+        }
         let status = QueueControl.execute(
             command, spoolDirectory: configuration.spoolDirectory, out: { print($0, terminator: "") },
             err: { FileHandle.standardError.write(Data($0.utf8)) })
@@ -194,7 +203,7 @@ struct ConfigCommand: ParsableCommand {
         @OptionGroup var options: ConfigOption
 
         func run() throws {
-            let configuration = try options.load()
+            let configuration = try options.load(checkingFiles: true)
             print("\(options.sourceName): ok")
             // The same self-check `serve` logs at start: listener families, then warnings (not errors).
             let report = SelfCheck.run(configuration)
@@ -223,7 +232,7 @@ struct Route: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
-        let configuration = try options.load()
+        let configuration = try options.load(checkingFiles: true)
         do {
             try MailLog.bootstrap(format: configuration.logFormat, file: nil)
             let text = try RouteExplainer.explain(

@@ -7,7 +7,7 @@ import Testing
 @Suite struct ConfigurationTLSTests {
     private func parse(_ text: String) -> Result<Configuration, ConfigurationError> {
         do throws(ConfigurationError) {
-            return .success(try ConfigurationFile.parse(text))
+            return .success(try ConfigurationFile.parse(text, checkingFiles: true))
         } catch {
             return .failure(error)
         }

@@ -15,6 +15,12 @@ import Testing
             ])
     }
 
+    /// "\r\n" is one Character: a CRLF between two entries must separate them like any other separator.
+    @Test func crlfSeparatesEntries() throws {
+        let routes = try StaticRoutes(parsing: "a.example=[192.0.2.1]:25\r\nb.example=[192.0.2.2]:25\r")
+        #expect(routes.entries.map(\.description) == ["a.example=[192.0.2.1]:25", "b.example=[192.0.2.2]:25"])
+    }
+
     @Test(
         "target forms",
         arguments: [

@@ -83,6 +83,35 @@ import Testing
         #expect(RecipientPolicy.isSafeMaildirName("j\u{f6}rg"))
     }
 
+    @Test func c1ControlsAndLineSeparatorsRefused() {
+        #expect(!RecipientPolicy.isSafeMaildirName("x\u{85}y"))
+        #expect(!RecipientPolicy.isSafeMaildirName("x\u{9b}"))
+        #expect(!RecipientPolicy.isSafeMaildirName("x\u{2028}"))
+        #expect(outcome(Lab.policy().evaluate(path("x\u{85}y@lab.example"), clientMayRelay: false)) == "550 5.1.1")
+    }
+
+    /// Local parts fold ASCII letters only: letters whose Unicode lowercase is ASCII (KELVIN SIGN, the Turkish
+    /// dotted capital I, ANGSTROM SIGN) keep their own Maildir instead of landing in another user's.
+    @Test(arguments: [
+        ("\u{212A}elvin@lab.example", "local \u{212A}elvin@lab.example"),
+        ("Kelvin@lab.example", "local kelvin@lab.example"),
+        ("\u{130}nfo@lab.example", "local \u{130}nfo@lab.example"),
+        ("\u{212B}ngstr\u{f6}m@lab.example", "local \u{212B}ngstr\u{f6}m@lab.example"),
+        ("J\u{d6}RG@lab.example", "local j\u{d6}rg@lab.example"),
+    ])
+    func localPartsFoldASCIIOnly(address: String, expected: String) {
+        #expect(outcome(Lab.policy().evaluate(path(address), clientMayRelay: false)) == expected)
+    }
+
+    @Test func kelvinSignIsNotALocalRecipientNamedKelvin() {
+        var policy = Lab.policy()
+        policy = RecipientPolicy(
+            hostname: policy.hostname, localDomains: policy.localDomains, ownAddresses: policy.ownAddresses,
+            localRecipients: ["kelvin"], relayDomains: [], relayRecipients: nil)
+        #expect(outcome(policy.evaluate(path("KELVIN@lab.example"), clientMayRelay: false)).hasPrefix("local"))
+        #expect(outcome(policy.evaluate(path("\u{212A}elvin@lab.example"), clientMayRelay: false)) == "550 5.1.1")
+    }
+
     @Test func localUsersAreLowercasedDecodedLocalParts() {
         let policy = Lab.policy()
         #expect(outcome(policy.evaluate(path("Alice@Lab.Example"), clientMayRelay: false)) == "local alice@lab.example")

@@ -184,6 +184,19 @@ import Testing
         #expect(harness.codes.last == "235 2.7.0")
     }
 
+    /// Throttled (too many failures across connections): 454 4.7.0 even for the right password, counted toward
+    /// the session's failure limit.
+    @Test func throttled() {
+        var harness = Self.encrypted { $0.maxAuthFailures = 2 }
+        harness.authOutcome = .throttled
+        harness.write(Self.plainAlice)
+        #expect(harness.codes.last == "454 4.7.0")
+        #expect(!harness.session.isClosed)
+        harness.write(Self.plainAlice)
+        #expect(Array(harness.codes.suffix(2)) == ["454 4.7.0", "421 4.7.0"])
+        #expect(harness.closed)
+    }
+
     @Test func authLinesMayBeLongerThanCommands() {
         var harness = Self.encrypted()
         // 8000 octets of initial response: over the 512 command limit, under the 12288 AUTH limit.

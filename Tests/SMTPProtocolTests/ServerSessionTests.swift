@@ -338,11 +338,11 @@ import Testing
     }
 
     @Test func recipientLimit() {  // T2.5, L01
-        let rcpts = (1...150).map { "RCPT TO:<u\($0)@lab.example>\r\n" }.joined()
+        let rcpts = (1...115).map { "RCPT TO:<u\($0)@lab.example>\r\n" }.joined()
         let harness = run([Self.ehlo, Self.mailFrom + rcpts + "DATA\r\n", "x\r\n.\r\n"])
         let codes = Array(harness.codes.dropFirst(3))
         #expect(codes.prefix(100).allSatisfy { $0 == "250 2.1.5" })
-        #expect(codes.dropFirst(100).prefix(50).allSatisfy { $0 == "452 4.5.3" })
+        #expect(codes.dropFirst(100).prefix(15).allSatisfy { $0 == "452 4.5.3" })
         #expect(codes.suffix(2) == ["354", "250 2.0.0"])
         #expect(harness.replies.contains("452 4.5.3 Error: too many recipients"))
         #expect(harness.committed.first?.recipients.count == 100)
@@ -351,6 +351,17 @@ import Testing
         let limit101 = run([Self.ehlo, Self.mailFrom + (1...101).map { "RCPT TO:<u\($0)@lab.example>\r\n" }.joined()])
         #expect(limit101.codes.filter { $0 == "250 2.1.5" }.count == 100)
         #expect(limit101.codes.last == "452 4.5.3")
+    }
+
+    /// Every 452 past the limit counts toward the error limit: a client repeating RCPT forever is cut off.
+    @Test func recipientsPastTheLimitEndTheSession() {
+        let rcpts = (1...300).map { "RCPT TO:<u\($0)@lab.example>\r\n" }.joined()
+        let harness = run([Self.ehlo, Self.mailFrom + rcpts])
+        let codes = Array(harness.codes.dropFirst(3))
+        #expect(codes.prefix(100).allSatisfy { $0 == "250 2.1.5" })
+        #expect(Array(codes.dropFirst(100).dropLast()) == Array(repeating: "452 4.5.3", count: 20))
+        #expect(codes.last == "421 4.7.0")
+        #expect(harness.session.isClosed)
     }
 
     // MARK: Command line framing (B01–B09, H01)

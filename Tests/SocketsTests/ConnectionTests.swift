@@ -274,6 +274,68 @@ extension SocketIO {
             clientQueue.sync { client.close() }
         }
 
+        /// A peer that sends and never reads: every byte read is answered with 16 bytes (like pipelined commands
+        /// with long replies). Once the unsent output passes the high-water mark the server stops reading, so its
+        /// queue stays bounded while the peer's sends block; when the peer reads, the server reads on to the end.
+        @Test func unreadOutputStopsReading() throws {
+            let listener = try Listener.bind(try address("127.0.0.1:0"))
+            defer { listener.close() }
+            let serverQueue = DispatchQueue(label: "server")
+            let serverConnection = Shared<Connection?>(nil)
+            let consumed = Shared(0)
+            let maxPending = Shared(0)
+            listener.start(
+                queue: serverQueue,
+                onAccept: { socket in
+                    let connection = Connection(socket: socket, queue: serverQueue)
+                    serverConnection.update { $0 = connection }
+                    connection.startReading(
+                        { chunk in
+                            consumed.update { $0 += chunk.count }
+                            connection.write([UInt8](repeating: 0x35, count: 16 * chunk.count))
+                            maxPending.update { $0 = max($0, connection.pendingWriteBytes) }
+                        }, onClose: { _ in })
+                }, onError: { _ in })
+            let fd = blockingConnect(to: listener.localAddress)
+            try #require(fd >= 0)
+            defer { _ = Glibc.close(fd) }
+            #expect(poll(seconds: 5) { serverConnection.get() != nil })
+            let server = try #require(serverConnection.get())
+            // Send without reading until the socket would block for a while: the server has stopped reading.
+            // A small send buffer on our side keeps what the kernels hold (and so what this test sends) small.
+            var sendBuffer: Int32 = 64 * 1024
+            _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sendBuffer, socklen_t(MemoryLayout<Int32>.size))
+            let flags = fcntl(fd, F_GETFL)
+            _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+            let block = [UInt8](repeating: 0x41, count: 4096)
+            var sent = 0
+            var stalled = false
+            while sent < 8 * 1024 * 1024 {
+                let n = block.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                if n > 0 {
+                    sent += n
+                    continue
+                }
+                var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                if Glibc.poll(&pfd, 1, 1000) == 0 {
+                    stalled = true
+                    break
+                }
+            }
+            #expect(stalled, "the server kept reading although nobody took its output (sent \(sent) bytes)")
+            #expect(serverQueue.sync { server.isHeldByBacklog })
+            let bound = Connection.outputHighWater + 16 * Connection.readChunkSize
+            #expect(maxPending.get() <= bound)
+            // Now read everything: the server resumes and consumes all that was sent.
+            var buffer = [UInt8](repeating: 0, count: 256 * 1024)
+            let done = poll(seconds: 30) {
+                _ = buffer.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+                return consumed.get() == sent
+            }
+            #expect(done, "server consumed \(consumed.get()) of \(sent) bytes")
+            serverQueue.sync { server.close(afterFlush: false) }
+        }
+
         /// A peer that never reads must not keep a draining connection open forever.
         @Test func drainGivesUpAfterItsTimeout() throws {
             let listener = try Listener.bind(try address("127.0.0.1:0"))

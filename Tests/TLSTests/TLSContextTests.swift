@@ -4,6 +4,18 @@ import Testing
 @testable import TLS
 
 @Suite struct TLSContextTests {
+    @Test func cipherLists() {
+        #expect(TLSContext.isUsableCipherList(TLSContext.intermediateCiphers))
+        #expect(TLSContext.isUsableCipherList("ECDHE-RSA-AES256-GCM-SHA384"))
+        #expect(!TLSContext.isUsableCipherList("NO-SUCH-CIPHER"))
+        #expect(!TLSContext.isUsableCipherList(""))
+        // The default names no static-RSA, CBC or SHA-1 suite.
+        for suite in TLSContext.intermediateCiphers.split(separator: ":") {
+            #expect(suite.hasPrefix("ECDHE-") || suite.hasPrefix("DHE-"))
+            #expect(suite.hasSuffix("GCM-SHA256") || suite.hasSuffix("GCM-SHA384") || suite.hasSuffix("POLY1305"))
+        }
+    }
+
     @Test(arguments: [TLSKeyType.rsa2048, .p256])
     func generatedFilesHaveModesAndPEMFormat(keyType: TLSKeyType) throws {
         let fixture = try CertificateFixture(keyType: keyType)
