@@ -1,5 +1,6 @@
 // swift-tools-version:6.0
-// libFuzzer targets for dualmta (reliability.md §4(a), §5). Build and run them with scripts/fuzz.
+// libFuzzer targets for dualmta: the parsers that read untrusted bytes. Build and run them with scripts/fuzz
+// (build flags and pitfalls: docs/rules.md, "Fuzzing and sanitizers").
 //
 // The main package exports no library products, so `.package(path: "..")` cannot reach its modules. Instead the
 // modules under test are compiled here from the very same sources: Modules/<Name> are symlinks to

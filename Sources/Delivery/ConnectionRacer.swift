@@ -2,7 +2,7 @@ import Dispatch
 import Routing
 import Sockets
 
-/// Happy Eyeballs at the connection level (RFC 8305 §5, standards.md §5.3): connects to the candidates of one MX
+/// Happy Eyeballs at the connection level (RFC 8305 §5): connects to the candidates of one MX
 /// preference level in the given order, starting the next one when the previous has not connected after `delay`
 /// or at once when an attempt fails, keeping the earlier attempts running. The first TCP connection that completes
 /// wins; every other attempt still in progress is cancelled (closed) and reported `lost`. The winning `Connection`

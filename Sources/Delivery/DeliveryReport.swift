@@ -1,6 +1,6 @@
 import Foundation
 
-// Delivery status notifications (RFC 3464 inside RFC 6522 multipart/report; standards.md §4): the bounce or delay
+// Delivery status notifications (RFC 3464 inside RFC 6522 multipart/report): the bounce or delay
 // notice to the original sender, and the postmaster notice for a double bounce. Pure: the clock and the
 // Message-ID seed are parameters, the output is the complete message (CRLF line ends) ready for the spool with
 // envelope sender <> (RFC 5321 §4.5.5). Deciding *whether* to send one (NOTIFY, null sender) is the caller's job.
@@ -114,7 +114,7 @@ public enum DeliveryReport {
     ///
     /// Part 3 is the whole message only when some recipient failed, `returnContent` allows it and no line of the
     /// message passes 998 octets; otherwise it is the header section (notices that report no failure always carry
-    /// headers only, RFC 3461 §6.2 / standards.md §4.3).
+    /// headers only, RFC 3461 §6.2).
     /// - Parameters:
     ///   - reportingMTA: our host name (Reporting-MTA, From, Message-ID).
     ///   - original: the message the report is about; its sender must not be null (RFC 5321 §6.1: the caller
@@ -209,7 +209,7 @@ public enum DeliveryReport {
         return report.render()
     }
 
-    /// The postmaster notice for a double bounce (RFC 5321 §4.5.5; standards.md §4.5): a message with null sender
+    /// The postmaster notice for a double bounce (RFC 5321 §4.5.5): a message with null sender
     /// (usually our own bounce) that could not be delivered. It has the same multipart/report structure, comes
     /// from the internal `double-bounce@host` sender (whose failures end the chain), names both queue ids and
     /// attaches the failed message's header section (or the whole message, when `attach` is `.full`).

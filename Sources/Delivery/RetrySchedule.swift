@@ -1,5 +1,5 @@
 /// When to try a deferred message again: `retry_schedule` gives the waits after the 1st, 2nd, ... failed run;
-/// the last value repeats (DESIGN.md). Pure: the clock is an argument.
+/// the last value repeats. Pure: the clock is an argument.
 public struct RetrySchedule: Sendable, Equatable {
     public var intervals: [Duration]
 

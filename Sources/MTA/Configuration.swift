@@ -10,7 +10,7 @@ import TLS
 /// MTA turns the config file into typed settings, sets up logging, and wires the server, the spool and the
 /// queue runner together. Only this module knows the file format; every other module takes its own narrow struct.
 
-/// The effective settings of one dualmta instance. Every field has a default (DESIGN.md §1), so an empty file works.
+/// The effective settings of one dualmta instance. Every field has a default, so an empty file works.
 public struct Configuration: Sendable, Equatable {
     public var hostname: String
     public var listen: [SocketAddress]

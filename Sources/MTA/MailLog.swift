@@ -3,7 +3,7 @@ import Logging
 import SMTPProtocol
 import Synchronization
 
-/// One line per event, to stderr and optionally a file (DESIGN.md §1 "Logs"):
+/// One line per event, to stderr and optionally a file (`log_file`, `log_format`):
 /// `2026-11-28T18:39:00Z info  delivery id=Q7F3K2 rcpt=<b@mx.example> ... ms=3`, or the same as a JSON object.
 /// The event name is the log message; fields are the metadata, printed in a fixed order so lines are greppable.
 public struct MailLogHandler: LogHandler {

@@ -4,7 +4,7 @@ import Logging
 import NetAddress
 import Sockets
 
-/// The startup self-check (the paper's Dovecot finding turned into a warning; standards.md §1.4, §9.2): which
+/// The startup self-check (the paper's Dovecot finding turned into a warning): which
 /// families each listener serves, and warnings for a host name that resolves to an address no listener covers,
 /// IPv6 enabled for delivery without a global IPv6 address or route, and `bind_address`/`bind_address6` that are
 /// not addresses of this host. `evaluate` is pure; `gather` does the I/O (DNS via the configured resolver, getifaddrs,

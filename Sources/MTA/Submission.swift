@@ -55,7 +55,7 @@ public struct SendOptions: Equatable, Sendable {
 public enum SubmissionError: Error, Equatable, Sendable, CustomStringConvertible {
     case usage(String)
     case noRecipients
-    /// A CR not followed by LF (standards.md §7.3); `line` counts from 1.
+    /// A CR not followed by LF (refused: a bare CR must never be passed on, SMTP smuggling); `line` counts from 1.
     case bareCR(line: Int)
     case badAddress(String)
     case badSender(String)

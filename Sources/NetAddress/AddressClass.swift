@@ -1,5 +1,5 @@
 /// What kind of address a DNS answer or a peer gave us. The route planner drops the unusable ones
-/// (standards.md §9.1) and `dualmta check` reports the doubtful ones.
+/// (link-local, multicast, unspecified, IPv4-mapped, ...) and `dualmta check` reports the doubtful ones.
 public enum AddressClass: String, Sendable, Hashable, CustomStringConvertible {
     case global
     case unspecified

@@ -1,4 +1,4 @@
-/// `dualmta check DOMAIN`: the paper's recommendations as an audit (standards.md §1.6, §3, §9.1). Pure: the DNS
+/// `dualmta check DOMAIN`: the paper's recommendations as an audit (RFC 3974 §4, RFC 7505). Pure: the DNS
 /// answers `RouteResolver.gather` collected (both families) and the SMTP probe results go in, a report with
 /// findings, a one-line verdict and an exit status comes out. The I/O half (DNS, connects) is
 /// `MTA.ReadinessCheck`.
@@ -211,7 +211,7 @@ public enum DomainAudit {
         return work.report()
     }
 
-    /// §9.1 for one address: what it is and how bad that is in DNS. Empty for a plain global address.
+    /// The findings for one address: what it is and how bad that is in DNS. Empty for a plain global address.
     public static func addressFindings(_ address: IPAddress, options: AuditOptions) -> [AuditFinding] {
         let subject = address.description
         var found: [AuditFinding] = []
@@ -386,7 +386,7 @@ struct AuditWork {
         if let probes, !probes.isEmpty { reachability() }
     }
 
-    // MARK: - Null MX (§3)
+    // MARK: - Null MX (RFC 7505)
 
     private mutating func nullMX(_ records: [MXRecord]) {
         source = "null mx"
@@ -419,7 +419,7 @@ struct AuditWork {
         return best.values.sorted { ($0.preference, $0.exchange) < ($1.preference, $1.exchange) }
     }
 
-    // MARK: - One host and its addresses (§9.1)
+    // MARK: - One host and its addresses
 
     private mutating func hostEntry(preference: UInt16, host: String, implicit: Bool) -> AuditedMX {
         var entry = AuditedMX(
@@ -481,7 +481,7 @@ struct AuditWork {
         return entry
     }
 
-    // MARK: - Unroutable combinations (§1.6)
+    // MARK: - Unroutable combinations (RFC 3974 §4)
 
     private mutating func routability() {
         let named = entries.filter { !$0.notes.contains("numeric target") }
@@ -517,7 +517,7 @@ struct AuditWork {
         bestLevel()
     }
 
-    /// A backup MX relays upward only: it must share a family with some better MX (§1.6).
+    /// A backup MX relays upward only: it must share a family with some better MX (RFC 3974 §4).
     private mutating func backups() {
         guard let best = entries.map(\.preference).min() else { return }
         for backup in entries where backup.preference > best && backup.familyClass != .noAddress {

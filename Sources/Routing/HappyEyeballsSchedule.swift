@@ -1,6 +1,6 @@
 import NetAddress
 
-/// `connect_strategy = happy-eyeballs` (RFC 8305 adapted to SMTP, standards.md §5.3) as a pure function of a route
+/// `connect_strategy = happy-eyeballs` (RFC 8305 adapted to SMTP) as a pure function of a route
 /// plan: the plan's attempts split into MX preference levels (never raced against each other), and within a level
 /// the addresses interleaved by family (First Address Family Count = 1), starting with the level's first attempt
 /// (the preferred family, or the transport cache's entry when the planner moved it to the front). Attempt n of a

@@ -51,7 +51,7 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// Who "we" are, for self-MX detection (standards.md §1.3) and local delivery.
+/// Who "we" are, for self-MX detection (RFC 5321 §5.1) and local delivery.
 public struct LocalIdentity: Sendable, Hashable {
     /// `hostname` plus aliases, normalized (lowercase, no trailing dot).
     public var names: Set<String>
@@ -166,7 +166,8 @@ public struct HostAddresses: Sendable {
     }
 }
 
-/// What to do when no MX host has an address of a family we can use (standards.md §1.2 step 10).
+/// What to do when no MX host has an address of a family we can use (RFC 3974 §3
+/// treats it like MX hosts without address records: delivery fails).
 public enum FamilyMismatchPolicy: String, Sendable, Hashable, Codable {
     /// Permanent 5.4.4 at once (project default).
     case bounce

@@ -1,4 +1,4 @@
-/// Routing: the pure RFC 3974 / RFC 5321 §5.1 outbound planner (standards.md §1.2–1.7).
+/// Routing: the pure RFC 3974 / RFC 5321 §5.1 outbound planner.
 ///
 /// Input: a destination, the DNS answers gathered for it (`RouteLookups`, asked by `RouteResolver`), and plain
 /// values for everything else (`RoutingContext`: identity, capability, static routes, transport cache, clock,
@@ -6,7 +6,7 @@
 /// preferred family, hosts in shuffled order, then the other family), everything skipped with its reason, and a
 /// verdict. No I/O here: the same inputs always give the same plan, so `dualmta route` shows what delivery does.
 ///
-/// Project choices (documented in standards.md terms):
+/// Project choices:
 /// - NXDOMAIN for the destination domain → permanent 5.1.2 ("bad destination system address", RFC 3463), not
 ///   Postfix's 5.4.4: the domain itself is wrong, nothing about routing.
 /// - No address cap: every planned address is tried (Test 1 needs 6; a cap of 5 would cut it).
@@ -117,7 +117,7 @@ struct PlanWork {
         }
     }
 
-    // MARK: - MX answer (standards.md §1.2 step 3)
+    // MARK: - MX answer: temporary failure, NXDOMAIN, no MX (implicit MX), null MX, or records
 
     private mutating func planMX(_ domain: String) {
         guard let answer = lookups.mx else {
@@ -200,7 +200,7 @@ struct PlanWork {
             || (name.hasPrefix("[") && name.hasSuffix("]"))
     }
 
-    // MARK: - Self pruning and address ordering (steps 5–7)
+    // MARK: - Self pruning and address ordering
 
     private mutating func planCandidates(_ all: [Candidate], kind: CandidateKind) {
         var selfPreference: UInt16?
@@ -344,7 +344,8 @@ struct PlanWork {
 
     private func recordType(_ family: AddressFamily) -> String { family == .ipv6 ? "AAAA" : "A" }
 
-    /// The verdict when no address at all could be planned (steps 5 and 10, the §1.5 table).
+    /// The verdict when no address at all could be planned: every better MX was pruned as ourselves, or no host
+    /// resolved to an address we can use. A failure that may go away later stays temporary.
     private func emptyVerdict(_ outcomes: [HostOutcome], kind: CandidateKind, prunedSelf: Bool) -> RouteVerdict {
         if prunedSelf {
             // We are a backup MX: the better hosts may come back, so never 5.4.6 and never bounce here.
@@ -418,7 +419,7 @@ struct PlanWork {
         applyTransportCache(&attempts)
     }
 
-    // MARK: - Transport cache (§1.7)
+    // MARK: - Transport cache
 
     private mutating func applyTransportCache(_ attempts: inout [PlannedAttempt]) {
         let cache = context.transportCache

@@ -7,7 +7,7 @@ import NetAddress
     import Foundation
 #endif
 
-/// What delivery learned about transports (standards.md §1.7), as a value: the lead persists it under
+/// What delivery learned about transports (RFC 5321 §4.5.4.1 lets a sender remember failed hosts), as a value: the lead persists it under
 /// `<spool>/state/` as JSON. Positive entries (destination → the MX address that last delivered) move that address
 /// to the front of its own preference level; negative entries (address:port → dead until) skip connect-level
 /// failures. Never record a 5xx reply here: that is about a message, not a host.

@@ -2,7 +2,7 @@
 /// content against the limits, streaming — it never holds more than the caller's buffer.
 ///
 /// The only end of data is CRLF "." CRLF (or "." CRLF right after the 354). CR and LF are valid only as a CRLF pair;
-/// a bare one marks the message bad but never ends it (SMTP smuggling, standards.md §7), so the decoder reads on
+/// a bare one marks the message bad but never ends it (SMTP smuggling), so the decoder reads on
 /// to the real terminator. Once any problem is found no further body bytes are produced.
 struct DataDecoder: Sendable {
     /// What makes the message unacceptable. `bareLineEnding` wins over the rest: it also closes the session.

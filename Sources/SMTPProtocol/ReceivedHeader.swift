@@ -33,7 +33,7 @@ public enum ReceivedHeader {
     /// 	by <hostname> (dualmta) with <protocol> id <queue id>
     /// 	for <rcpt>; <date>
     /// ```
-    /// folded with CRLF TAB. `for` appears only with exactly one recipient (several would disclose Bcc, §7.2).
+    /// folded with CRLF TAB. `for` appears only with exactly one recipient (several would disclose Bcc, RFC 5321 §7.2).
     /// The comments sit between the `from` and `by` clauses, where Postfix puts them (RFC 5321 allows CFWS there).
     /// - Parameters:
     ///   - heloName: the validated EHLO/HELO argument.

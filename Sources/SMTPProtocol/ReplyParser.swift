@@ -151,7 +151,7 @@ public struct ReplyParser: Sendable {
 
 extension Reply {
     /// The enhanced status to act on and report: the one the server sent, or `c.0.0` from the first digit
-    /// (standards §4.6: remote replies without an enhanced code).
+    /// (RFC 3463 §2, §3.1: a reply without an enhanced code counts as the generic status of its class).
     public var effectiveStatus: EnhancedStatus {
         if let status { return status }
         return EnhancedStatus(code / 100, 0, 0)

@@ -109,7 +109,8 @@ public final class Connection: @unchecked Sendable {
     ///     let the kernel choose (RFC 6724 source selection).
     ///   - timeout: how long to wait for the handshake (`connect_timeout`).
     ///   - completion: called once on `queue` with the connection, or `.system(call: "connect", errno:)`
-    ///     (ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, EACCES, EINVAL, ...; reliability §3.5), `.system` for
+    ///     (ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, EACCES, EINVAL, ...: what an unreachable or
+    ///     filtered route gives), `.system` for
     ///     socket/bind failures, `.familyMismatch`, `.addressFamilyUnsupported`, or `.timedOut`.
     /// - Returns: a handle whose `cancel()` abandons the handshake (Happy Eyeballs closes the losers); callers that
     ///   never cancel ignore it.

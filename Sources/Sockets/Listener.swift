@@ -32,7 +32,8 @@ public final class Listener: @unchecked Sendable {
     // `start` has published them under the lock.
 
     /// Pause after EMFILE/ENFILE/ENOBUFS/ENOMEM before accepting again. A level-triggered read source would
-    /// otherwise fire again at once while the backlog is non-empty and spin at 100 % CPU (reliability L08).
+    /// otherwise fire again at once while the backlog is non-empty and spin at 100 % CPU.
+    /// `Tests/Integration/test_floods.py` checks this under a low fd limit.
     public static let acceptRetryDelay: Duration = .milliseconds(100)
 
     public let localAddress: SocketAddress
@@ -64,7 +65,7 @@ public final class Listener: @unchecked Sendable {
 
     /// Creates a listening socket: socket(), SO_REUSEADDR (never SO_REUSEPORT: a second instance would share
     /// the port silently), IPV6_V6ONLY=1 on IPv6 sockets before bind (so `[::]:N` and `0.0.0.0:N` coexist
-    /// whatever `net.ipv6.bindv6only` says; standards §9.2), O_NONBLOCK, FD_CLOEXEC, bind, listen.
+    /// whatever `net.ipv6.bindv6only` says), O_NONBLOCK, FD_CLOEXEC, bind, listen.
     ///
     /// - Parameters:
     ///   - address: the address to bind; port 0 lets the kernel choose (read it back from `localAddress`).

@@ -7,7 +7,7 @@
 // - `Connection` owns one connected fd with separate read and write sources; writes are queued and survive
 //   EAGAIN and partial writes.
 //
-// Fd ownership rule (style.md): once a DispatchSource watches an fd, only the last cancel handler of the
+// Fd ownership rule: once a DispatchSource watches an fd, only the last cancel handler of the
 // sources on that fd closes it. An fd that no source ever watched is closed directly.
 // Leaves don't log: errors are typed `SocketError` values and the callers log them.
 
@@ -85,7 +85,7 @@ func makeStreamSocket(_ family: AddressFamily) throws(SocketError) -> Int32 {
     let fd = socket(domain, SocketFlags.stream | SocketFlags.nonBlockingCloexec, 0)
     if fd < 0 {
         let code = lastErrno()
-        // IPv6 (or IPv4) disabled in the kernel: callers warn and run with the other family (standards §9.2).
+        // IPv6 (or IPv4) disabled in the kernel: callers warn and run with the other family.
         if code == EAFNOSUPPORT { throw .addressFamilyUnsupported }
         throw .system(call: "socket", errno: code)
     }

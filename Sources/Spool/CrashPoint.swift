@@ -3,7 +3,8 @@
     import Synchronization
 #endif
 
-/// Named crash points for the crash-point harness (reliability.md §3.1, Tests/Integration/test_crash_points.py).
+/// Named crash points for the crash-point harness (Tests/Integration/test_crash_points.py;
+/// the windows in which a crash may duplicate a message are listed in `docs/rules.md`).
 ///
 /// In a debug build, `DUALMTA_CRASH_AT=<point>[:<n>]` makes the process kill itself with SIGKILL at the n-th pass
 /// (default 1) of the named point: no cleanup, no flush, exactly like a crash or `kill -9` at that instant. The
@@ -19,12 +20,12 @@
 ///     commit.directory-fsynced     Spool.commit   committed and durable, the server has not answered yet
 ///     update.temp-fsynced          Spool.update   queue/<id>.<random>.tmp fsynced beside the old envelope
 ///     update.renamed               Spool.update   new envelope in place, queue/ not yet fsynced
-///     server.committed             SessionDriver  commit returned; the 250 is not written yet (C04)
-///     server.replied               SessionDriver  the 250 was handed to the socket (C05)
+///     server.committed             SessionDriver  commit returned; the 250 is not written yet
+///     server.replied               SessionDriver  the 250 was handed to the socket
 ///     maildir.tmp-written          MaildirWriter  the copy is written and fsynced in tmp/, not yet renamed into new/
 ///     local.delivered              LocalDelivery  Maildir file in new/, the envelope not yet updated
-///     outbound.remote-accepted     OutboundDelivery  the remote said 250 for a recipient; no update yet (C07)
-///     bounce.committed             QueueRunner    a report is queued, the original is not yet marked (C09)
+///     outbound.remote-accepted     OutboundDelivery  the remote said 250 for a recipient; no update yet
+///     bounce.committed             QueueRunner    a report is queued, the original is not yet marked
 public enum CrashPoint {
     #if DEBUG
         /// The environment variable that arms a point.

@@ -1,7 +1,7 @@
 import SMTPProtocol
 
 /// Delivery state of one recipient. `delivered` and `failed` are final; a message leaves the queue when no recipient
-/// is `pending` (R3: the mark is written before the message is removed).
+/// is `pending` (the mark is written before the message is removed).
 public enum RecipientState: String, Sendable, Codable, CaseIterable {
     case pending
     case delivered

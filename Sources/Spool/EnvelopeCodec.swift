@@ -40,7 +40,7 @@ import SMTPProtocol
 enum EnvelopeCodec {
     static let magic = "DUALMTA-ENV 2"
     static let magicVersion1 = "DUALMTA-ENV 1"
-    /// Envelope files above this are rejected from their size alone, without reading them (Q06).
+    /// Envelope files above this are rejected from their size alone, without reading them.
     static let maximumFileSize = 16 * 1024 * 1024
 
     struct DecodeError: Error, Equatable {

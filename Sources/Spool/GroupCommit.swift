@@ -1,8 +1,8 @@
 import Dispatch
 import Foundation
 
-/// Group commit: sessions that finish DATA at about the same time share one round of fsyncs (DESIGN.md: "Several
-/// sessions' commits may share one fsync batch, as long as no 250 precedes durability").
+/// Group commit: sessions that finish DATA at about the same time share one round of fsyncs; no
+/// session is answered 250 before the batch that holds its message is durable (`docs/durability.md`).
 ///
 /// There is no waiting window. One batch runs at a time on a private queue; requests that arrive while it runs wait
 /// for it to end and then all go in the next batch. A lone session therefore commits at once, exactly as

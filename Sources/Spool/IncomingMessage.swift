@@ -5,7 +5,7 @@ import Glibc
 /// Writes are buffered (64 KiB) and go to disk in `append` when the buffer fills and in `Spool.commit`. The file is
 /// held under `flock(LOCK_EX)` from creation until commit or abort, so `recover()` in another process (a daemon
 /// starting while `dualmta send` writes) leaves it alone; the lock dies with the process, so a crash never leaves a
-/// stale one (R5). Dropping the object without commit or abort aborts it.
+/// stale one. Dropping the object without commit or abort aborts it.
 ///
 /// Confinement (why `@unchecked Sendable` is sound): an IncomingMessage belongs to one SMTP transaction, and every call
 /// on it (`append`, `size`, and `Spool.commit`/`abort` with it) is made from that connection's serial queue or work

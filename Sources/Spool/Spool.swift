@@ -6,7 +6,7 @@ import Glibc
 //
 //     incoming/   messages being received; emptied at start-up
 //     queue/      committed messages: <id>.msg (the bytes) + <id>.env (the envelope, EnvelopeCodec.swift)
-//     corrupt/    entries that failed validation (I3), with <id>.reason
+//     corrupt/    entries that failed validation, never delivered, with <id>.reason
 //     mailboxes/  Maildir for local domains        state/  transport cache, TLS key (used by others)
 //
 // Queue states (like qmail's INTERNALS): which files exist, and what start-up recovery does with them.
@@ -22,7 +22,7 @@ import Glibc
 //
 // The commit point is the one rename `incoming/<id>.env → queue/<id>.env` (3 → 4): a `queue/<id>.env` exists only
 // for a message whose data and envelope are both fsynced, and `.env` without `.msg` is corrupt. `commit` then fsyncs
-// `queue/` and only after that may the server answer `250` (R1). Envelope updates are write-temp + fsync + rename,
+// `queue/` and only after that may the server answer `250`. Envelope updates are write-temp + fsync + rename,
 // so a reader sees the old or the new envelope, never a mix; `remove` unlinks the envelope first (4 → 6).
 //
 // Every call here blocks (fsync, rename, directory scans): callers run them on a work queue, never on a connection's
@@ -132,7 +132,7 @@ public final class Spool: Sendable {
         throw lastError
     }
 
-    /// Commits a received message (DESIGN.md): a batch of one (see `commit(_:)` below). Only when this returns may
+    /// Commits a received message (`docs/durability.md`): a batch of one (see `commit(_:)` below). Only when this returns may
     /// the server send 250. On failure everything it wrote is removed, the message is closed, and the error thrown;
     /// the caller replies 451 4.3.0 (452 4.3.1 when the disk is full). `envelope.messageSize` is set from the data.
     public func commit(_ message: IncomingMessage, envelope: Envelope) throws(SpoolError) {
@@ -372,14 +372,14 @@ public final class Spool: Sendable {
         writeReason(id.rawValue, reason)
     }
 
-    /// Free space for unprivileged writers (`f_bavail * f_frsize`; R7: never f_bfree, which includes root's reserve).
+    /// Free space for unprivileged writers (`f_bavail * f_frsize`; never f_bfree, which includes root's reserve).
     public func availableBytes() -> UInt64? {
         var info = statvfs()
         guard statvfs(directory, &info) == 0 else { return nil }
         return UInt64(info.f_bavail).multipliedReportingOverflow(by: UInt64(info.f_frsize)).partialValue
     }
 
-    // MARK: Start-up recovery (R5)
+    // MARK: Start-up recovery
 
     /// Run once at start-up, before accepting mail or delivering: empties incoming/, deletes uncommitted data and
     /// stale temporary files, validates every envelope and moves bad entries (and foreign files) to corrupt/.
@@ -453,7 +453,7 @@ public final class Spool: Sendable {
 
     private func hasEnvelope(_ id: QueueID) -> Bool { FileSystem.exists(envelopePath(id)) }
 
-    /// Opens a queue file for reading without following symlinks: a symlink (Q04) is corrupt, a missing file
+    /// Opens a queue file for reading without following symlinks: a symlink is corrupt, a missing file
     /// is `missing`.
     private func openQueueFile(_ path: String, id: QueueID, missing: SpoolError) throws(SpoolError) -> Int32 {
         do {
@@ -467,7 +467,7 @@ public final class Spool: Sendable {
         }
     }
 
-    /// A regular file, owned by us, not writable by group or others (Q05: anything else may have been tampered with).
+    /// A regular file, owned by us, not writable by group or others (anything else may have been tampered with).
     private func checkedStatus(_ fd: Int32, path: String, id: QueueID, what: String) throws(SpoolError) -> stat {
         let status = try FileSystem.fileStatus(fd, path: path)
         guard FileSystem.isRegular(status) else { throw .corrupt(id, reason: "\(what) is not a regular file") }

@@ -11,7 +11,8 @@ public enum SpoolError: Error, Equatable, Sendable, CustomStringConvertible {
     case badQueueID(String)
     /// No committed message with this id (its envelope is absent).
     case notFound(QueueID)
-    /// The queue entry fails validation; it belongs in `corrupt/` (R2, I3).
+    /// The queue entry fails validation; it belongs in `corrupt/` and is never delivered
+    /// (`docs/rules.md`).
     case corrupt(QueueID, reason: String)
     /// The caller handed over an envelope the spool refuses to write (wrong id, no recipients, bad extra key, ...).
     case invalidEnvelope(String)

@@ -11,7 +11,7 @@
 //     switch session.handshake() { ... }          // or readPlaintext() once complete
 //     send(session.getDataForNetwork())           // also after .complete and .failed (alerts, Finished, close_notify)
 //
-// RFC 3207 / CVE-2011-0411 (reliability.md R11): a session starts with empty BIOs and only sees bytes given to it
+// RFC 3207 §4.2 / CVE-2011-0411: a session starts with empty BIOs and only sees bytes given to it
 // after it was created. The driver must drop plaintext it buffered before the 220 reply (server) or after the
 // 220 reply (client) instead of passing it on.
 internal import COpenSSL

@@ -1,4 +1,5 @@
-// Fuzz target: the queue-file (envelope) reader (reliability.md §5 item 3; R2, I3, Q01-Q03).
+// Fuzz target: the queue-file (envelope) reader. A truncated, garbled or inconsistent queue file must be rejected
+// as corrupt, never crash the reader, and never be delivered.
 //
 // `EnvelopeCodec` is internal, so it is reached with `@testable import` (debug builds compile with testing enabled).
 // Input: byte 0 = flags, the rest = the envelope file. Flag bit 0 patches the CRC-32 in a final

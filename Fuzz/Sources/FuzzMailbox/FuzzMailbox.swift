@@ -1,4 +1,4 @@
-// Fuzz target: the address parser round-trip (reliability.md §5, item 2).
+// Fuzz target: the address parser round-trip.
 //
 // Input: byte 0 bit 0 = allowUTF8, the rest is the text handed to `Mailbox(parsing:allowUTF8:)` (only valid UTF-8
 // reaches the parser in the server, so other inputs are skipped). Whatever parses must print as text that parses

@@ -1,4 +1,5 @@
-// Fuzz target: the client's reply parser `ReplyParser` (reliability.md §5 item 4; O13, O14).
+// Fuzz target: the client's reply parser `ReplyParser`. Garbage codes, mixed codes in a multiline reply, overlong
+// lines and a missing CRLF are protocol errors, never a trap.
 //
 // Input: byte 0 = chunking (0 whole, 1 byte by byte, n > 1 pseudo-random chunks of 1...n octets seeded by n), the
 // rest = what a remote server sends. Checked: no trap; the result does not depend on how the bytes were split (the

@@ -1,4 +1,4 @@
-// Fuzz target: `ServerSession`, the SMTP command parser and DATA decoder (reliability.md §5, item 1).
+// Fuzz target: `ServerSession`, the SMTP command parser and DATA decoder.
 //
 // Input layout: byte 0 = flags (below), byte 1 = chunking (0 whole, 1 byte by byte, n > 1 pseudo-random chunks of
 // 1...n octets seeded by n), the rest = what the client sends. Commits are answered at once (or one chunk later
@@ -6,11 +6,11 @@
 // good/secret succeeds, user "temp" gets a temporary failure) and sender checks (verdict by the domain's first
 // letter: r reject, t temporary, w warning, else accept).
 //
-// Checked on every input: no trap; I4 — never more `.commitMessage` actions than non-overlapping CRLF "." CRLF
-// sequences in the bytes delivered so far (an empty message "DATA" CRLF "." CRLF contains one too); every `.send`
-// is well-formed replies ("NNN-text" CRLF ... "NNN text" CRLF, ≤ 512 octets a line, enhanced status class = code
-// class); begin/data/commit/abort nest properly and nothing follows `.close`; a committed body is CRLF text without
-// NUL, within the size and line limits; logs hold no CR/LF.
+// Checked on every input: no trap; one transaction gives at most one message, so never more `.commitMessage`
+// actions than non-overlapping CRLF "." CRLF sequences in the bytes delivered so far (an empty message "DATA" CRLF
+// "." CRLF contains one too); every `.send` is well-formed replies ("NNN-text" CRLF ... "NNN text" CRLF, ≤ 512
+// octets a line, enhanced status class = code class); begin/data/commit/abort nest properly and nothing follows
+// `.close`; a committed body is CRLF text without NUL, within the size and line limits; logs hold no CR/LF.
 
 import Glibc
 import NetAddress
