@@ -169,7 +169,7 @@ import Testing
 
     @Test(.enabled(if: MIMEParser.enabled, MIMEParser.skipMessage))
     func aDoubleBounceNoticeNamesBothQueueIDs() throws {
-        // The NDR of test 3 (standards.md §10): null sender, undeliverable to the IPv6-only sender domain.
+        // The NDR of the paper's Test 3: null sender, undeliverable to the IPv6-only sender domain.
         let ndr = Self.bounce()
         let failed = OriginalMessage(
             queueID: "NDR0000001", sender: "", arrival: Self.lastAttempt, receivedFromMTA: nil, envelopeID: nil,

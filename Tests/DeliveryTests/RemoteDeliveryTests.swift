@@ -8,7 +8,7 @@ import Sockets
 import Synchronization
 import Testing
 
-/// A fake MX on loopback, port 0, answering per stage (reliability §3.3), written on `Listener`/`Connection`.
+/// A fake MX on loopback, port 0, answering per stage, written on `Listener`/`Connection`.
 final class ScriptedPeer: @unchecked Sendable {
     // @unchecked Sendable — confinement: `connection`, `buffer`, `inData` and `dataSeen` are touched only on
     // `queue` (accept, read and close handlers run there); what the tests read is in the `record` mutex.
@@ -178,7 +178,7 @@ struct RemoteDeliveryTests {
     func deliversExactDotStuffedCRLFBytes(_ ip: String) async throws {
         let peer = try ScriptedPeer(on: ip)
         defer { peer.stop() }
-        // T7.2 / T7.3: a leading dot is doubled, a bare LF leaves as CRLF, a missing final CRLF is added.
+        // RFC 5321 §4.5.2: a leading dot is doubled, a bare LF leaves as CRLF, a missing final CRLF is added.
         let stored = Array("Subject: t\r\n\r\n.hidden\r\nbare LF\nline\r\n..two\r\n.\r\nlast".utf8)
         let message = try StoredMessage(stored)
         defer { message.remove() }

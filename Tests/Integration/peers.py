@@ -1,5 +1,5 @@
 """Scripted SMTP peers for the outbound tests: a real TCP server on a loopback address that answers every stage
-as the test says, and records what it received (reliability.md §3.3, "scripted fake MX").
+as the test says, and records what it received (a "scripted fake MX").
 
 `Peer(host, port, script)` listens at once; `script` gives the `Behaviour` for each connection (a list: connection
 N uses item N, the last item repeats; or a callable taking the 0-based connection number). Every wait is a poll

@@ -1,4 +1,4 @@
-"""Bounces end to end (issue 4; standards.md §4, §10 Test 3; reliability.md §2.7 N01-N03): every failed or expired
+"""Bounces end to end (issue 4; RFC 3464, RFC 5321 §4.5.5, the paper's Test 3; rows N01-N03): every failed or expired
 message ends in exactly one report to its sender, or - when the sender is `<>` - exactly one double-bounce notice
 to the local postmaster, and a notice that fails itself is logged and discarded. Each test checks the log story
 (with both queue ids) and what arrived where, and ends with an empty queue."""
@@ -114,7 +114,7 @@ def test_n01_null_sender_failure_gives_a_double_bounce_notice_not_an_ndr(start_s
         group.items()
     assert group["Diagnostic-Code"].startswith("smtp; 550 5.1.1"), group.items()
     assert notice_dsn.third is not None and "Subject: null-sender" in notice_dsn.third.as_string()
-    # From the internal sender, whose own failure ends the chain (T4.4).
+    # From the internal sender, whose own failure ends the chain (RFC 5321 §4.5.5).
     assert notice_dsn.message["Return-Path"] == f"<double-bounce@{HOST}>", notice_dsn.message["Return-Path"]
     wait_queue_empty(srv)
     assert_queue_list_empty(srv)
@@ -192,7 +192,7 @@ def test_delay_notice_once_then_expiry_report(start_server, peers):
 
 
 def test_null_sender_gets_no_delay_notice_and_a_double_bounce_at_expiry(start_server, peers):
-    """T4.6 / RFC 3461: never a delay notice for `<>`; at expiry the failure goes to postmaster (no NDR)."""
+    """RFC 3461 §6.2: never a delay notice for `<>`; at expiry the failure goes to postmaster (no NDR)."""
     closed = free_port()
     srv = start_server(**outbound_settings(routes=f"dest.test=[127.0.0.1]:{closed}", delay_warning_after="1s",
                                            max_queue_lifetime="3s"))
@@ -234,10 +234,10 @@ def test_paper_test3_with_family_mismatch_defer_fails_at_expiry(start_server, pe
 
 @pytest.mark.parametrize("mode", ["reject", "warn", "off"])
 def test_sender_return_check_prevents_test3_at_the_door(mode, start_server, lab_dns):  # noqa: F811
-    """T10.3.4: an IPv4-only relay with `sender_return_check` asks the planner at MAIL FROM whether a bounce could
-    reach alice@v6only.test (MX with AAAA only). reject: 550 5.1.8, nothing queued, so no bounce can ever be owed;
-    warn: accepted with an X-Dualmta-Return-Path-Warning header; off: accepted as before. A sender whose domain is
-    reachable is accepted in every mode."""
+    """The paper's Test 3 prevented: an IPv4-only relay with `sender_return_check` asks the planner at MAIL FROM
+    whether a bounce could reach alice@v6only.test (MX with AAAA only). reject: 550 5.1.8, nothing queued, so no
+    bounce can ever be owed; warn: accepted with an X-Dualmta-Return-Path-Warning header; off: accepted as before. A
+    sender whose domain is reachable is accepted in every mode."""
     srv = start_server(**outbound_settings(inet_protocols="ipv4", dns_servers=lab_dns.server, allow_loopback_mx="yes",
                                            sender_return_check=mode, local_domains="lab.example"))
     with srv.session() as c:

@@ -1,4 +1,4 @@
-"""The bad-input catalogue of /work/shared/docs/reliability.md §2 (rows B, S, P, A, R, H, T, M, plus L01/L03/U01),
+"""The bad-input catalogue (rows B, S, P, A, R, H, T, M, plus L01/L03/U01; the letters are explained in README.md),
 sent byte for byte over raw sockets (swaks and smtplib would normalise line ends and dot-stuffing).
 
 Each row is one test. A row talks to a fresh server and returns what the spool must hold afterwards; the test then
@@ -78,7 +78,7 @@ def wait_delivered(ctx: Ctx, n: int):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# §2.1 Line length, NUL, bare CR/LF
+# B: line length, NUL, bare CR/LF
 
 @row("B01")
 def b01(ctx):
@@ -239,7 +239,7 @@ def b16(ctx):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# §2.2 SMTP smuggling
+# S: SMTP smuggling
 
 SMUGGLE_TAIL = (b"MAIL FROM:<admin@victim.example>\r\nRCPT TO:<u@lab.example>\r\nDATA\r\n"
                 b"Subject: SMUGGLED\r\n\r\nx\r\n.\r\n")
@@ -286,7 +286,7 @@ def s12(ctx):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# §2.3 Pipelining
+# P: pipelining
 
 GROUP = b"MAIL FROM:<a@r.example>\r\nRCPT TO:<u@lab.example>\r\nDATA\r\n"
 
@@ -327,7 +327,8 @@ def p05(ctx):
     c = ctx.srv.connect()
     c.read_reply().expect(220)
     c.send(b"EHLO a\r\nNOOP\r\n")
-    # Input is already waiting after EHLO (a group-ending command): neither EHLO nor NOOP is answered (R10).
+    # Input is already waiting after EHLO (a group-ending command): neither EHLO nor NOOP is answered
+    # (RFC 2920 §3.1: a client must wait for the reply to a group-ending command).
     replies = c.read_until_closed()
     assert codes(replies) == [(554, "5.5.0")], [r.text for r in replies]
 
@@ -347,7 +348,7 @@ def p10(ctx):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# §2.4 MAIL/RCPT syntax
+# A: MAIL/RCPT syntax
 
 def mail_reply(ctx, arg: bytes, host="127.0.0.1") -> Reply:
     return ctx.s(host).cmd(b"MAIL FROM:" + arg)
@@ -539,7 +540,7 @@ def a18(ctx):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# §2.6 Open relay (client 127.0.0.2, not in relay_networks)
+# R: open relay (client 127.0.0.2, not in relay_networks)
 
 RELAY_ROWS = {
     "R01": [(b"<victim@remote.example>", [(554, "5.7.1")])],
@@ -608,7 +609,7 @@ def r15(ctx):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# §2.7 Injection, traversal, loops
+# H, T, M: injection, traversal, loops
 
 @row("H01")
 def h01(ctx):
@@ -713,7 +714,7 @@ def m01(ctx):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Limits fixed by the project (reliability.md §2.5, standards.md §2.7)
+# Limits fixed by the project (RFC 5321 §4.5.3.1 minimums)
 
 @row("L01")
 def l01(ctx):

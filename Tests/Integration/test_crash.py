@@ -1,6 +1,6 @@
 """kill -9 while sessions are mid-DATA and right after some got their 250; restart on the same spool.
 
-Invariants (reliability.md §0): no loss (every 250 is delivered), nothing partial (a message whose final '.' was never
+Invariants (docs/rules.md): no loss (every 250 is delivered), nothing partial (a message whose final '.' was never
 sent never appears), duplicates only in the known window (a message whose '.' was sent but whose 250 was lost in the
 crash may appear at most once). incoming/ is empty after the restart.
 """

@@ -1,12 +1,12 @@
-"""Crash-point harness (reliability.md §3.1, C02-C11): a debug build of dualmta honours DUALMTA_CRASH_AT=<point>[:<n>]
+"""Crash-point harness (rows C02-C11): a debug build of dualmta honours DUALMTA_CRASH_AT=<point>[:<n>]
 and SIGKILLs itself at the n-th pass of a named point (Sources/Spool/CrashPoint.swift lists them). Each test crashes
 the server at one point with a real client (and, for the delivery path, a real SMTP sink), restarts it on the same
 spool, and checks the invariants against what the client saw and what the sink got:
 
-- I1 no loss: a message the client got 250 for is delivered (or still queued);
-- I2 duplicates only in the known windows (after the commit but before the client saw 250; after a remote 250 but
+- no loss: a message the client got 250 for is delivered (or still queued);
+- duplicates only in the known windows (after the commit but before the client saw 250; after a remote 250 but
   before the envelope update; a bounce committed before the original was marked);
-- I3 nothing partial: every delivered copy is byte-exact, incoming/ and queue temporaries are gone, corrupt/ is empty.
+- nothing partial: every delivered copy is byte-exact, incoming/ and queue temporaries are gone, corrupt/ is empty.
 
 Plus plain `kill -9` of a daemon under load from 200 concurrent senders, with a before/after reconciliation.
 C01 (mid-DATA) and a 30-sender kill -9 are in test_crash.py. C10 (a lock held across the crash) is implicit: every
@@ -84,7 +84,7 @@ def maildir_of(spool: Path, address: str) -> list[Path]:
 
 
 def assert_clean(spool: Path) -> None:
-    """I3 after a restart: nothing half-written is left, nothing was quarantined."""
+    """Nothing partial after a restart: nothing half-written is left, nothing was quarantined."""
     s = Spool(spool)
     assert not s.incoming_files(), f"incoming/ not empty: {s.summary()}"
     tmp = [p.name for p in (spool / "queue").glob("*.tmp")]
@@ -233,7 +233,7 @@ def test_crash_in_envelope_update(crashing, start_server, peers, point):  # noqa
 
 def test_crash_after_local_delivery_before_update(crashing, start_server):
     """After the Maildir rename, before the envelope says so: the restart delivers again under the same fixed name,
-    so the mailbox still holds one copy (better than the duplicate I2 allows)."""
+    so the mailbox still holds one copy (better than the duplicate window allows)."""
     srv = crashing("local.delivered")
     subject = unique_tag("loc")
     seen, message = send_one(srv, subject, [LOCAL])
@@ -285,8 +285,8 @@ def test_c08_three_recipients_two_marked_then_crash(crashing, start_server, peer
 
 
 def test_c09_bounce_committed_original_not_marked(crashing, start_server, peers):  # noqa: F811
-    """C09 (R4): the report is queued, the crash comes before the original is marked: at most two reports, never
-    none."""
+    """C09: the report is committed as its own queue entry, the crash comes before the original is marked: at most
+    two reports, never none."""
     dest = peers(script=Behaviour(rcpt="550 5.1.1 no such user"), name="dest")
     settings = outbound(f"remote.example=[127.0.0.1]:{dest.port}")
     srv = crashing("bounce.committed", **settings)

@@ -1,4 +1,4 @@
-"""Full, read-only and corrupt spools (reliability.md §3.2: D01, D03, D04, D06, Q01-Q06).
+"""Full, read-only and corrupt spools (rows D01, D03, D04, D06, Q01-Q06; docs/rules.md, "The queue").
 
 The D rows put the spool on a small tmpfs mounted for the test (root only; unmounted at teardown, lazily if a
 process still holds it) and fill it from the test: `statvfs` is what dualmta checks at MAIL (f_bavail), and a write

@@ -1,7 +1,7 @@
 """DNS routing end to end with a REAL unbound serving lab zones on 127.0.0.1 (dnslab.py): RFC 3974 family order
-per preference level, the transport cache (standards.md §1.7) and the routing verdicts of reliability.md §3.4
-(N-1, N-3, N-5). dualmta is told `dns_servers = 127.0.0.1:PORT`, `allow_loopback_mx = yes` (the lab MX hosts live
-on loopback) and `mx_port = PORT` (where the test's peer listens)."""
+per preference level, the transport cache and the routing verdicts for DNS answers (rows N-1 SERVFAIL, N-3
+NXDOMAIN, N-5 null MX). dualmta is told `dns_servers = 127.0.0.1:PORT`, `allow_loopback_mx = yes` (the lab MX hosts
+live on loopback) and `mx_port = PORT` (where the test's peer listens)."""
 
 from __future__ import annotations
 
@@ -131,12 +131,12 @@ def test_mx_lookup_failure_defers_4_4_3(case, start_server, lab_dns):  # noqa: F
 
 
 def test_paper_test1_order_all_aaaa_then_all_a_then_next_preference(start_server, peers, lab_dns):  # noqa: F811
-    """standards.md §10 Test 1 on loopback: t1.example.test MX 10 mx10 (AAAA ::1, A 127.0.0.2, A 127.0.0.3) and
+    """The paper's Test 1 on loopback: t1.example.test MX 10 mx10 (AAAA ::1, A 127.0.0.2, A 127.0.0.3) and
     MX 20 mx20 (A 127.0.0.4). Only 127.0.0.4 listens: three refusals at pref 10 (IPv6 first), then mx20."""
     good = peers("127.0.0.4", 0, name="mx20")
     port = good.port
     # retry_schedule 1m: the negative cache entries (connect failures) then live 60 s, so the second message
-    # skips the three dead mx10 addresses (T10.1.3).
+    # skips the three dead mx10 addresses.
     srv = start_server(**outbound_settings(dns_servers=lab_dns.server, mx_port=str(port), allow_loopback_mx="yes",
                                            retry_schedule="1m"))
     rcpt = "bob@t1.example.test"
@@ -157,7 +157,7 @@ def test_paper_test1_order_all_aaaa_then_all_a_then_next_preference(start_server
     assert [a["addr"].strip("[]") for a in attempts] == [a for a, _ in expected]  # what `route` printed
     assert len(good.wait_messages(1, DEADLINE)) == 1
 
-    # T10.1.3: within the negative TTL the dead mx10 addresses are skipped (logged), mx20 is tried directly; the
+    # Within the negative TTL the dead mx10 addresses are skipped (logged), mx20 is tried directly; the
     # cached success on mx20 never moves it ahead of pref 10 - the skips do.
     second = submit(srv, SENDER, [rcpt])
     wait_event(srv, "removed", id=second)
@@ -208,7 +208,7 @@ def test_self_as_best_mx_is_a_loop_5_4_6(start_server, lab_dns):  # noqa: F811
 
 
 def test_transport_cache_survives_a_restart(start_server, peers, lab_dns, tmp_path):  # noqa: F811
-    """standards.md §1.7: the cache is persisted under <spool>/state/, so a restarted daemon still goes straight to
+    """The transport cache is persisted under <spool>/state/, so a restarted daemon still goes straight to
     the transport that worked."""
     port = free_port()
     sink = peers("127.0.0.1", port, name="v4-only-mx")

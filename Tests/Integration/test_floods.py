@@ -1,4 +1,4 @@
-"""Floods and slow peers (reliability.md §2.5: L04, L05, L07, L08, L09, and slowloris on commands next to L03).
+"""Floods and slow peers (rows L04, L05, L07, L08, L09, and slowloris on commands next to L03).
 
 Every check is against the real server over loopback: thousands of idle connections from a separate process while a
 new client must still get its 220 in under a second, a client that dribbles one byte per second (on a command and in
@@ -20,7 +20,7 @@ import pytest
 
 from conftest import DEADLINE, Closed, RawClient, Server, Spool, wait_until
 
-# The idle-connection generator runs as its own process (reliability.md §4e: one process holds at most ~20,000 fds).
+# The idle-connection generator runs as its own process (one process can hold at most ~20,000 fds here).
 # It connects N sockets, then reports greetings and closes as they happen, until all are closed or time runs out.
 IDLE_GENERATOR = r"""
 import selectors, socket, sys, time

@@ -1,7 +1,7 @@
 """End-to-end tests of the outbound engine (issue 3) over real loopback sockets: swaks -> dualmta -> Postfix's
-smtp-sink, -> a second dualmta over ::1, and -> scripted SMTP peers that answer each stage as reliability.md §3.3
-(O01-O17) says. Every test checks the log lines (one `delivery` line per attempt and recipient, one `recipient`
-line per decision) and what arrived where, and ends with an empty queue when the message is done.
+smtp-sink, -> a second dualmta over ::1, and -> scripted SMTP peers that answer each stage as the test says (rows
+O01-O17). Every test checks the log lines (one `delivery` line per attempt and recipient, one `recipient` line per
+decision) and what arrived where, and ends with an empty queue when the message is done.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def test_relay_to_second_dualmta_over_ipv6(start_server, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Scripted peers (reliability.md §3.3)
+# Scripted peers (peers.py): a fake MX that answers each stage as the test says
 
 
 def test_450_at_rcpt_then_250_is_retried_and_delivered_once(relay):
@@ -248,7 +248,7 @@ def test_two_recipients_one_rejected_gives_one_dsn_for_that_one(relay):
 
 @pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "no-pipelining"])
 def test_two_recipients_both_rejected_give_one_dsn_with_two_groups(pipelining, relay):
-    """T4.9 and O06: every RCPT fails -> no message data is sent (without PIPELINING not even DATA), one DSN."""
+    """O06: every RCPT fails -> no message data is sent (without PIPELINING not even DATA), one DSN."""
     ehlo = ("250-peer.test", "250-PIPELINING", "250 8BITMIME") if pipelining else ("250-peer.test", "250 8BITMIME")
     srv, dest, ndr = relay(Behaviour(rcpt="550 5.1.1 no such user", ehlo=ehlo))
     qid = submit(srv, SENDER, ["a1@remote.example", "a2@remote.example"])
@@ -433,7 +433,7 @@ def dual_host(start_server, peers, lab_dns):  # noqa: F811
 
 
 def test_4xx_at_rcpt_moves_on_to_the_next_address_in_the_same_run(dual_host):
-    """standards.md §1.2 step 8: a 4xx to RCPT is "this host": the next address is tried at once."""
+    """RFC 5321 §5.1, RFC 3974 §3: a 4xx to RCPT is "this host": the next address is tried at once."""
     srv, v6, v4 = dual_host(Behaviour(rcpt="451 4.3.0 local problem"))
     qid = submit(srv, SENDER, ["bob@remote.example"])
     wait_event(srv, "removed", id=qid)
@@ -445,7 +445,7 @@ def test_4xx_at_rcpt_moves_on_to_the_next_address_in_the_same_run(dual_host):
 
 
 def test_5xx_at_rcpt_stops_no_other_address_is_tried(dual_host):
-    """standards.md §1.2 step 8: a 5xx to RCPT is about the recipient: bounce, try no other address or MX."""
+    """RFC 5321 §5.1, RFC 3974 §3: a 5xx to RCPT is about the recipient: bounce, try no other address or MX."""
     srv, v6, v4 = dual_host(Behaviour(rcpt="550 5.1.1 no such user"))
     qid = submit(srv, "owner@lab.example", ["bob@remote.example"])
     wait_event(srv, "removed", id=qid)
@@ -456,7 +456,7 @@ def test_5xx_at_rcpt_stops_no_other_address_is_tried(dual_host):
 
 
 def test_8bit_message_to_a_peer_without_8bitmime_bounces_5_6_3(relay):
-    """standards.md §6.4: BODY=8BITMIME content for a peer that does not announce 8BITMIME cannot be sent as is;
+    """RFC 6152 §3: BODY=8BITMIME content for a peer that does not announce 8BITMIME cannot be sent as is;
     dualmta does not downgrade, so it bounces with 5.6.3 and never sends the data."""
     srv, dest, ndr = relay(Behaviour(ehlo=("250-peer.test", "250 PIPELINING")))
     qid = submit(srv, SENDER, ["bob@remote.example"], body="Grüße\r\n".encode(), mail_params=" BODY=8BITMIME")

@@ -158,7 +158,7 @@ def test_s13_lf_input_is_relayed_with_crlf_and_dot_stuffing(start_server):
         assert message.mail_from == SENDER and message.rcpts == ["bob@sink.example"]
         wait_queue_empty(srv)
 
-        # A bare CR cannot be sent at all (standards.md §7.3).
+        # A bare CR cannot be sent at all (we never pass one on: SMTP smuggling).
         run = send(srv, ["-i", "bob@sink.example"], b"Subject: s13\n\na\r.\rb\n")
         assert run.returncode == 65 and b"bare CR" in run.stderr, run
         assert len(sink.messages) == 1

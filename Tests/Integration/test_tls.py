@@ -2,7 +2,7 @@
 
 Server side: swaks --tls and smtplib starttls() over 127.0.0.1 and ::1 (Received says ESMTPS and names the cipher),
 openssl s_client sees the generated certificate for the host name, the CVE-2011-0411 probe (P06), P08.
-Submission: swaks AUTH PLAIN/LOGIN over STARTTLS relays, AUTH before STARTTLS (T6.8), MAIL without AUTH (T6.9),
+Submission: swaks AUTH PLAIN/LOGIN over STARTTLS relays, AUTH before STARTTLS, MAIL without AUTH,
 a wrong password (535, never logged), msmtp, implicit TLS (swaks --tlsc).
 Outbound: to a second dualmta with TLS, to a plain smtp-sink without, and to a peer whose handshake fails (O15).
 """
@@ -154,7 +154,7 @@ def read_tls_reply(tls: ssl.SSLSocket) -> bytes:
 
 
 @pytest.mark.parametrize("injected", [b"RSET\r\n", b"EHLO x\r\nMAIL FROM:<a@b.example>\r\n"])
-def test_starttls_command_injection_probe(mta: Server, injected: bytes):  # P06, T6.1, CVE-2011-0411
+def test_starttls_command_injection_probe(mta: Server, injected: bytes):  # P06, CVE-2011-0411
     c = mta.session()
     c.send(b"STARTTLS\r\n" + injected)
     c.read_reply().expect(220, "2.0.0")
@@ -169,7 +169,7 @@ def test_starttls_command_injection_probe(mta: Server, injected: bytes):  # P06,
     assert read_tls_reply(tls).startswith(b"503 5.5.1")
     tls.sendall(b"EHLO client.example\r\n")
     ehlo = read_tls_reply(tls)
-    assert ehlo.startswith(b"250") and b"STARTTLS" not in ehlo  # T6.2
+    assert ehlo.startswith(b"250") and b"STARTTLS" not in ehlo  # RFC 3207 §4.2: not offered again inside TLS
     tls.sendall(b"STARTTLS\r\n")  # P08
     assert read_tls_reply(tls).startswith(b"554 5.5.1")
     tls.close()
@@ -190,7 +190,7 @@ def test_garbage_instead_of_a_handshake_is_logged_and_closed(mta: Server):
 # Submission
 
 
-def test_submission_requires_tls_then_auth(submission):  # T6.8, T6.9, T6.10
+def test_submission_requires_tls_then_auth(submission):
     srv, ports = submission()
     c = RawClient("127.0.0.1", ports["submission"])
     c.read_reply().expect(220)

@@ -10,7 +10,7 @@ Names: every namespace is `<PREFIX><pid>-<n>-<host>` so parallel and aborted run
 removes namespaces (and the processes in them) of runs whose pid is gone. Every process started here is killed and
 every namespace deleted at teardown, also on failure (pytest finalizers) and at interpreter exit (atexit).
 
-Faults (reliability.md §3.5): `unreachable()` (route type unreachable: "No route to host"), `link_down()` /
+Faults: `unreachable()` (route type unreachable: "No route to host"), `link_down()` /
 `link_up()` (IPv6 addresses are re-added: Linux flushes them on down), `silent_drop()` (a permanent neighbour entry to
 a MAC nobody owns: SYNs vanish, connect times out), and "no listener" is simply a host without a server.
 
@@ -276,7 +276,7 @@ class Host:
     # -- faults
 
     def unreachable(self, *addresses: str) -> None:
-        """From this host, `addresses` get "No route to host" (EHOSTUNREACH) at once (reliability X02)."""
+        """From this host, `addresses` get "No route to host" (EHOSTUNREACH) at once."""
         for address in addresses:
             bits = 128 if ":" in address else 32
             flag = ["-6"] if ":" in address else ["-4"]
@@ -290,7 +290,7 @@ class Host:
             run(["ip", "-n", self.ns, *flag, "route", "del", "unreachable", f"{address}/{bits}"])
 
     def silent_drop(self, *addresses: str) -> None:
-        """From this host, packets to `addresses` go to a MAC nobody owns: connect() times out (reliability X05)."""
+        """From this host, packets to `addresses` go to a MAC nobody owns: connect() times out."""
         for address in addresses:
             self.ip("neigh", "replace", address, "lladdr", DEAD_MAC, "dev", "eth0", "nud", "permanent")
 

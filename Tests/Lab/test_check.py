@@ -1,4 +1,4 @@
-"""`dualmta check DOMAIN --json` against the lab's zones (issue 6 item 3; standards §1.6, §3, §9.1).
+"""`dualmta check DOMAIN --json` against the lab's zones (issue 6 item 3; RFC 3974 §4, RFC 7505).
 
 One zone, several domains; SMTP sinks on the MX hosts; the check runs in a dual-stack `checker` namespace with the
 same kind of config a lab dualmta gets (dns_servers = the lab DNS, connect_timeout 2s), and is asserted from its JSON:

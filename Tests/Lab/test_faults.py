@@ -1,4 +1,4 @@
-"""The lab's own fault helpers do what the scenarios rely on (reliability.md §3.5), seen by a plain socket:
+"""The lab's own fault helpers do what the scenarios rely on, seen by a plain socket:
 unreachable route → EHOSTUNREACH at once, no listener → ECONNREFUSED, dead-MAC neighbour → silent timeout,
 link down → no connection, link up → IPv6 addresses are back and connections work again. And the DNS server
 answers over both families in zone order."""

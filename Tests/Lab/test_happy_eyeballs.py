@@ -1,10 +1,10 @@
-"""connect_strategy = happy-eyeballs (standards §5.3, RFC 8305 adapted): within one MX preference level the preferred
+"""connect_strategy = happy-eyeballs (RFC 8305 adapted to SMTP): within one MX preference level the preferred
 family starts first and the other family starts after connection_attempt_delay; the first TCP connection wins and
 the others are closed; pref 20 is never contacted while a pref-10 address is pending. Every started attempt is logged
 as `connect id= mx= pref= addr= family= result=won|lost|failed ms=`. Timing is asserted only with wide bounds.
 
-T5.1: AAAA silently dropped, A works -> IPv4 wins after about the attempt delay, not after connect_timeout (30 s).
-A working AAAA wins over the A. T5.3: with both pref-10 addresses silently dropped, pref 20 is contacted only once
+AAAA silently dropped, A works -> IPv4 wins after about the attempt delay, not after connect_timeout (30 s).
+A working AAAA wins over the A. With both pref-10 addresses silently dropped, pref 20 is contacted only once
 both timed out."""
 
 import time

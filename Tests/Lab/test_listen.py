@@ -1,5 +1,6 @@
 """Listen test: dualmta in a dual-stack namespace answers 220 on port 25 over IPv4 and IPv6; with only `[::]:25`
-(IPV6_V6ONLY on the IPv6 socket) an IPv4 client is refused (standards §9.2, T9.1/T9.2 on real interfaces)."""
+(IPV6_V6ONLY on the IPv6 socket) an IPv4 client is refused (the listener tests of
+Tests/SocketsTests/ListenerTests.swift, on real interfaces)."""
 
 import pytest
 

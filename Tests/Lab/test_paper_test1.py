@@ -1,4 +1,4 @@
-"""Standards §10 Test 1 — all AAAA, then all A, then the next preference (RFC 3974 order), on real namespaces.
+"""The paper's Test 1 — all AAAA, then all A, then the next preference (RFC 3974 order), on real namespaces.
 
 mx10 has three AAAA (made unreachable from the sender: "No route to host") and two A (host up, no listener: refused);
 mx20 is a dual-stack dualmta, the final destination. The sender is a dualmta submitted to by swaks. Asserted from the
@@ -98,7 +98,7 @@ def test_all_aaaa_then_all_a_then_next_preference(lab, variant):
 
     if variant != "dual":
         return
-    # T10.1.3: within the negative TTL a second message skips the five dead mx10 addresses (logged) and goes to
+    # Within the negative TTL a second message skips the five dead mx10 addresses (logged) and goes to
     # mx20 first; once the entries expire, `dualmta route` puts mx10 first again (preference restored).
     failed_at = time.monotonic()
     second = smtp_submit(client, server_address, "user@example.test", "bob@client.test", "test1-second")

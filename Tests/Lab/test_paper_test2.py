@@ -1,4 +1,4 @@
-"""Standards §10 Test 2 — IPv4-only relay, IPv6-only middle MX, dual-stack backup that must not loop.
+"""The paper's Test 2 — IPv4-only relay, IPv6-only middle MX, dual-stack backup that must not loop.
 
 R (IPv4-only dualmta) → mx30 (dual-stack dualmta, backup MX, relay_domains = example.test) → mx20 (IPv6-only
 dualmta, final destination) while mx10 (dual-stack) is down (link down). Asserted: R tries mx10's A then mx30's A and
@@ -93,7 +93,7 @@ def test_ipv4_relay_backup_mx_relays_upward_without_loop(lab):
 
 @pytest.mark.usefixtures("need_swaks")
 def test_backup_mx_defers_while_everything_better_is_down(lab):
-    """T10.2.2: mx20 down too → mx30 defers 4.4.1 and keeps the message (no bounce, never itself, no loop claim);
+    """mx20 down too → mx30 defers 4.4.1 and keeps the message (no bounce, never itself, no loop claim);
     when mx20 comes back, the next run delivers it once."""
     mx20_host, mx20, mx30, relay, client = build(lab)
     mx20_host.link_down()

@@ -1,4 +1,4 @@
-"""Standards §10 Test 3 — the bounce that cannot go home.
+"""The paper's Test 3 — the bounce that cannot go home.
 
 R is IPv4-only; the sender's domain v6only.test has only an AAAA MX; the destination (an in-process sink on
 mx.dest.test, IPv4) answers 550 5.1.1 at RCPT. R must bounce; the NDR (reverse-path <>) has no usable address
@@ -63,7 +63,7 @@ def test_undeliverable_bounce_becomes_one_double_bounce_notice(lab):
     listing = relay.cli("queue", "list", "--json")
     assert listing.returncode == 0 and json.loads(listing.stdout or "[]") == [], listing.stdout + listing.stderr
 
-    # T10.3.1: three events in order — original bounced (NDR generated), NDR undeliverable (double bounce),
+    # Three events in order — original bounced (NDR generated), NDR undeliverable (double bounce),
     # postmaster notice delivered — each naming the queue ids that link them.
     bounces = relay.events("bounce")
     assert [(b["id"], b["rcpt"]) for b in bounces] == [(queue_id, "<alice@v6only.test>")], relay.text()

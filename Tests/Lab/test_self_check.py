@@ -1,4 +1,4 @@
-"""The startup self-check (standards §1.4, §9.2; the paper's Dovecot finding as a warning): a dual-stack host whose name
+"""The startup self-check (the paper's Dovecot finding as a warning): a dual-stack host whose name
 has an AAAA record, but dualmta listens on IPv4 only. At start it logs the families of each listener and warns that
 the AAAA address is served by no listener; `dualmta config check` prints the same warning. A dual-stack listener set
 gives no such warning."""

@@ -1,4 +1,4 @@
-"""Transport cache (standards §1.7): IPv6 broken → delivered over IPv4; IPv6 restored → the next message still goes
+"""Transport cache: IPv6 broken → delivered over IPv4; IPv6 restored → the next message still goes
 to the cached IPv4 address (moved to the front of its level) until transport_cache_ttl has passed, then IPv6 first
 again. Destination: an in-process sink that records the peer address of every session."""
 

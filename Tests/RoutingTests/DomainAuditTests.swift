@@ -3,7 +3,7 @@ import NetAddress
 import Routing
 import Testing
 
-/// `dualmta check` without I/O: zones in, findings and exit status out (standards.md §1.6, §3, §9.1).
+/// `dualmta check` without I/O: zones in, findings and exit status out (RFC 3974 §4, RFC 7505).
 @Suite struct DomainAuditTests {
     /// Gathers through the zone exactly as `ReadinessCheck` does, then audits.
     private func audit(
@@ -73,7 +73,7 @@ import Testing
         #expect(report.mx.first?.familyClass == expected)
     }
 
-    // MARK: - §1.6 unroutable configurations
+    // MARK: - Unroutable configurations (RFC 3974 §4)
 
     @Test("Best MX IPv4-only, backup IPv6-only: the backup cannot relay upward (exit 2)")
     func ipv4BestIPv6Backup() throws {
@@ -159,7 +159,7 @@ import Testing
         #expect(zone.log.questions == ["MX example.test"])
     }
 
-    // MARK: - Null MX (§3)
+    // MARK: - Null MX (RFC 7505)
 
     @Test("Null MX alone is a note; mixed with other MX it is a problem; with a preference it is a warning")
     func nullMX() {
@@ -226,10 +226,10 @@ import Testing
         #expect(codes(only, .problem) == ["no-usable-mx-address"])
     }
 
-    // MARK: - §9.1 address table
+    // MARK: - Address classes
 
     @Test(
-        "§9.1: each flagged address class with its severity and what the message must show",
+        "Each flagged address class with its severity and what the message must show",
         arguments: [
             ("2002:c000:204::1", "address-6to4", AuditSeverity.warning, "embedded IPv4 192.0.2.4"),
             // Teredo: server 65.54.227.120, client 192.0.2.45 (XOR-obfuscated as 3fff:fdd2), port 40000.

@@ -83,7 +83,7 @@ struct LabZone: DNSResolver {
     }
 }
 
-/// The paper's Test 1 zone (standards.md §10). Computed: every use gets its own question log.
+/// The paper's Test 1 zone. Computed: every use gets its own question log.
 var test1Zone: LabZone {
     LabZone()
         .mx("example.test", (10, "mx10.example.test"), (20, "mx20.example.test"))

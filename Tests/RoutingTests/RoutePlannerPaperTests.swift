@@ -4,7 +4,7 @@ import NetAddress
 import Routing
 import Testing
 
-/// The paper's three scenarios (standards.md §10) as planner inputs.
+/// The paper's three scenarios (docs/lab.md) as planner inputs.
 @Suite struct RoutePlannerPaperTests {
     // MARK: Test 1 — all AAAA, then all A, then the next preference
 

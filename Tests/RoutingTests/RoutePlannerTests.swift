@@ -4,7 +4,8 @@ import NetAddress
 import Routing
 import Testing
 
-/// Table tests for standards.md §1.9 (T1.1–T1.15), §3 (T3.1, T3.2) and the planner rules of §1.2–1.7.
+/// Table tests for the planner: RFC 3974 / RFC 5321 §5.1 ordering and self pruning, null MX (RFC 7505), the
+/// DNS verdicts, the transport cache and the project's choices listed in `RoutePlanner`.
 @Suite struct RoutePlannerTests {
     let dual = LabZone()
         .mx("example.test", (10, "a.example.test"), (20, "b.example.test"))

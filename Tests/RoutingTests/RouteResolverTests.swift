@@ -3,7 +3,8 @@ import NetAddress
 import Routing
 import Testing
 
-/// The gatherer asks exactly the questions the planner needs (standards.md §1.2, T1.9, T3.1).
+/// The gatherer asks exactly the questions the planner needs (MX, then A and AAAA as
+/// the sender's families allow; nothing after a null MX).
 @Suite struct RouteResolverTests {
     @Test("MX SERVFAIL: no A/AAAA question follows (T1.9)")
     func servfail() {

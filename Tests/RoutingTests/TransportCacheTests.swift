@@ -4,7 +4,8 @@ import NetAddress
 import Routing
 import Testing
 
-/// The transport cache as a value, and how the planner uses it (standards.md §1.7, T1.14, T10.1.3).
+/// The transport cache as a value, and how the planner uses it (RFC 5321 §4.5.4.1; the paper's
+/// Test 1 with a cache).
 @Suite struct TransportCacheTests {
     let now = Date(timeIntervalSince1970: 1_800_000_000)  // 2027-01-15T08:00:00Z
 

@@ -2,7 +2,7 @@ import Testing
 
 @testable import SMTPProtocol
 
-/// Outbound STARTTLS in the pure client session (standards §6.2, reliability O14–O16).
+/// Outbound STARTTLS in the pure client session (RFC 3207; O14–O16).
 @Suite struct ClientSessionTLSTests {
     static let ehloWithTLS = "250-mx.example\r\n250-PIPELINING\r\n250 STARTTLS\r\n"
     static let ehloPlain = "250-mx.example\r\n250 PIPELINING\r\n"

@@ -13,7 +13,7 @@ enum PeerStep: Sendable {
     case silence
 }
 
-/// A scripted server answering per stage, in the spirit of chasquid's fake server and reliability §3.3.
+/// A scripted server answering per stage, in the spirit of chasquid's fake server.
 struct PeerScript: Sendable {
     var greeting = PeerStep.reply("220 mx.example ESMTP\r\n")
     var ehlo = PeerStep.reply("250-mx.example\r\n250-PIPELINING\r\n250-SIZE 10000\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")

@@ -25,7 +25,7 @@ import Testing
     private func resultCodes(_ harness: Harness) -> [String] { Array(harness.codes.dropFirst(5)) }
 
     @Test(arguments: [
-        ("..leading\r\n.\r\n", ".leading\r\n"),  // B13, T7.2
+        ("..leading\r\n.\r\n", ".leading\r\n"),  // B13
         (".\r\n", ""),  // B14
         ("a\r\n.\r\n", "a\r\n"),
         ("...\r\n.\r\n", "..\r\n"),
@@ -78,7 +78,7 @@ import Testing
         #expect(harness.codes.last == "503 5.5.1")
     }
 
-    @Test func messageSizeLimit() {  // T6.5, L02
+    @Test func messageSizeLimit() {  // L02
         let configuration = Lab.configuration(maxMessageSize: 100)
         let exact = String(repeating: "y", count: 98) + "\r\n"
         #expect(resultCodes(deliver(Array((exact + ".\r\n").utf8), configuration: configuration)) == ["250 2.0.0"])
@@ -97,7 +97,7 @@ import Testing
         #expect((big.bodies.first?.count ?? 0) <= 100)
     }
 
-    @Test func hopCount() {  // M01, T2.10
+    @Test func hopCount() {  // M01
         let fifty = String(repeating: "Received: from x by y; date\r\n", count: 49) + "RECEIVED: from z\r\n"
         #expect(resultCodes(deliver(fifty + "Subject: s\r\n\r\nbody\r\n.\r\n")) == ["250 2.0.0"])
         for chunking in Chunking.all {
@@ -110,7 +110,7 @@ import Testing
         #expect(resultCodes(deliver(body)) == ["250 2.0.0"])
     }
 
-    // MARK: SMTP smuggling (S01–S12, T7.1, T7.5)
+    // MARK: SMTP smuggling (S01–S12)
 
     static let smuggled =
         "MAIL FROM:<admin@victim.example>\r\nRCPT TO:<u@lab.example>\r\nDATA\r\nSubject: SMUGGLED\r\n\r\nx\r\n.\r\n"
@@ -136,7 +136,7 @@ import Testing
         }
     }
 
-    @Test func nulBeforeDotIsNotAnEnd() {  // S07, T7.5: NUL policy answers 554 5.6.0, still nothing queued
+    @Test func nulBeforeDotIsNotAnEnd() {  // S07: NUL policy answers 554 5.6.0, still nothing queued
         let body = "Subject: outer\r\n\r\nouter\r\n\u{0}.\r\n" + Self.smuggled
         for chunking in Chunking.all {
             let harness = deliver(body, chunking)
@@ -193,7 +193,7 @@ import Testing
         #expect(harness.codes.last == "250 2.0.0")
     }
 
-    @Test func dotStuffedOutputRoundTrips() {  // T7.2 / S13 mirror: our own stuffing decodes to the same bytes
+    @Test func dotStuffedOutputRoundTrips() {  // S13 mirror: our own stuffing decodes to the same bytes
         let original = Array("Subject: x\r\n\r\n.hidden\r\n..two\r\n.\r\nplain\r\n".utf8)
         let harness = deliver(OutboundBody.encode(original))
         #expect(harness.bodies == [original])

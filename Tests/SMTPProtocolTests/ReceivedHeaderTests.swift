@@ -5,7 +5,7 @@ import Testing
 @Suite struct ReceivedHeaderTests {
     let date = "Tue, 14 May 2024 10:00:00 +0000"
 
-    @Test func singleRecipientIPv6Peer() {  // T2.9, H02
+    @Test func singleRecipientIPv6Peer() {  // H02
         let header = ReceivedHeader.make(
             heloName: "mx1.site-a.example", clientAddress: IPAddress("2001:db8:a::25")!, hostname: "mx.site-b.example",
             protocolName: "ESMTPS", queueID: "7Q3K9F2A",
@@ -19,7 +19,7 @@ import Testing
                 """)
     }
 
-    @Test func mappedPeerIsWrittenAsIPv4() {  // T2.9
+    @Test func mappedPeerIsWrittenAsIPv4() {
         let header = ReceivedHeader.make(
             heloName: "[192.0.2.25]", clientAddress: IPAddress("::ffff:192.0.2.25")!, hostname: "mx.lab.example",
             protocolName: "ESMTP", queueID: "Q1", recipients: [.postmaster], date: date)

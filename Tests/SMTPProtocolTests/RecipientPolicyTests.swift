@@ -20,7 +20,7 @@ import Testing
         }
     }
 
-    /// reliability.md §2.6, client 192.0.2.1 not allowed to relay (policy level; syntax rows are session tests).
+    /// Open-relay rows R01–R14, client 192.0.2.1 not allowed to relay (policy level; syntax rows are session tests).
     @Test(arguments: [
         ("victim@remote.example", "554 5.7.1"),  // R01
         ("victim%remote.example@lab.example", "550 5.1.1"),  // R02
@@ -49,7 +49,7 @@ import Testing
     }
 
     @Test(arguments: [
-        ("Postmaster", "local postmaster@mx.lab.example"),  // A09, T2.7
+        ("Postmaster", "local postmaster@mx.lab.example"),  // A09
         ("POSTMASTER@lab.example", "local postmaster@lab.example"),
         ("postmaster@[192.0.2.2]", "local postmaster@mx.lab.example"),  // A07
         ("postmaster@[IPv6:2001:db8:99::2]", "local postmaster@mx.lab.example"),  // A07

@@ -3,7 +3,7 @@ import Testing
 
 @testable import SMTPProtocol
 
-/// Submission (RFC 6409) and AUTH (RFC 4954) dialogues with the pure session; standards.md §6.8 (T6.8–T6.10).
+/// Submission (RFC 6409) and AUTH (RFC 4954) dialogues with the pure session (RFC 4954 §4, §6).
 @Suite struct ServerSessionAuthTests {
     static let ehlo = "EHLO client.example\r\n"
     static let plainAlice = "AUTH PLAIN " + Base64.encode(Array("\0alice\0\(Harness.password)".utf8)) + "\r\n"
@@ -44,14 +44,14 @@ import Testing
         #expect(mx.replies.last?.contains("AUTH") == false)
     }
 
-    @Test func authBeforeTLSNeedsEncryption() {  // T6.8
+    @Test func authBeforeTLSNeedsEncryption() {
         var harness = Self.submission()
         harness.writes([Self.ehlo, Self.plainAlice])
         #expect(harness.codes.last == "538 5.7.11")
         #expect(harness.checked.isEmpty)
     }
 
-    @Test func mailWithoutAuthIsRefused() {  // T6.9
+    @Test func mailWithoutAuthIsRefused() {
         var harness = Self.submission()
         harness.writes([Self.ehlo, "MAIL FROM:<a@lab.example>\r\n"])
         #expect(harness.codes.last == "530 5.7.0")
@@ -73,7 +73,7 @@ import Testing
         #expect(harness.committed.first?.recipients.first?.disposition == .relay)
     }
 
-    @Test func secondAuthIsRefused() {  // T6.10
+    @Test func secondAuthIsRefused() {
         var harness = Self.encrypted()
         harness.writes([Self.plainAlice, Self.plainAlice])
         #expect(Array(harness.codes.suffix(2)) == ["235 2.7.0", "503 5.5.1"])

@@ -97,17 +97,17 @@ import Testing
         #expect(codes([line + "\r\n", Self.mailFrom]) == ["250", "250 2.1.0"])
     }
 
-    // MARK: Command order (standards.md §2.10, A17, P10)
+    // MARK: Command order (RFC 5321 §4.1.4, A17, P10)
 
     @Test(arguments: [
-        ([mailFrom], ["503 5.5.1"]),  // T2.1
+        ([mailFrom], ["503 5.5.1"]),
         (["NOOP\r\n", "RSET\r\n", "HELP\r\n", "VRFY x\r\n"], ["250 2.0.0", "250 2.0.0", "214 2.0.0", "252 2.5.2"]),
-        ([ehlo, mailFrom, ehlo, rcptLocal], ["250", "250 2.1.0", "250", "503 5.5.1"]),  // T2.2
+        ([ehlo, mailFrom, ehlo, rcptLocal], ["250", "250 2.1.0", "250", "503 5.5.1"]),
         ([ehlo, mailFrom, "HELO t.example\r\n", rcptLocal], ["250", "250 2.1.0", "250", "503 5.5.1"]),
-        ([ehlo, mailFrom, mailFrom], ["250", "250 2.1.0", "503 5.5.1"]),  // T2.3, A17
+        ([ehlo, mailFrom, mailFrom], ["250", "250 2.1.0", "503 5.5.1"]),  // A17
         ([ehlo, rcptLocal], ["250", "503 5.5.1"]),  // A17
         ([ehlo, "DATA\r\n"], ["250", "503 5.5.1"]),
-        ([ehlo, mailFrom, "DATA\r\n", "NOOP\r\n"], ["250", "250 2.1.0", "503 5.5.1", "250 2.0.0"]),  // T2.4, P10
+        ([ehlo, mailFrom, "DATA\r\n", "NOOP\r\n"], ["250", "250 2.1.0", "503 5.5.1", "250 2.0.0"]),  // P10
         (
             [ehlo, mailFrom, "RCPT TO:<v@remote.example>\r\n", "DATA\r\n"],
             ["250", "250 2.1.0", "554 5.7.1", "503 5.5.1"]
@@ -120,7 +120,7 @@ import Testing
             [ehlo, mailFrom, rcptLocal, "EHLO x)\r\n", "DATA\r\n"],
             ["250", "250 2.1.0", "250 2.1.5", "501 5.5.4", "354"]
         ),
-        ([ehlo, "MAIL FROM:<>\r\n", "RCPT TO:<Postmaster>\r\n"], ["250", "250 2.1.0", "250 2.1.5"]),  // T2.7, T2.8
+        ([ehlo, "MAIL FROM:<>\r\n", "RCPT TO:<Postmaster>\r\n"], ["250", "250 2.1.0", "250 2.1.5"]),
         (
             [ehlo, "RSET\r\n" + mailFrom + rcptLocal + "RSET\r\n" + mailFrom + rcptLocal + "DATA\r\n"],
             ["250", "250 2.0.0", "250 2.1.0", "250 2.1.5", "250 2.0.0", "250 2.1.0", "250 2.1.5", "354"]
@@ -337,7 +337,7 @@ import Testing
                 == ["250", "250 2.1.0", "250 2.1.5"])
     }
 
-    @Test func recipientLimit() {  // T2.5, L01
+    @Test func recipientLimit() {  // L01
         let rcpts = (1...115).map { "RCPT TO:<u\($0)@lab.example>\r\n" }.joined()
         let harness = run([Self.ehlo, Self.mailFrom + rcpts + "DATA\r\n", "x\r\n.\r\n"])
         let codes = Array(harness.codes.dropFirst(3))
@@ -459,7 +459,7 @@ import Testing
         #expect(harness.logs.count == 1)
     }
 
-    // MARK: RFC 2920 synchronisation (R10, P02–P05)
+    // MARK: RFC 2920 synchronisation (P02–P05)
 
     @Test(arguments: [
         [ehlo + "NOOP\r\n"],  // P05
@@ -626,7 +626,7 @@ import Testing
         #expect(shutdown.last == .close)
     }
 
-    // MARK: STARTTLS (R11, P07, P08)
+    // MARK: STARTTLS (RFC 3207 §4.2, P07, P08)
 
     @Test func startTLSResetsAndDiscards() {
         var harness = Harness(configuration: Lab.configuration { $0.tlsAvailable = true })
@@ -644,7 +644,7 @@ import Testing
 
     }
 
-    /// P06, T6.1 (CVE-2011-0411): commands pipelined after STARTTLS are discarded with a warning, never run.
+    /// P06 (CVE-2011-0411): commands pipelined after STARTTLS are discarded with a warning, never run.
     @Test(arguments: ["STARTTLS\r\nRSET\r\n", "STARTTLS\r\nEHLO x\r\nMAIL FROM:<a@b.example>\r\n"])
     func startTLSDiscardsPipelinedCommands(write: String) {
         var injected = Harness(configuration: Lab.configuration { $0.tlsAvailable = true })
@@ -655,13 +655,13 @@ import Testing
         #expect(
             injected.actions.contains(
                 .warning("discarded \(discarded) octets pipelined after STARTTLS from [192.0.2.1]")))
-        injected.write(Self.rcptLocal)  // T6.1: no EHLO or MAIL survived
+        injected.write(Self.rcptLocal)  // no EHLO or MAIL survived
         #expect(injected.codes.last == "503 5.5.1")
         injected.write(Self.ehlo)
         #expect(injected.codes.last == "250")
     }
 
-    /// Without a 220 (no TLS available), STARTTLS still ends a pipelined group: 554 5.5.0 and close (R10).
+    /// Without a 220 (no TLS available), STARTTLS still ends a pipelined group: 554 5.5.0 and close (RFC 2920 §3.1).
     @Test func refusedStartTLSKeepsTheSynchronizationRule() {
         let injected = run(["STARTTLS\r\nRSET\r\n"])
         #expect(Array(injected.codes.dropFirst()) == ["554 5.5.0"])

@@ -2,7 +2,7 @@ import NetAddress
 import SMTPProtocol
 import Testing
 
-/// Fixtures shared by the SMTPProtocol tests: the lab identity of reliability.md §2 and a small driver that plays
+/// Fixtures shared by the SMTPProtocol tests: the lab identity (mx.lab.example) and a small driver that plays
 /// the I/O side (feeds bytes in chosen chunk sizes and answers commits).
 enum Lab {
     static let host = "mx.lab.example"

@@ -81,7 +81,7 @@ extension SocketIO {
             #expect(elapsed < 1.0)
         }
 
-        /// reliability §3.5 X07: a listener with a full backlog drops SYNs silently; connect must time out.
+        /// A listener with a full backlog drops SYNs silently; connect must time out.
         @Test func connectTimesOutAgainstAFullBacklog() throws {
             let listener = try Listener.bind(try address("127.0.0.1:0"), backlog: 0)  // never started
             defer { listener.close() }
@@ -109,7 +109,7 @@ extension SocketIO {
             #expect(elapsed >= 0.35 && elapsed < 1.5, "timed out after \(elapsed) s")
         }
 
-        /// reliability L09: connect/close cycles leave no fd behind on either side.
+        /// Connect/close cycles leave no fd behind on either side.
         @Test func noDescriptorLeakAfterManyCycles() throws {
             let server = try EchoServer(try address("127.0.0.1:0"))
             defer { server.stop() }

@@ -30,7 +30,7 @@ extension SocketIO {
             clientQueue.sync { client.close() }
         }
 
-        /// standards §9.2 T9.1: `[::]:P` and `0.0.0.0:P` both bind; each client is seen in its own family.
+        /// `[::]:P` and `0.0.0.0:P` both bind; each client is seen in its own family.
         @Test func wildcardsOfBothFamiliesShareAPort() throws {
             var pair: (EchoServer, EchoServer)?
             let v4Wildcard = try address("0.0.0.0:0")
@@ -74,7 +74,7 @@ extension SocketIO {
             }
         }
 
-        /// standards §9.2 T9.2: `[::]:P` alone does not take IPv4 (IPV6_V6ONLY set whatever the sysctl says).
+        /// `[::]:P` alone does not take IPv4 (IPV6_V6ONLY set whatever the sysctl says).
         @Test func ipv6WildcardRefusesIPv4() throws {
             let server = try EchoServer(try address("[::]:0"))
             defer { server.stop() }
@@ -117,7 +117,7 @@ extension SocketIO {
             #expect(!socket.isOpen)
         }
 
-        /// reliability L08: accept() hitting EMFILE must back off, not spin, and accepting resumes once fds are free.
+        /// accept() hitting EMFILE must back off, not spin, and accepting resumes once fds are free.
         @Test func acceptBacksOffOnEMFILEAndRecovers() throws {
             let listener = try Listener.bind(try address("127.0.0.1:0"))
             defer { listener.close() }

@@ -4,7 +4,7 @@ import Testing
 
 @testable import Spool
 
-/// Start-up recovery (R5, Q01–Q06): each case damages one queue entry next to a valid one, then runs recover().
+/// Start-up recovery (Q01–Q06; docs/rules.md, "The queue"): each case damages one queue entry next to a valid one, then runs recover().
 @Suite struct SpoolRecoveryTests {
     enum Damage: String, CaseIterable, Sendable {
         case messageWithoutEnvelope, envelopeWithoutMessage, truncatedEnvelope, flippedByte, messageSizeMismatch
