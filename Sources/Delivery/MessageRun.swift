@@ -180,3 +180,24 @@ struct BlockingWork: Sendable {
         }
     }
 }
+
+/// Runs the delivery runs' async code on the runner's Dispatch queue instead of Swift's cooperative pool. That pool
+/// has one thread per core, and one blocked thread (a slow library call anywhere in the process) would stall every
+/// run; the Dispatch queue grows threads as needed. Blocking work still goes through `BlockingWork`.
+final class DispatchTaskExecutor: TaskExecutor, @unchecked Sendable {
+    // @unchecked Sendable: the only stored property is an immutable DispatchQueue.
+    let queue: DispatchQueue
+
+    init(queue: DispatchQueue) {
+        self.queue = queue
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+
+    func asUnownedTaskExecutor() -> UnownedTaskExecutor {
+        UnownedTaskExecutor(ordinary: self)
+    }
+}

@@ -89,6 +89,7 @@ public final class QueueRunner: Sendable {
     private let localDelivery: LocalDelivery
     private let scheduler = DispatchQueue(label: "dualmta.queue-runner")
     private let workers = DispatchQueue(label: "dualmta.delivery", attributes: .concurrent)
+    private let executor: DispatchTaskExecutor
     private let state = Mutex(SchedulerState())
     private let timers = RetryTimers()
 
@@ -107,6 +108,7 @@ public final class QueueRunner: Sendable {
         self.settings = Mutex(configuration)
         self.logger = logger
         self.localDelivery = LocalDelivery(spool: spool, logger: logger)
+        self.executor = DispatchTaskExecutor(queue: workers)
     }
 
     /// A reloaded config: runs that start from now on use it; runs in progress finish with the old one.
@@ -157,7 +159,7 @@ public final class QueueRunner: Sendable {
             state.running.insert(id)
             return id
         }) {
-            Task { [self] in
+            Task(executorPreference: executor) { [self] in
                 let retryAt = await makeRun(id).run()
                 finished(id, retryAt: retryAt)
             }
