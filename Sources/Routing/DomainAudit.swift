@@ -500,7 +500,7 @@ struct AuditWork {
             (Capability.ipv4Only, AddressFamily.ipv4, "IPv4"), (Capability.ipv6Only, AddressFamily.ipv6, "IPv6"),
         ] {
             var context = DomainAudit.gatherContext(options)
-            context.capability = capability
+            context.policy.capability = capability
             let plan = RoutePlanner.plan(.domain(domain), lookups: lookups, context: context)
             switch plan.verdict {
             case .deliver, .deliverLocally:

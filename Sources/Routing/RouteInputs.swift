@@ -231,29 +231,4 @@ public struct RoutingContext: Sendable {
                 familyMismatch: familyMismatch, acceptLoopbackFromDNS: acceptLoopbackFromDNS),
             transportCache: transportCache, now: now, seed: seed)
     }
-
-    public var identity: LocalIdentity {
-        get { policy.identity }
-        set { policy.identity = newValue }
-    }
-    public var capability: Capability {
-        get { policy.capability }
-        set { policy.capability = newValue }
-    }
-    public var staticRoutes: StaticRoutes {
-        get { policy.staticRoutes }
-        set { policy.staticRoutes = newValue }
-    }
-    public var mxPort: UInt16 {
-        get { policy.mxPort }
-        set { policy.mxPort = newValue }
-    }
-    public var familyMismatch: FamilyMismatchPolicy {
-        get { policy.familyMismatch }
-        set { policy.familyMismatch = newValue }
-    }
-    public var acceptLoopbackFromDNS: Bool {
-        get { policy.acceptLoopbackFromDNS }
-        set { policy.acceptLoopbackFromDNS = newValue }
-    }
 }

@@ -73,14 +73,14 @@ struct PlanWork {
         self.context = context
         self.lookups = lookups
         self.destination = destination
-        let capability = context.capability
+        let capability = context.policy.capability
         let summary =
             capability.usableFamilies.count == 2
             ? "\(capability.summary), \(capability.preferredFamily) first" : capability.summary
         plan = RoutePlan(destination: destination.description, source: "mx", capability: summary, verdict: .deliver)
     }
 
-    private var identity: LocalIdentity { context.identity }
+    private var identity: LocalIdentity { context.policy.identity }
 
     mutating func run() {
         switch destination {
@@ -92,23 +92,24 @@ struct PlanWork {
                 return
             }
             planFixedEndpoint(
-                Endpoint(address: address, port: context.mxPort), label: address.smtpLiteral, loopMeansLocal: true)
+                Endpoint(address: address, port: context.policy.mxPort), label: address.smtpLiteral,
+                loopMeansLocal: true)
         case .domain(let domain):
             if identity.isLocalDomain(domain) {
                 plan.source = "local domain"
                 plan.verdict = .deliverLocally
                 return
             }
-            if let route = context.staticRoutes.route(for: domain) {
+            if let route = context.policy.staticRoutes.route(for: domain) {
                 plan.source = "static route \(route)"
                 switch route.target {
                 case .address(let address, let port):
                     planFixedEndpoint(
-                        Endpoint(address: address, port: port ?? context.mxPort), label: "[\(address)]",
+                        Endpoint(address: address, port: port ?? context.policy.mxPort), label: "[\(address)]",
                         loopMeansLocal: false)
                 case .host(let host, let port):
                     plan.mxSet = [MXSetEntry(preference: 0, host: host, implicit: true)]
-                    let candidate = Candidate(host: host, preference: 0, port: port ?? context.mxPort)
+                    let candidate = Candidate(host: host, preference: 0, port: port ?? context.policy.mxPort)
                     planCandidates([candidate], kind: .routeTarget(host))
                 }
                 return
@@ -134,7 +135,7 @@ struct PlanWork {
             plan.source = "implicit mx"
             plan.mxSet = [MXSetEntry(preference: 0, host: domain, implicit: true)]
             planCandidates(
-                [Candidate(host: domain, preference: 0, port: context.mxPort)], kind: .implicitMX(domain))
+                [Candidate(host: domain, preference: 0, port: context.policy.mxPort)], kind: .implicitMX(domain))
         case .records(let records, let canonicalName):
             if let canonicalName, canonicalName != domain {
                 plan.warnings.append("\(domain) is a CNAME for \(canonicalName): its MX records are used")
@@ -169,7 +170,8 @@ struct PlanWork {
                 continue
             }
             plan.mxSet.append(MXSetEntry(preference: record.preference, host: record.exchange))
-            candidates.append(Candidate(host: record.exchange, preference: record.preference, port: context.mxPort))
+            candidates.append(
+                Candidate(host: record.exchange, preference: record.preference, port: context.policy.mxPort))
         }
         planCandidates(candidates, kind: .mx(domain))
     }
@@ -243,7 +245,7 @@ struct PlanWork {
             while end < candidates.count && candidates[end].preference == candidates[index].preference { end += 1 }
             let level = Array(candidates[index..<end])
             var planned: [String: Int] = [:]
-            for family in context.capability.familyOrder {
+            for family in context.policy.capability.familyOrder {
                 for candidate in level {
                     for record in lookups.addresses(of: candidate.host)[family]?.records ?? [] {
                         let address = record.address
@@ -286,7 +288,7 @@ struct PlanWork {
     private func dropReason(_ address: IPAddress) -> String? {
         let addressClass = address.addressClass
         if addressClass.isUnusableForDelivery { return "\(addressClass) address" }
-        if addressClass == .loopback && !context.acceptLoopbackFromDNS { return "loopback address in DNS" }
+        if addressClass == .loopback && !context.policy.acceptLoopbackFromDNS { return "loopback address in DNS" }
         return nil
     }
 
@@ -294,7 +296,7 @@ struct PlanWork {
     private mutating func report(_ candidate: Candidate, plannedCount: Int) -> HostOutcome {
         let host = candidate.host
         let answers = lookups.addresses(of: host)
-        let families = context.capability.familyOrder
+        let families = context.policy.capability.familyOrder
         var soft: [String] = []
         var recordCount = 0
         var noSuchHost = !families.isEmpty
@@ -333,7 +335,7 @@ struct PlanWork {
     }
 
     private func noRecordsReason() -> String {
-        let usable = context.capability.usableFamilies
+        let usable = context.policy.capability.usableFamilies
         switch (usable.contains(.ipv4), usable.contains(.ipv6)) {
         case (true, true): return "no AAAA or A record"
         case (true, false): return "no A record and IPv6 not usable"
@@ -369,12 +371,12 @@ struct PlanWork {
                     + " (NXDOMAIN)")
         }
         if outcomes.contains(.noRecords) {
-            let usable = context.capability.usableFamilies
+            let usable = context.policy.capability.usableFamilies
             if usable.count < 2 {
                 let reason =
                     kind.sentence("an address of a usable family", "address of a usable family")
-                    + " (this host is \(context.capability.summary))"
-                switch context.familyMismatch {
+                    + " (this host is \(context.policy.capability.summary))"
+                switch context.policy.familyMismatch {
                 case .bounce: return .permanentFailure(status: "5.4.4", reason: reason)
                 case .defer: return .temporaryFailure(status: "4.4.4", reason: reason)
                 }
@@ -399,11 +401,11 @@ struct PlanWork {
             return
         }
         let family = endpoint.address.family
-        guard context.capability.usableFamilies.contains(family) else {
+        guard context.policy.capability.usableFamilies.contains(family) else {
             let reason =
-                "\(label) needs \(family == .ipv6 ? "IPv6" : "IPv4") (this host is \(context.capability.summary))"
+                "\(label) needs \(family == .ipv6 ? "IPv6" : "IPv4") (this host is \(context.policy.capability.summary))"
             plan.skipped.append(SkippedEntry(endpoint.address.description, "\(family) not usable"))
-            switch context.familyMismatch {
+            switch context.policy.familyMismatch {
             case .bounce: plan.verdict = .permanentFailure(status: "5.4.4", reason: reason)
             case .defer: plan.verdict = .temporaryFailure(status: "4.4.4", reason: reason)
             }

@@ -16,11 +16,11 @@ public struct RouteResolver: Sendable {
     }
 
     public func gather(_ destination: Destination, context: RoutingContext) -> RouteLookups {
-        guard case .domain(let domain) = destination, !context.identity.isLocalDomain(domain) else {
+        guard case .domain(let domain) = destination, !context.policy.identity.isLocalDomain(domain) else {
             return RouteLookups()
         }
         var lookups = RouteLookups()
-        if let route = context.staticRoutes.route(for: domain) {
+        if let route = context.policy.staticRoutes.route(for: domain) {
             if case .host(let host, _) = route.target {
                 lookups.hosts[host] = addresses(of: host, context: context)
             }
@@ -35,7 +35,8 @@ public struct RouteResolver: Sendable {
             lookups.hosts[domain] = addresses(of: domain, context: context)
         case .records(let records, _):
             guard !records.contains(where: \.isNullMX) else { return lookups }
-            let selfByName = records.filter { context.identity.isSelf(name: $0.exchange) }.map(\.preference).min()
+            let selfByName = records.filter { context.policy.identity.isSelf(name: $0.exchange) }.map(\.preference)
+                .min()
             var asked: Set<String> = []
             for record in records.sorted(by: { $0.preference < $1.preference }) {
                 if let selfByName, record.preference >= selfByName { continue }
@@ -54,7 +55,7 @@ public struct RouteResolver: Sendable {
 
     private func addresses(of host: String, context: RoutingContext) -> HostAddresses {
         var answers = HostAddresses()
-        for family in context.capability.familyOrder {
+        for family in context.policy.capability.familyOrder {
             answers[family] = resolver.addresses(host, family: family)
         }
         return answers

@@ -89,7 +89,7 @@ import Testing
     func familyMismatchDefer() throws {
         let zone = LabZone().mx("example.test", (10, "v4only.example.test")).host("v4only.example.test", "192.0.2.4")
         var ctx = context(.ipv6Only)
-        ctx.familyMismatch = .defer
+        ctx.policy.familyMismatch = .defer
         #expect(try route("example.test", zone, ctx).verdict.status == "4.4.4")
     }
 
@@ -275,8 +275,8 @@ import Testing
     func loopbackAllowed() throws {
         let zone = LabZone().mx("example.test", (10, "mx.example.test")).host("mx.example.test", "127.0.0.1")
         var ctx = context()
-        ctx.acceptLoopbackFromDNS = true
-        ctx.mxPort = 2600
+        ctx.policy.acceptLoopbackFromDNS = true
+        ctx.policy.mxPort = 2600
         #expect(try route("example.test", zone, ctx).attempts.map(\.endpoint.description) == ["127.0.0.1:2600"])
     }
 
@@ -430,7 +430,7 @@ import Testing
     @Test("static route to an address: no DNS, the route's port")
     func staticAddress() throws {
         var ctx = context()
-        ctx.staticRoutes = try StaticRoutes(parsing: "example.net=[192.0.2.7]:2526, *=[::1]:10025")
+        ctx.policy.staticRoutes = try StaticRoutes(parsing: "example.net=[192.0.2.7]:2526, *=[::1]:10025")
         let zone = test1Zone
         #expect(try route("a@example.net", zone, ctx).attempts.map(\.endpoint.description) == ["192.0.2.7:2526"])
         let wildcard = try route("a@example.test", zone, ctx)
@@ -443,14 +443,14 @@ import Testing
         var ctx = context(
             identity: LocalIdentity(
                 hostname: "relay.lab.test", listeners: [Endpoint(address: ip("::1"), port: 10025)]))
-        ctx.staticRoutes = try StaticRoutes(parsing: "*=[::1]:10025")
+        ctx.policy.staticRoutes = try StaticRoutes(parsing: "*=[::1]:10025")
         #expect(try route("a@example.test", LabZone(), ctx).verdict.status == "5.4.6")
     }
 
     @Test("static route to host:port resolves A/AAAA of the host, never MX")
     func staticHost() throws {
         var ctx = context()
-        ctx.staticRoutes = try StaticRoutes(parsing: "example.test=mx20.example.test:2526")
+        ctx.policy.staticRoutes = try StaticRoutes(parsing: "example.test=mx20.example.test:2526")
         let zone = test1Zone
         let plan = try route("example.test", zone, ctx)
         #expect(plan.attempts.map(\.endpoint.description) == ["[2001:db8:20::1]:2526", "192.0.2.21:2526"])
