@@ -68,11 +68,12 @@ struct OutboundDelivery: Sendable {
             effects.execute(verdictEffects, envelope: envelope)
             return envelope
         }
-        var feed = AttemptFeed(plan: plan, configuration: configuration)
+        var feed = AttemptFeed(
+            plan: plan, maker: AttemptMaker(configuration: configuration, spool: spool), logger: logger)
         let started = ContinuousClock.now
         while !run.isDone,
             let fed = await feed.next(
-                self, envelope: envelope, recipients: run.open.map { envelope.recipients[$0].address })
+                envelope: envelope, recipients: run.open.map { envelope.recipients[$0].address })
         {
             var outcome = fed.outcome
             outcome.tlsPolicy = configuration.tlsPolicy(
@@ -87,35 +88,6 @@ struct OutboundDelivery: Sendable {
         effects.execute(
             run.exhausted(envelope: &envelope, now: Int64(Date().timeIntervalSince1970)), envelope: envelope)
         return envelope
-    }
-
-    /// Runs one attempt over a new connection; the run is suspended until the attempt ends.
-    func attemptDelivery(envelope: Envelope, attempt: PlannedAttempt, recipients: [String]) async
-        -> DeliveryAttemptResult
-    {
-        let request = self.request(envelope: envelope, attempt: attempt, recipients: recipients)
-        return await withCheckedContinuation { continuation in
-            RemoteDelivery.deliver(
-                to: SocketAddress(ip: attempt.address, port: attempt.port), request,
-                queue: DispatchQueue(label: "dualmta.outbound")
-            ) { result in
-                continuation.resume(returning: result)
-            }
-        }
-    }
-
-    /// What an attempt sends, and how, for the open recipients of `envelope`: the TLS policy of the destination
-    /// (`smtp_tls_policy`, else `smtp_tls`) and the MX name for SNI.
-    func request(envelope: Envelope, attempt: PlannedAttempt, recipients: [String]) -> AttemptRequest {
-        var timeouts = ClientTimeouts()
-        if let cap = configuration.replyTimeout { timeouts = timeouts.capped(at: cap) }
-        return AttemptRequest(
-            source: sourceAddress(for: attempt.family), connectTimeout: configuration.connectTimeout,
-            timeouts: timeouts,
-            heloName: configuration.heloName, sender: envelope.sender, recipients: recipients,
-            messageFile: spool.messagePath(envelope.id), bodyType: envelope.bodyType.flatMap(BodyType.init(rawValue:)),
-            smtpUTF8: envelope.smtpUTF8, tlsPolicy: configuration.tlsPolicy(for: attempt, recipients: recipients),
-            serverName: configuration.tlsServerName(for: attempt))
     }
 }
 

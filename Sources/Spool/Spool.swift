@@ -17,8 +17,14 @@ import Glibc
 //     2 envelope written       <id>.msg, <id>.env   -                               delete both
 //     3 data moved             <id>.env             <id>.msg                        delete both
 //     4 committed              -                    <id>.msg, <id>.env              validate; bad → corrupt/
+//     4L committed, locked     -                    <id>.msg (flocked), <id>.env    as 4 (the lock died with its owner)
 //     5 envelope update        -                    <id>.msg, <id>.env, <id>.R.tmp  delete the .tmp (old env wins)
 //     6 removing               -                    <id>.msg                        delete (as in state 3)
+//
+// The message lock (4L, MessageLock.swift) is `flock(LOCK_EX)` on `queue/<id>.msg`, the one file that stays put from
+// commit to removal. A delivery run holds it from its first envelope read to its last write (5 and 6 happen under
+// it); a queue command (hold, bounce, delete, ...) holds it around its read-modify-write. The lock lives on the
+// open file, so a process that dies drops it; start-up recovery never waits for it.
 //
 // The commit point is the one rename `incoming/<id>.env → queue/<id>.env` (3 → 4): a `queue/<id>.env` exists only
 // for a message whose data and envelope are both fsynced, and `.env` without `.msg` is corrupt. `commit` then fsyncs

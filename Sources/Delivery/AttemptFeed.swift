@@ -9,7 +9,7 @@ import Sockets
 import Spool
 
 /// What feeds `OutboundDelivery`'s attempt loop: one (attempt, result) at a time, in the order the loop must judge
-/// them. `sequential` runs the plan's attempts one by one (RFC 3974). `happy-eyeballs` races each preference level
+/// them; `AttemptMaker` makes the attempts. `sequential` runs the plan's attempts one by one (RFC 3974). `happy-eyeballs` races each preference level
 /// (`ConnectionRacer`), hands back the failed attempts first and then the result of the SMTP session on the winning
 /// connection; if that session fails at the host level, the level's attempts not yet judged (the losers, closed
 /// when the winner connected) race again. A level is left only when all of its addresses were judged.
@@ -23,6 +23,9 @@ struct AttemptFeed {
 
     let strategy: ConnectStrategy
     let delay: Duration
+    /// Runs the attempts the feed decides to make; the `connect` lines of a race go to `logger`.
+    let maker: AttemptMaker
+    let logger: Logger
     /// Per level, the attempts not yet judged (in Happy Eyeballs order for that strategy).
     private var levels: [(rank: Int, remaining: [PlannedAttempt])]
     private var levelIndex = 0
@@ -30,9 +33,11 @@ struct AttemptFeed {
     /// The family of the first attempt started in this run (for `dualmta_family_fallbacks_total`).
     private(set) var firstFamily: AddressFamily?
 
-    init(plan: RoutePlan, configuration: OutboundConfiguration) {
-        strategy = configuration.connectStrategy
-        delay = configuration.connectionAttemptDelay
+    init(plan: RoutePlan, maker: AttemptMaker, logger: Logger) {
+        self.maker = maker
+        self.logger = logger
+        strategy = maker.configuration.connectStrategy
+        delay = maker.configuration.connectionAttemptDelay
         switch strategy {
         case .sequential:
             levels = HappyEyeballsSchedule.levels(plan.attempts).enumerated().map { ($0.offset + 1, $0.element) }
@@ -44,7 +49,7 @@ struct AttemptFeed {
     }
 
     /// The next attempt to judge, nil when the plan is exhausted. Suspends while connects and sessions run.
-    mutating func next(_ delivery: OutboundDelivery, envelope: Envelope, recipients: [String]) async -> Fed? {
+    mutating func next(envelope: Envelope, recipients: [String]) async -> Fed? {
         while buffered.isEmpty {
             guard levelIndex < levels.count else { return nil }
             guard !levels[levelIndex].remaining.isEmpty else {
@@ -56,7 +61,7 @@ struct AttemptFeed {
                 let attempt = levels[levelIndex].remaining.removeFirst()
                 let rank = levels[levelIndex].rank
                 firstFamily = firstFamily ?? attempt.family
-                let outcome = await delivery.attemptDelivery(
+                let outcome = await maker.attemptDelivery(
                     envelope: envelope, attempt: attempt, recipients: recipients)
                 let labels = DualMTAMetrics.labels(attempt.family, rank: rank)
                 switch outcome.outcome {
@@ -73,21 +78,21 @@ struct AttemptFeed {
                 }
                 buffered.append(Fed(attempt: attempt, outcome: outcome, rank: rank))
             case .happyEyeballs:
-                await raceLevel(delivery, envelope: envelope, recipients: recipients)
+                await raceLevel(envelope: envelope, recipients: recipients)
             }
         }
         return buffered.removeFirst()
     }
 
     /// Races the current level's remaining attempts, logs every started one, and buffers what the loop must judge.
-    private mutating func raceLevel(_ delivery: OutboundDelivery, envelope: Envelope, recipients: [String]) async {
+    private mutating func raceLevel(envelope: Envelope, recipients: [String]) async {
         let rank = levels[levelIndex].rank
         let attempts = levels[levelIndex].remaining
         let candidates = attempts.map {
-            ConnectionRacer.Candidate(attempt: $0, source: delivery.sourceAddress(for: $0.family))
+            ConnectionRacer.Candidate(attempt: $0, source: maker.sourceAddress(for: $0.family))
         }
         let started = ContinuousClock.now
-        let connectTimeout = delivery.configuration.connectTimeout
+        let connectTimeout = maker.configuration.connectTimeout
         let outcome = await withCheckedContinuation { continuation in
             ConnectionRacer.race(
                 candidates, delay: delay, connectTimeout: connectTimeout,
@@ -130,7 +135,7 @@ struct AttemptFeed {
                             socketError: nil, elapsedMilliseconds: report.milliseconds),
                         rank: rank))
             }
-            delivery.logger.info("connect", metadata: metadata)
+            logger.info("connect", metadata: metadata)
         }
         levels[levelIndex].remaining = attempts.enumerated().filter { !judged.contains($0.offset) }.map(\.element)
 
@@ -142,32 +147,9 @@ struct AttemptFeed {
                 ContinuousClock.now - .milliseconds($0.milliseconds)
             }
             ?? started
-        let result = await delivery.attemptDelivery(
+        let result = await maker.attemptDelivery(
             envelope: envelope, attempt: attempt, over: winner.connection, recipients: recipients,
             started: winnerStarted)
         buffered.append(Fed(attempt: attempt, outcome: result, rank: rank))
-    }
-}
-
-extension OutboundDelivery {
-    /// `bind_address` / `bind_address6` for `family`, port 0.
-    func sourceAddress(for family: AddressFamily) -> SocketAddress? {
-        switch family {
-        case .ipv4: return configuration.bindAddress.map { SocketAddress(ip: $0, port: 0) }
-        case .ipv6: return configuration.bindAddress6.map { SocketAddress(ip: $0, port: 0) }
-        }
-    }
-
-    /// Runs the SMTP session on the connection that won a race; the run is suspended until it ends.
-    func attemptDelivery(
-        envelope: Envelope, attempt: PlannedAttempt, over connection: Connection, recipients: [String],
-        started: ContinuousClock.Instant
-    ) async -> DeliveryAttemptResult {
-        let request = self.request(envelope: envelope, attempt: attempt, recipients: recipients)
-        return await withCheckedContinuation { continuation in
-            RemoteDelivery.deliver(over: connection, request, started: started) { result in
-                continuation.resume(returning: result)
-            }
-        }
     }
 }

@@ -1,0 +1,63 @@
+import Dispatch
+import NetAddress
+import Routing
+import SMTPProtocol
+import Sockets
+import Spool
+
+/// Makes one delivery attempt: builds what it sends and how (`AttemptRequest`: the source address of the family,
+/// the timeouts, the destination's TLS policy and the SNI name) and runs it over a new connection or over the
+/// connection that won a race. The delivery run is suspended until the attempt ends; no thread waits for it.
+struct AttemptMaker: Sendable {
+    let configuration: OutboundConfiguration
+    let spool: Spool
+    /// Runs one attempt over a new connection; the run is suspended until the attempt ends.
+    func attemptDelivery(envelope: Envelope, attempt: PlannedAttempt, recipients: [String]) async
+        -> DeliveryAttemptResult
+    {
+        let request = self.request(envelope: envelope, attempt: attempt, recipients: recipients)
+        return await withCheckedContinuation { continuation in
+            RemoteDelivery.deliver(
+                to: SocketAddress(ip: attempt.address, port: attempt.port), request,
+                queue: DispatchQueue(label: "dualmta.outbound")
+            ) { result in
+                continuation.resume(returning: result)
+            }
+        }
+    }
+
+    /// What an attempt sends, and how, for the open recipients of `envelope`: the TLS policy of the destination
+    /// (`smtp_tls_policy`, else `smtp_tls`) and the MX name for SNI.
+    func request(envelope: Envelope, attempt: PlannedAttempt, recipients: [String]) -> AttemptRequest {
+        var timeouts = ClientTimeouts()
+        if let cap = configuration.replyTimeout { timeouts = timeouts.capped(at: cap) }
+        return AttemptRequest(
+            source: sourceAddress(for: attempt.family), connectTimeout: configuration.connectTimeout,
+            timeouts: timeouts,
+            heloName: configuration.heloName, sender: envelope.sender, recipients: recipients,
+            messageFile: spool.messagePath(envelope.id), bodyType: envelope.bodyType.flatMap(BodyType.init(rawValue:)),
+            smtpUTF8: envelope.smtpUTF8, tlsPolicy: configuration.tlsPolicy(for: attempt, recipients: recipients),
+            serverName: configuration.tlsServerName(for: attempt))
+    }
+
+    /// `bind_address` / `bind_address6` for `family`, port 0.
+    func sourceAddress(for family: AddressFamily) -> SocketAddress? {
+        switch family {
+        case .ipv4: return configuration.bindAddress.map { SocketAddress(ip: $0, port: 0) }
+        case .ipv6: return configuration.bindAddress6.map { SocketAddress(ip: $0, port: 0) }
+        }
+    }
+
+    /// Runs the SMTP session on the connection that won a race; the run is suspended until it ends.
+    func attemptDelivery(
+        envelope: Envelope, attempt: PlannedAttempt, over connection: Connection, recipients: [String],
+        started: ContinuousClock.Instant
+    ) async -> DeliveryAttemptResult {
+        let request = self.request(envelope: envelope, attempt: attempt, recipients: recipients)
+        return await withCheckedContinuation { continuation in
+            RemoteDelivery.deliver(over: connection, request, started: started) { result in
+                continuation.resume(returning: result)
+            }
+        }
+    }
+}
