@@ -141,7 +141,9 @@ public struct IPv6Address: Hashable, Sendable, Comparable, CustomStringConvertib
             UInt8(groups[6] >> 8), UInt8(groups[6] & 0xff), UInt8(groups[7] >> 8), UInt8(groups[7] & 0xff))
     }
 
-    public static func < (lhs: IPv6Address, rhs: IPv6Address) -> Bool { lhs.groups.lexicographicallyPrecedes(rhs.groups) }
+    public static func < (lhs: IPv6Address, rhs: IPv6Address) -> Bool {
+        lhs.groups.lexicographicallyPrecedes(rhs.groups)
+    }
 }
 
 /// An address of either family.

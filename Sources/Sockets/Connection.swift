@@ -79,7 +79,8 @@ public final class Connection: @unchecked Sendable {
         self.queue = queue
         // SMTP is request/reply and every reply group leaves in one write: Nagle's algorithm only adds delayed-ACK
         // stalls (~40 ms per exchange on loopback). Best effort: a failure here changes timing, not correctness.
-        try? setIntOption(fd, level: Int32(IPPROTO_TCP), name: 1 /* TCP_NODELAY */, value: 1)
+        let tcpNoDelay: Int32 = 1  // TCP_NODELAY (Glibc does not export the constant to Swift)
+        try? setIntOption(fd, level: Int32(IPPROTO_TCP), name: tcpNoDelay, value: 1)
     }
 
     /// Caps the kernel's send buffer for this socket (SO_SNDBUF; the kernel doubles the value for bookkeeping).

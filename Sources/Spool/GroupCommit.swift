@@ -40,7 +40,8 @@ public final class GroupCommit: @unchecked Sendable {
     /// Queues a message for the next batch. `completion` runs on the commit queue: hop to your own queue in it.
     public func submit(_ message: IncomingMessage, envelope: Envelope, completion: @escaping Completion) {
         let startBatch: Bool = lock.withLock {
-            waiting.append(Request(pending: PendingCommit(message: message, envelope: envelope), completion: completion))
+            waiting.append(
+                Request(pending: PendingCommit(message: message, envelope: envelope), completion: completion))
             if running { return false }
             running = true
             return true

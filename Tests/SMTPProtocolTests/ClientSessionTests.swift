@@ -774,7 +774,9 @@ private let queued = Reply(250, EnhancedStatus(2, 0, 0), "queued as X")
 
     /// Keywords are ASCII: "ſTARTTLS" (long s) is not STARTTLS, whatever Unicode case mapping says.
     @Test func keywordsAreMatchedAsASCII() {
-        let capabilities = ServerCapabilities(ehloLines: ["mx.example", "\u{017F}TARTTLS", "p\u{0131}pel\u{0131}n\u{0131}ng"])
+        let capabilities = ServerCapabilities(ehloLines: [
+            "mx.example", "\u{017F}TARTTLS", "p\u{0131}pel\u{0131}n\u{0131}ng",
+        ])
         #expect(!capabilities.startTLS)
         #expect(!capabilities.pipelining)
         #expect(ServerCapabilities(ehloLines: ["mx.example", "starttls", "Pipelining"]).startTLS)
