@@ -71,7 +71,14 @@ struct EffectExecutor: Sendable {
                     "reason": "an undeliverable double-bounce notice is logged and dropped (triple bounce)",
                 ])
         case .deferred(let next, let runs):
-            logger.info("deferred", metadata: ["next_attempt": "\(next)", "runs": "\(runs)"])
+            logger.info("deferred", metadata: ["next_attempt": "\(MailDate.iso8601(next))", "runs": "\(runs)"])
+        case .noReport(let index, let kind):
+            logger.info(
+                "no-report",
+                metadata: [
+                    "rcpt": rcpt(index), "kind": "\(kind)",
+                    "reason": "NOTIFY=\(envelope.recipients[index].notify?.parameterValue ?? "")",
+                ])
         case .removed(let delivered, let failed):
             logger.info("removed", metadata: ["delivered": "\(delivered)", "failed": "\(failed)"])
         }

@@ -135,6 +135,9 @@ struct MessageRun: Sendable {
                     return Date(timeIntervalSince1970: Double(conclusion.retryAfterReportFailure))
                 case .delay:
                     logger.error("delay-notice-failed", metadata: ["reason": "\(error)"])
+                case .success:
+                    // Not worth delivering anything twice for: logged, and the message goes its way.
+                    logger.error("success-notice-failed", metadata: ["reason": "\(error)"])
                 }
             }
         }

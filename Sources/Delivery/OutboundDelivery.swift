@@ -115,7 +115,20 @@ struct OutboundDelivery: Sendable {
             heloName: configuration.heloName, sender: envelope.sender, recipients: recipients,
             messageFile: spool.messagePath(envelope.id), bodyType: envelope.bodyType.flatMap(BodyType.init(rawValue:)),
             smtpUTF8: envelope.smtpUTF8, tlsPolicy: configuration.tlsPolicy(for: attempt, recipients: recipients),
-            serverName: configuration.tlsServerName(for: attempt))
+            serverName: configuration.tlsServerName(for: attempt),
+            dsn: Self.dsn(envelope, recipients: recipients))
+    }
+
+    /// The DSN request to pass on to a next hop that offers DSN (RFC 3461 §6.2), or nil when the sender asked for
+    /// nothing.
+    static func dsn(_ envelope: Envelope, recipients: [String]) -> OutboundDSN? {
+        let records = recipients.map { address in envelope.recipients.first { $0.address == address } }
+        let perRecipient = records.map {
+            OutboundDSN.Recipient(notify: $0?.notify, originalRecipient: $0?.originalRecipient)
+        }
+        let asked = perRecipient.contains { $0.notify != nil || $0.originalRecipient != nil }
+        guard asked || envelope.dsnReturn != nil || envelope.envelopeID != nil else { return nil }
+        return OutboundDSN(ret: envelope.dsnReturn, envelopeID: envelope.envelopeID, recipients: perRecipient)
     }
 }
 

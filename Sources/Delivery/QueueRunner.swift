@@ -45,6 +45,7 @@ public struct DeliveryConfiguration: Sendable {
             bounces: bounces.map {
                 DeliveryPolicy.Bounces(
                     maxQueueLifetime: $0.maxQueueLifetime.wholeSeconds,
+                    bounceQueueLifetime: $0.bounceQueueLifetime.wholeSeconds,
                     delayWarningAfter: $0.delayWarningAfter.wholeSeconds,
                     internalSender: "double-bounce@\($0.hostname)")
             }, remoteDelivery: outbound != nil)
@@ -65,18 +66,34 @@ public struct OutboundTransport: Sendable {
 public struct BounceSettings: Sendable {
     public var hostname: String
     public var maxQueueLifetime: Duration
+    /// The lifetime of reports and other mail from `<>` (`bounce_queue_lifetime`).
+    public var bounceQueueLifetime: Duration
     /// Zero turns delay notices off.
     public var delayWarningAfter: Duration
     /// `postmaster` (= postmaster@hostname) or a full address.
     public var doubleBounceRecipient: String
 
     public init(
-        hostname: String, maxQueueLifetime: Duration, delayWarningAfter: Duration, doubleBounceRecipient: String
+        hostname: String, maxQueueLifetime: Duration, delayWarningAfter: Duration, doubleBounceRecipient: String,
+        bounceQueueLifetime: Duration = .seconds(86_400)
     ) {
         self.hostname = hostname
         self.maxQueueLifetime = maxQueueLifetime
+        self.bounceQueueLifetime = bounceQueueLifetime
         self.delayWarningAfter = delayWarningAfter
         self.doubleBounceRecipient = doubleBounceRecipient
+    }
+}
+
+extension BounceSettings {
+    /// When the queue gives up on this message (the rule of `RunDecisions.expiryDate`), for `queue list/show`.
+    public func expiry(of envelope: Envelope) -> Int64 {
+        let bounces = DeliveryPolicy.Bounces(
+            maxQueueLifetime: maxQueueLifetime.wholeSeconds, bounceQueueLifetime: bounceQueueLifetime.wholeSeconds,
+            delayWarningAfter: delayWarningAfter.wholeSeconds, internalSender: "double-bounce@\(hostname)")
+        let policy = DeliveryPolicy(
+            retrySchedule: RetrySchedule([]), localRetryDelay: 0, bounces: bounces, remoteDelivery: true)
+        return RunDecisions.expiryDate(envelope, policy: policy) ?? envelope.arrival + maxQueueLifetime.wholeSeconds
     }
 }
 
@@ -195,7 +212,7 @@ public final class QueueRunner: Sendable {
         let reports = configuration.bounces.map {
             ReportWriter(
                 spool: spool, logger: runLogger, hostname: $0.hostname, doubleBounceRecipient: $0.doubleBounceRecipient,
-                maxQueueLifetime: $0.maxQueueLifetime)
+                policy: configuration.decisionPolicy)
         }
         return MessageRun(
             id: id, spool: spool, recipientPolicy: configuration.policy, policy: configuration.decisionPolicy,

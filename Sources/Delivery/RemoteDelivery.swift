@@ -125,12 +125,15 @@ public struct AttemptRequest: Sendable {
     public var tlsPolicy: ClientTLSPolicy
     /// SNI for STARTTLS: the MX host name (nil for an address literal).
     public var serverName: String?
+    /// NOTIFY/ORCPT/RET/ENVID to pass on when the next hop offers DSN.
+    public var dsn: OutboundDSN?
 
     public init(
         source: SocketAddress?, connectTimeout: Duration, timeouts: ClientTimeouts, heloName: String, sender: String,
         recipients: [String], messageFile: String, bodyType: BodyType?, smtpUTF8: Bool,
-        tlsPolicy: ClientTLSPolicy = .none, serverName: String? = nil
+        tlsPolicy: ClientTLSPolicy = .none, serverName: String? = nil, dsn: OutboundDSN? = nil
     ) {
+        self.dsn = dsn
         self.source = source
         self.connectTimeout = connectTimeout
         self.timeouts = timeouts
@@ -192,7 +195,7 @@ extension RemoteDelivery {
         let session = ClientSession(
             heloName: request.heloName, sender: request.sender, recipients: request.recipients,
             messageSize: file.size, bodyType: request.bodyType, needsSMTPUTF8: request.smtpUTF8,
-            tlsPolicy: request.tlsPolicy)
+            tlsPolicy: request.tlsPolicy, dsn: request.dsn)
         let retryInPlaintext = plaintextRetry(
             to: address, request, queue: queue, started: started, completion: completion)
         return PreparedAttempt(file: file, session: session, retryInPlaintext: retryInPlaintext)

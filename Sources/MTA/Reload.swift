@@ -22,10 +22,7 @@ extension MTAService {
             policy: policy, concurrency: configuration.deliveryConcurrency,
             outbound: OutboundTransport(configuration: configuration.outbound, router: router),
             retrySchedule: RetrySchedule(configuration.retrySchedule),
-            bounces: BounceSettings(
-                hostname: configuration.hostname, maxQueueLifetime: configuration.maxQueueLifetime,
-                delayWarningAfter: configuration.delayWarningAfter,
-                doubleBounceRecipient: configuration.doubleBounceRecipient))
+            bounces: configuration.bounceSettings)
         var server = serverConfiguration(configuration, policy: policy)
         if configuration.senderReturnCheck != .off {
             server.session.checkSenderReturnPath = true
@@ -88,5 +85,14 @@ extension MTAService {
                 "file": "\(path)", "listeners_added": "\(changes.added.count)",
                 "listeners_removed": "\(changes.removed.count)", "listeners_failed": "\(changes.failed.count)",
             ])
+    }
+}
+
+extension Configuration {
+    /// The bounce and lifetime keys as the queue runner (and `queue list/show` for `expires`) use them.
+    public var bounceSettings: BounceSettings {
+        BounceSettings(
+            hostname: hostname, maxQueueLifetime: maxQueueLifetime, delayWarningAfter: delayWarningAfter,
+            doubleBounceRecipient: doubleBounceRecipient, bounceQueueLifetime: bounceQueueLifetime)
     }
 }

@@ -104,6 +104,8 @@ public struct ServerCapabilities: Hashable, Sendable {
     public var smtpUTF8 = false
     public var startTLS = false
     public var enhancedStatusCodes = false
+    /// RFC 3461: the server takes NOTIFY/ORCPT/RET/ENVID and sends its own reports.
+    public var dsn = false
     /// Every keyword line, upper-cased keyword first, parameters as sent (for logs).
     public var keywords: [String] = []
 
@@ -122,6 +124,7 @@ public struct ServerCapabilities: Hashable, Sendable {
             case "SMTPUTF8": smtpUTF8 = true
             case "STARTTLS": startTLS = true
             case "ENHANCEDSTATUSCODES": enhancedStatusCodes = true
+            case "DSN": dsn = true
             case "SIZE":
                 // A malformed limit counts as "no limit announced": the server will still enforce its own.
                 if words.count >= 2, let limit = Int(words[1]), limit >= 0 { size = limit } else { size = 0 }
@@ -265,6 +268,8 @@ public struct ClientSession: Sendable {
     private let bodyType: BodyType?
     private let needsSMTPUTF8: Bool
     private let tlsPolicy: ClientTLSPolicy
+    /// Sent only when the server offers DSN; otherwise the caller sends the notices the sender asked for.
+    private let dsn: OutboundDSN?
     /// The handshake after STARTTLS completed; never STARTTLS twice.
     private var tlsActive = false
 
@@ -294,10 +299,12 @@ public struct ClientSession: Sendable {
     ///   - bodyType: the `BODY=` value the message was received with; nil sends none.
     ///   - needsSMTPUTF8: the envelope or headers need UTF-8 (RFC 6531).
     ///   - tlsPolicy: whether to STARTTLS (`smtp_tls`).
+    ///   - dsn: the sender's DSN request, passed on when the server offers DSN.
     public init(
         heloName: String, sender: String, recipients: [String], messageSize: Int, bodyType: BodyType?,
-        needsSMTPUTF8: Bool, tlsPolicy: ClientTLSPolicy = .none
+        needsSMTPUTF8: Bool, tlsPolicy: ClientTLSPolicy = .none, dsn: OutboundDSN? = nil
     ) {
+        self.dsn = dsn
         self.tlsPolicy = tlsPolicy
         self.heloName = heloName
         self.sender = sender
@@ -560,13 +567,14 @@ public struct ClientSession: Sendable {
         if peer.size != nil { mail += " SIZE=\(messageSize)" }
         if let bodyType, peer.eightBitMIME { mail += " BODY=\(bodyType.rawValue)" }
         if needsSMTPUTF8 { mail += " SMTPUTF8" }
+        if peer.dsn, let dsn { mail += dsn.mailParameters }
 
         if peer.pipelining {
             // RFC 2920: MAIL and RCPT anywhere in a group, DATA last; replies matched by count.
             var bytes = Self.line(mail)
             var commands: [Command] = [.mail]
             for index in pending {
-                bytes += Self.line("RCPT TO:<\(recipients[index])>")
+                bytes += Self.line(rcptCommand(index, peer))
                 commands.append(.rcpt(index))
             }
             bytes += Self.line("DATA")
@@ -575,6 +583,11 @@ public struct ClientSession: Sendable {
             return [.send(bytes), .arm(timeout: .mail)]
         }
         return sendCommand(.mail, mail)
+    }
+
+    private func rcptCommand(_ index: Int, _ peer: ServerCapabilities) -> String {
+        let parameters = peer.dsn ? dsn?.rcptParameters(index) ?? "" : ""
+        return "RCPT TO:<\(recipients[index])>\(parameters)"
     }
 
     private mutating func mailAnswered(_ reply: Reply) -> [ClientAction] {
@@ -615,7 +628,7 @@ public struct ClientSession: Sendable {
     private mutating func sendNextRecipient(after index: Int?) -> [ClientAction] {
         let start = index.map { $0 + 1 } ?? 0
         if let next = (start..<recipients.count).first(where: { outcomes[$0] == nil }) {
-            return sendCommand(.rcpt(next), "RCPT TO:<\(recipients[next])>")
+            return sendCommand(.rcpt(next), rcptCommand(next, capabilities ?? ServerCapabilities()))
         }
         // Without PIPELINING we never send DATA when no recipient was accepted (standards O06).
         guard accepted.contains(true) else { return quit() }

@@ -134,7 +134,8 @@ struct Queue: ParsableCommand {
     static func run(_ command: QueueCommand, options: ConfigOption) throws {
         let configuration = try options.load(client: true)
         let status = QueueControl.execute(
-            command, spoolDirectory: configuration.spoolDirectory, out: { print($0, terminator: "") },
+            command, spoolDirectory: configuration.spoolDirectory, lifetimes: configuration.bounceSettings,
+            out: { print($0, terminator: "") },
             err: { FileHandle.standardError.write(Data($0.utf8)) })
         if status != 0 { throw ExitCode(status) }
     }

@@ -54,11 +54,12 @@ struct Transaction1: Sendable {
     var size = 100
     var bodyType: BodyType? = nil
     var smtpUTF8 = false
+    var dsn: OutboundDSN? = nil
 
     func session() -> ClientSession {
         ClientSession(
             heloName: "client.example", sender: sender, recipients: recipients, messageSize: size, bodyType: bodyType,
-            needsSMTPUTF8: smtpUTF8)
+            needsSMTPUTF8: smtpUTF8, dsn: dsn)
     }
 }
 
@@ -178,6 +179,29 @@ private let queued = Reply(250, EnhancedStatus(2, 0, 0), "queued as X")
         #expect(run.result?.capabilities?.pipelining == true)
         #expect(run.result?.capabilities?.size == 10000)
         #expect(run.armed == [.greeting, .ehlo, .mail, .rcpt, .rcpt, .dataInit, .dataBlock, .dataDone, .quit])
+    }
+
+    /// RFC 3461 §6.2: the DSN request goes on only to a server that offers DSN (encoded as xtext again).
+    @Test(arguments: [true, false])
+    func dsnParametersArePassedOnOnlyToADSNServer(offered: Bool) {
+        var script = PeerScript()
+        script.ehlo = offered ? PeerScript.ehlo("PIPELINING", "DSN") : PeerScript.ehlo("PIPELINING")
+        let dsn = OutboundDSN(
+            ret: .headers, envelopeID: "abc+d e",
+            recipients: [
+                .init(notify: DSNNotify(success: true, delay: true), originalRecipient: "rfc822;Bob+x@mx.example"),
+                .init(notify: .never, originalRecipient: nil),
+            ])
+        let transaction = Transaction1(recipients: ["bob@mx.example", "carol@mx.example"], dsn: dsn)
+        let run = drive(transaction, script, .whole)
+        let expected =
+            offered
+            ? "MAIL FROM:<alice@client.example> RET=HDRS ENVID=abc+2Bd+20e\r\n"
+                + "RCPT TO:<bob@mx.example> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;Bob+2Bx@mx.example\r\n"
+                + "RCPT TO:<carol@mx.example> NOTIFY=NEVER\r\nDATA\r\n"
+            : "MAIL FROM:<alice@client.example>\r\nRCPT TO:<bob@mx.example>\r\nRCPT TO:<carol@mx.example>\r\nDATA\r\n"
+        #expect(run.writes.count > 1 && run.writes[1] == expected)
+        #expect(run.result?.capabilities?.dsn == offered)
     }
 
     @Test(arguments: Chunking.all)

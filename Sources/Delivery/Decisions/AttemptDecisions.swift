@@ -13,6 +13,7 @@ import Spool
 /// | 4xx/5xx greeting, EHLO refused, connection lost, timeout, protocol error, TLS failure | stay open, next address |
 /// | a recipient refused with 5xx before the session broke | that recipient fails; no other MX is tried for it |
 /// | 2xx at the end of data | delivered; the cache remembers the MX address |
+/// | ... and the peer offers DSN and NOTIFY has SUCCESS | no success notice here: the peer reports (marked `none`) |
 /// | 5xx to MAIL, RCPT or DATA | failed, with the peer's reply and the peer as Remote-MTA |
 /// | 4xx to MAIL, RCPT or DATA | stays open, next address; that reply is the status if nothing better comes |
 /// | the queued message cannot be read, or the session was aborted by us | every open recipient deferred (4.3.0), stop |
@@ -140,6 +141,10 @@ struct DestinationRun: Equatable, Sendable {
                                     destination: destination, mxHost: attempt.mxHost, endpoint: attempt.endpoint)))
                         effects += envelope.settle(
                             index, .delivered, reply.effectiveStatus, text, remote: remote, now: now)
+                        if session.capabilities?.dsn == true, envelope.recipients[index].notify?.success == true {
+                            // RFC 3461 §6.2: the next hop got NOTIFY and reports success itself.
+                            envelope.recipients[index].report = ReportMark.none
+                        }
                     case .permanent:
                         line(index, "rejected", .reply(text))
                         effects += envelope.settle(
