@@ -44,14 +44,14 @@ def relay(start_server, peers):
 class SmtpSink:
     """Postfix's smtp-sink on 127.0.0.1:PORT, dumping every transaction into its own file."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, extra_args: list[str] | None = None):
         binary = require_tool("smtp-sink")
         self.dump = directory / "sink-dump"
         self.dump.mkdir()
         self.port = free_port()
         user = pwd.getpwuid(os.getuid()).pw_name
         self.proc = subprocess.Popen(
-            [binary, "-u", user, "-d", f"{self.dump}/%M.", f"127.0.0.1:{self.port}", "100"],
+            [binary, "-u", user, *(extra_args or []), "-d", f"{self.dump}/%M.", f"127.0.0.1:{self.port}", "100"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
         end = time.monotonic() + DEADLINE
         while True:
