@@ -47,7 +47,8 @@ struct ReportWriter: Sendable {
         case .postmaster:
             let notice = DeliveryReport.doubleBounceNotice(
                 reportingMTA: hostname, postmaster: postmasterAddress, failed: original,
-                originalQueueID: envelope.bounceOf?.rawValue, recipients: recipients, now: now, messageIDSeed: seed)
+                originalQueueID: envelope.bounceOf?.rawValue, recipients: recipients, now: now, messageIDSeed: seed,
+                international: envelope.smtpUTF8)
             let id = try enqueue(notice, sender: internalSender, recipient: postmasterAddress, bounceOf: envelope.id)
             DualMTAMetrics.registry.increment(DualMTAMetrics.doubleBounces)
             logger.warning(
@@ -67,7 +68,7 @@ struct ReportWriter: Sendable {
             }
             let report = DeliveryReport.compose(
                 reportingMTA: hostname, original: original, recipients: recipients, returnContent: returnContent,
-                now: now, messageIDSeed: seed)
+                now: now, messageIDSeed: seed, international: envelope.smtpUTF8)
             let id = try enqueue(report, sender: "", recipient: envelope.sender, bounceOf: envelope.id)
             if kind == .failed { DualMTAMetrics.registry.increment(DualMTAMetrics.bounces) }
             logger.info(
@@ -133,7 +134,8 @@ struct ReportWriter: Sendable {
             let envelope = Envelope(
                 arriving: message.id, sender: sender, recipients: [RecipientRecord(address: recipient)],
                 client: "local", heloName: hostname, protocolName: "LOCAL",
-                bodyType: bytes.contains { $0 >= 0x80 } ? "8BITMIME" : nil, smtpUTF8: false,
+                bodyType: bytes.contains { $0 >= 0x80 } ? "8BITMIME" : nil,
+                smtpUTF8: recipient.utf8.contains { $0 >= 0x80 },
                 messageSize: message.size, now: Int64(Date().timeIntervalSince1970), bounceOf: bounceOf)
             try spool.commit(message, envelope: envelope)
             return message.id

@@ -194,10 +194,14 @@ public struct ClientResult: Hashable, Sendable {
     public struct Recipient: Hashable, Sendable {
         public var address: String
         public var outcome: RecipientOutcome
+        /// The refusal is ours, made before MAIL from what the server offers (8BITMIME, SMTPUTF8, SIZE) or from
+        /// an unsafe address: the server never saw the recipient, so a report must not quote it as the server's.
+        public var decidedLocally: Bool
 
-        public init(address: String, outcome: RecipientOutcome) {
+        public init(address: String, outcome: RecipientOutcome, decidedLocally: Bool = false) {
             self.address = address
             self.outcome = outcome
+            self.decidedLocally = decidedLocally
         }
     }
 
@@ -278,6 +282,8 @@ public struct ClientSession: Sendable {
     /// Commands sent whose replies have not arrived, oldest first (RFC 2920: matched by count).
     private var awaited: [Command] = []
     private var outcomes: [RecipientOutcome?]
+    /// Recipients refused by our own checks before MAIL.
+    private var refusedLocally: Set<Int> = []
     private var accepted: [Bool]
     private var mailAccepted = false
     /// The DATA was answered 354 with no recipient accepted: only `.` was sent, its reply is ignored.
@@ -529,7 +535,7 @@ public struct ClientSession: Sendable {
     private mutating func startTransaction(_ peer: ServerCapabilities) -> [ClientAction] {
         if let limit = peer.size, limit > 0, messageSize > limit {
             // RFC 1870: don't send what the server announced it will refuse.
-            settleUndecided(
+            refuseLocally(
                 .permanent(
                     Reply(
                         552, EnhancedStatus(5, 3, 4),
@@ -537,7 +543,7 @@ public struct ClientSession: Sendable {
             return quit()
         }
         if needsSMTPUTF8 && !peer.smtpUTF8 {
-            settleUndecided(
+            refuseLocally(
                 .permanent(
                     Reply(
                         553, EnhancedStatus(5, 6, 7),
@@ -546,7 +552,7 @@ public struct ClientSession: Sendable {
         }
         if bodyType == .eightBitMIME && !peer.eightBitMIME {
             // Our choice (standards §6.4): no 8-bit → 7-bit MIME downgrade; the sender gets a bounce instead.
-            settleUndecided(
+            refuseLocally(
                 .permanent(
                     Reply(
                         554, EnhancedStatus(5, 6, 3),
@@ -554,11 +560,12 @@ public struct ClientSession: Sendable {
             return quit()
         }
         if !Self.isSafePath(sender) {
-            settleUndecided(.permanent(Reply(553, EnhancedStatus(5, 1, 7), "invalid sender address")))
+            refuseLocally(.permanent(Reply(553, EnhancedStatus(5, 1, 7), "invalid sender address")))
             return quit()
         }
         for (index, recipient) in recipients.enumerated() where !Self.isSafePath(recipient) || recipient.isEmpty {
             outcomes[index] = .permanent(Reply(553, EnhancedStatus(5, 1, 3), "invalid recipient address"))
+            refusedLocally.insert(index)
         }
         let pending = recipients.indices.filter { outcomes[$0] == nil }
         guard !pending.isEmpty else { return quit() }
@@ -754,7 +761,9 @@ public struct ClientSession: Sendable {
             let outcome =
                 outcomes[index]
                 ?? .temporary(Reply(451, EnhancedStatus(4, 4, 0), "no outcome for this recipient"))
-            final.append(ClientResult.Recipient(address: address, outcome: outcome))
+            final.append(
+                ClientResult.Recipient(
+                    address: address, outcome: outcome, decidedLocally: refusedLocally.contains(index)))
         }
         let result = ClientResult(
             kind: endKind, recipients: final, capabilities: capabilities, greeting: greetingText,
@@ -767,6 +776,12 @@ public struct ClientSession: Sendable {
     private mutating func sendCommand(_ command: Command, _ text: String) -> [ClientAction] {
         awaited.append(command)
         return [.send(Self.line(text)), .arm(timeout: command.stage)]
+    }
+
+    /// A refusal of our own before MAIL, for every recipient not decided yet.
+    private mutating func refuseLocally(_ outcome: RecipientOutcome) {
+        for index in outcomes.indices where outcomes[index] == nil { refusedLocally.insert(index) }
+        settleUndecided(outcome)
     }
 
     private mutating func settleUndecided(_ outcome: RecipientOutcome) {

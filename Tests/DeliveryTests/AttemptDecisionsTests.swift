@@ -179,6 +179,30 @@ import Testing
         #expect(envelope.recipients[0].report == mark)
     }
 
+    /// A refusal we made before MAIL (here: 8-bit content, no 8BITMIME at the peer) is our decision: no Remote-MTA,
+    /// and a reason that does not read like the peer's reply.
+    @Test func aLocalRefusalIsRecordedAsOurDecision() {
+        var envelope = Self.envelope(["a@example.test"])
+        var run = DestinationRun(destination: "example.test", recipients: [0])
+        let refusal = Self.reply(554, EnhancedStatus(5, 6, 3), "8-bit message and the server does not support 8BITMIME")
+        var result = Self.session(.completed, [.permanent(refusal)])
+        if case .session(var session) = result.outcome {
+            session.recipients[0].decidedLocally = true
+            result.outcome = .session(session)
+        }
+        let effects = run.judge(
+            result, attempt: Self.mx10v6, rank: 0, firstFamily: nil, envelope: &envelope, now: Self.now)
+        let recipient = envelope.recipients[0]
+        #expect(recipient.state == .failed && recipient.lastStatus == EnhancedStatus(5, 6, 3))
+        #expect(recipient.remoteMTA == nil)
+        #expect(
+            recipient.lastReply
+                == "refused before sending to mx10.example.test[2001:db8::10]: "
+                + "8-bit message and the server does not support 8BITMIME")
+        #expect(envelope.attempts.last?.result == "refused")
+        #expect(!effects.contains { if case .metric(.remoteRecipient) = $0 { true } else { false } })
+    }
+
     @Test func deliveredOverTheOtherFamilyCountsAFallbackOnce() {
         var envelope = Self.envelope()
         var run = DestinationRun(destination: "example.test", recipients: [0, 1])

@@ -126,7 +126,9 @@ import Testing
     ])
     func reportsExpireAfterTheBounceLifetime(sender: String, isReport: Bool, lifetime: Int64) {
         let original = QueueID("0M8ZK3Q1F2A7XR")!
-        let make = { Self.envelope(sender: sender, [Self.pending(EnhancedStatus(4, 4, 1))], bounceOf: isReport ? original : nil) }
+        let make = {
+            Self.envelope(sender: sender, [Self.pending(EnhancedStatus(4, 4, 1))], bounceOf: isReport ? original : nil)
+        }
         #expect(RunDecisions.expiryDate(make(), policy: Self.policy) == Self.arrival + lifetime)
         var before = make()
         _ = RunDecisions.conclude(

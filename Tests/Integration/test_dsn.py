@@ -5,6 +5,8 @@ swaks, `dualmta send -N/-R/-V`), what NOTIFY does to reports, RET/ENVID/ORCPT in
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import re
 import smtplib
@@ -243,4 +245,76 @@ def test_reports_expire_after_bounce_queue_lifetime(start_server, peers):  # noq
     assert expired["status"] == "4.3.0", expired.line
     double = wait_event(srv, "double-bounce", id=ndr)[0]
     assert double["original"] == qid
+    wait_queue_empty(srv)
+
+
+def parse_global_report(raw: bytes):
+    """An RFC 6533 report: (message, human text, per-message fields, recipient groups, third part), parsed with
+    the `email` package (the global-delivery-status body is header-syntax groups, read with the same parser)."""
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg.get_content_type() == "multipart/report", msg.get_content_type()
+    assert msg.get_param("report-type") == "delivery-status"
+    parts = list(msg.iter_parts())
+    assert [p.get_content_type() for p in parts[:2]] == ["text/plain", "message/global-delivery-status"], \
+        [p.get_content_type() for p in parts]
+    # The email package reads a message/* part as one message: the per-message group is its header, the
+    # recipient groups (header-syntax blocks separated by blank lines) its body.
+    [inner] = parts[1].get_payload()
+    rest = inner.get_payload().replace("\r\n", "\n").strip("\n")
+    groups = [inner] + [email.message_from_string(block + "\n", policy=email.policy.compat32)
+                        for block in rest.split("\n\n") if block.strip()]
+    human = parts[0].get_content()
+    return msg, human, groups[0], groups[1:], parts[2] if len(parts) > 2 else None
+
+
+UTF8_MESSAGE = ("From: <alice@lab.example>\r\nTo: <nobody@dest.test>\r\nSubject: Grüße aus Köln\r\n"
+                "Message-ID: <utf8-1@client.example>\r\n\r\nHallo\r\n").encode()
+
+
+def send_utf8(srv, rcpt: str) -> str:
+    with smtplib.SMTP("127.0.0.1", srv.port, timeout=DEADLINE) as client:
+        client.ehlo("client.example")
+        client.mail(SENDER, ["SMTPUTF8", "BODY=8BITMIME"])
+        assert client.rcpt(rcpt)[0] == 250
+        code, text = client.data(UTF8_MESSAGE)
+        assert code == 250, text
+    return re.search(rb"queued as (\S+)", text).group(1).decode()
+
+
+def test_a_local_decision_is_reported_as_ours_in_an_rfc6533_report(start_server, peers):  # noqa: F811
+    """The next hop lacks SMTPUTF8, so we refuse before MAIL: the report says this server decided, has an
+    x-dualmta diagnostic and no Remote-MTA, and, the message being SMTPUTF8, uses the RFC 6533 types."""
+    dest = peers(name="dest")  # EHLO without SMTPUTF8
+    srv = start_server(**outbound_settings(routes=f"dest.test=[127.0.0.1]:{dest.port}"))
+    qid = send_utf8(srv, "nobody@dest.test")
+    failed = wait_event(srv, "recipient", id=qid, result="failed")[0]
+    assert failed["status"] == "5.6.7", failed.line
+    attempt = wait_event(srv, "delivery", id=qid)[0]
+    assert attempt["result"] == "refused", attempt.line
+    [raw] = wait_box(srv, "alice")
+    msg, human, per_message, [group], third = parse_global_report(raw.read_bytes())
+    assert group["Status"] == "5.6.7" and group["Action"] == "failed", group.items()
+    assert group["Remote-MTA"] is None, group.items()
+    assert group["Diagnostic-Code"].lower().startswith("x-dualmta; refused before sending to [127.0.0.1]"), \
+        group.items()
+    assert "This server decided" in human and "remote server said" not in human, human
+    assert third is not None and third.get_content_type() == "message/global"
+    [attached] = third.get_payload()
+    assert str(attached["Subject"]) == "Grüße aus Köln", attached.items()
+    assert not [c for s in dest.sessions for c in s.commands if c.upper().startswith("MAIL")], dest.describe()
+    wait_queue_empty(srv)
+
+
+def test_a_peer_refusal_of_an_smtputf8_message_is_quoted_as_the_peers(start_server, peers):  # noqa: F811
+    ehlo = ("250-peer.test", "250-PIPELINING", "250-8BITMIME", "250-SMTPUTF8", "250 ENHANCEDSTATUSCODES")
+    dest = peers(script=Behaviour(ehlo=ehlo, rcpt=REJECT.rcpt), name="dest")
+    srv = start_server(**outbound_settings(routes=f"dest.test=[127.0.0.1]:{dest.port}"))
+    qid = send_utf8(srv, "nobody@dest.test")
+    wait_event(srv, "bounce", id=qid)
+    [raw] = wait_box(srv, "alice")
+    msg, human, per_message, [group], third = parse_global_report(raw.read_bytes())
+    assert group["Diagnostic-Code"].startswith("smtp; 550 5.1.1"), group.items()
+    assert group["Remote-MTA"] == "dns; [127.0.0.1]", group.items()
+    assert "The remote server said" in human, human
+    assert third.get_content_type() == "message/global"
     wait_queue_empty(srv)

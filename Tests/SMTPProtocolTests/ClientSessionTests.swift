@@ -294,6 +294,10 @@ private let queued = Reply(250, EnhancedStatus(2, 0, 0), "queued as X")
         let run = drive(Transaction1(bodyType: .eightBitMIME), script, .whole)
         #expect(run.lines == ["EHLO client.example", "HELO client.example", "QUIT"])
         #expect(run.outcomes.map(\.reply.effectiveStatus) == [EnhancedStatus(5, 6, 3)])
+        // Our decision, not the server's: reports must not quote it as the peer's reply.
+        #expect(run.result?.recipients.map(\.decidedLocally) == [true])
+        let refused = drive(Transaction1(recipients: ["ok@x", "bad@x>"]), PeerScript(), .whole)
+        #expect(refused.result?.recipients.map(\.decidedLocally) == [false, true])
     }
 
     // MARK: - Local refusals (SIZE O17, SMTPUTF8, 8BITMIME)
