@@ -18,10 +18,18 @@ struct OutboundDelivery: Sendable {
     let logger: Logger
     let spool: Spool
     let work: BlockingWork
+    /// For an 8-bit message: its 7-bit conversion (or why there is none), made once per run and sent to next hops
+    /// without 8BITMIME.
+    var sevenBitBody: SevenBitBody? = nil
 
     /// Delivers the recipients at `indices` (all pending and remote) and returns the updated envelope.
     func deliver(_ envelope: Envelope, indices: [Int]) async -> Envelope {
         var envelope = envelope
+        var delivery = self
+        if envelope.bodyType == BodyType.eightBitMIME.rawValue {
+            let id = envelope.id
+            delivery.sevenBitBody = await work.run { [spool] in SevenBitBody.convert(spool: spool, id: id) }
+        }
         let effects = EffectExecutor(logger: logger, router: router)
         for group in Self.destinations(of: envelope, indices: indices) {
             guard let destination = group.destination else {
@@ -35,7 +43,7 @@ struct OutboundDelivery: Sendable {
                 }
                 continue
             }
-            envelope = await deliver(envelope, to: destination, indices: group.indices)
+            envelope = await delivery.deliver(envelope, to: destination, indices: group.indices)
         }
         return envelope
     }
@@ -116,7 +124,7 @@ struct OutboundDelivery: Sendable {
             messageFile: spool.messagePath(envelope.id), bodyType: envelope.bodyType.flatMap(BodyType.init(rawValue:)),
             smtpUTF8: envelope.smtpUTF8, tlsPolicy: configuration.tlsPolicy(for: attempt, recipients: recipients),
             serverName: configuration.tlsServerName(for: attempt),
-            dsn: Self.dsn(envelope, recipients: recipients))
+            dsn: Self.dsn(envelope, recipients: recipients), sevenBitBody: sevenBitBody)
     }
 
     /// The DSN request to pass on to a next hop that offers DSN (RFC 3461 §6.2), or nil when the sender asked for
@@ -169,5 +177,33 @@ extension ClientTimeouts {
         copy.dataDone = min(dataDone, cap)
         copy.quit = min(quit, cap)
         return copy
+    }
+}
+
+/// The 7-bit form of an 8-bit message for a next hop without 8BITMIME, or why it cannot exist.
+public enum SevenBitBody: Sendable {
+    case converted([UInt8])
+    case impossible(String)
+
+    /// What the client session may do when the next hop lacks 8BITMIME.
+    var option: SevenBitOption {
+        switch self {
+        case .converted: return .available
+        case .impossible(let why): return .unavailable(why)
+        }
+    }
+
+    /// Reads the queued message and converts it (blocking: runs on the work queue).
+    static func convert(spool: Spool, id: QueueID) -> SevenBitBody {
+        let bytes: [UInt8]
+        do throws(SpoolError) {
+            bytes = try spool.readMessage(id)
+        } catch {
+            return .impossible("cannot read the queued message: \(error)")
+        }
+        switch SevenBitDowngrade.convert(bytes) {
+        case .success(let converted): return .converted(converted)
+        case .failure(let failure): return .impossible(failure.description)
+        }
     }
 }

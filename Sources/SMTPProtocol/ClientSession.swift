@@ -84,6 +84,14 @@ public enum ClientAction: Hashable, Sendable {
     case startTLS
 }
 
+/// Whether the caller holds a 7-bit form of an 8-bit message for a server without 8BITMIME (RFC 6152 §3).
+public enum SevenBitOption: Hashable, Sendable {
+    /// Send the conversion: the driver swaps the body when `sendsSevenBitBody` is set.
+    case available
+    /// Refuse with 5.6.3; the text says why no conversion exists (nil: none was attempted).
+    case unavailable(String?)
+}
+
 /// Outbound STARTTLS (RFC 3207; standards §6.2, reliability O14–O16).
 public enum ClientTLSPolicy: String, Hashable, Sendable {
     /// Never STARTTLS.
@@ -274,6 +282,9 @@ public struct ClientSession: Sendable {
     private let tlsPolicy: ClientTLSPolicy
     /// Sent only when the server offers DSN; otherwise the caller sends the notices the sender asked for.
     private let dsn: OutboundDSN?
+    private let sevenBit: SevenBitOption
+    /// The server lacks 8BITMIME and the 7-bit conversion goes out instead of the stored body.
+    public private(set) var sendsSevenBitBody = false
     /// The handshake after STARTTLS completed; never STARTTLS twice.
     private var tlsActive = false
 
@@ -308,9 +319,11 @@ public struct ClientSession: Sendable {
     ///   - dsn: the sender's DSN request, passed on when the server offers DSN.
     public init(
         heloName: String, sender: String, recipients: [String], messageSize: Int, bodyType: BodyType?,
-        needsSMTPUTF8: Bool, tlsPolicy: ClientTLSPolicy = .none, dsn: OutboundDSN? = nil
+        needsSMTPUTF8: Bool, tlsPolicy: ClientTLSPolicy = .none, dsn: OutboundDSN? = nil,
+        sevenBit: SevenBitOption = .unavailable(nil)
     ) {
         self.dsn = dsn
+        self.sevenBit = sevenBit
         self.tlsPolicy = tlsPolicy
         self.heloName = heloName
         self.sender = sender
@@ -551,13 +564,19 @@ public struct ClientSession: Sendable {
             return quit()
         }
         if bodyType == .eightBitMIME && !peer.eightBitMIME {
-            // Our choice (standards §6.4): no 8-bit → 7-bit MIME downgrade; the sender gets a bounce instead.
-            refuseLocally(
-                .permanent(
-                    Reply(
-                        554, EnhancedStatus(5, 6, 3),
-                        "8-bit message and the server does not support 8BITMIME; conversion not supported")))
-            return quit()
+            // RFC 6152 §3: convert to 7 bit when the caller could, else refuse (our decision, 5.6.3).
+            switch sevenBit {
+            case .available:
+                sendsSevenBitBody = true
+            case .unavailable(let why):
+                refuseLocally(
+                    .permanent(
+                        Reply(
+                            554, EnhancedStatus(5, 6, 3),
+                            "8-bit message and the server does not support 8BITMIME; "
+                                + (why ?? "conversion not supported"))))
+                return quit()
+            }
         }
         if !Self.isSafePath(sender) {
             refuseLocally(.permanent(Reply(553, EnhancedStatus(5, 1, 7), "invalid sender address")))

@@ -318,3 +318,62 @@ def test_a_peer_refusal_of_an_smtputf8_message_is_quoted_as_the_peers(start_serv
     assert "The remote server said" in human, human
     assert third.get_content_type() == "message/global"
     wait_queue_empty(srv)
+
+
+MIME_8BIT = ("From: <alice@lab.example>\r\nTo: <bob@remote.example>\r\nSubject: downgrade\r\nMIME-Version: 1.0\r\n"
+             "Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\n"
+             "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+             "Grüße aus Köln = 1\r\n--b1\r\nContent-Type: application/octet-stream\r\n"
+             "Content-Transfer-Encoding: 8bit\r\n\r\n\u00ff\u00fe binary-ish\r\n--b1--\r\n").encode()
+
+
+def send_8bit(srv, rcpt: str, message: bytes) -> str:
+    with smtplib.SMTP("127.0.0.1", srv.port, timeout=DEADLINE) as client:
+        client.ehlo("client.example")
+        client.mail(SENDER, ["BODY=8BITMIME"])
+        assert client.rcpt(rcpt)[0] == 250
+        code, text = client.data(message)
+        assert code == 250, text
+    return re.search(rb"queued as (\S+)", text).group(1).decode()
+
+
+def test_8bit_mime_is_downgraded_for_a_next_hop_without_8bitmime(start_server, tmp_path):
+    sink = SmtpSink(tmp_path, extra_args=["-8"])  # smtp-sink without 8BITMIME
+    try:
+        srv = start_server(**outbound_settings(routes=f"remote.example=[127.0.0.1]:{sink.port}"))
+        qid = send_8bit(srv, "bob@remote.example", MIME_8BIT)
+        wait_event(srv, "recipient", id=qid, result="delivered")
+        [dump] = sink.files()
+        raw = dump.read_bytes()
+        assert all(byte < 0x80 for byte in raw), "8-bit bytes reached a peer without 8BITMIME"
+        assert b"BODY=" not in raw.split(b"\n\n", 1)[0], raw[:400]
+        received = email.message_from_bytes(raw.split(b"X-Rcpt-Args", 1)[1].split(b"\n", 1)[1],
+                                            policy=email.policy.default)
+        original = email.message_from_bytes(MIME_8BIT, policy=email.policy.default)
+        got = [p.get_payload(decode=True) for p in received.iter_parts()]
+        want = [p.get_payload(decode=True) for p in original.iter_parts()]
+        assert got == want, (got, want)
+        assert [p["Content-Transfer-Encoding"] for p in received.iter_parts()] == ["quoted-printable", "base64"]
+        assert received["Subject"] == "downgrade"
+        wait_queue_empty(srv)
+    finally:
+        sink.stop()
+
+
+def test_8bit_without_mime_fails_as_our_decision(start_server, tmp_path):
+    sink = SmtpSink(tmp_path, extra_args=["-8"])
+    try:
+        srv = start_server(**outbound_settings(routes=f"remote.example=[127.0.0.1]:{sink.port}"))
+        qid = send_8bit(srv, "bob@remote.example", "Subject: no mime\r\n\r\nGrüße\r\n".encode())
+        failed = wait_event(srv, "recipient", id=qid, result="failed")[0]
+        assert failed["status"] == "5.6.3", failed.line
+        [raw] = wait_box(srv, "alice")
+        report = parse_dsn(raw.read_bytes())
+        [group] = report.recipients
+        assert group["Remote-MTA"] is None and group["Diagnostic-Code"].startswith("x-dualmta; "), group.items()
+        assert "not MIME" in group["Diagnostic-Code"], group.items()
+        assert "This server decided" in report.human, report.human
+        assert not sink.files()
+        wait_queue_empty(srv)
+    finally:
+        sink.stop()

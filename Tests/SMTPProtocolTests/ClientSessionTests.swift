@@ -55,11 +55,12 @@ struct Transaction1: Sendable {
     var bodyType: BodyType? = nil
     var smtpUTF8 = false
     var dsn: OutboundDSN? = nil
+    var sevenBit = SevenBitOption.unavailable(nil)
 
     func session() -> ClientSession {
         ClientSession(
             heloName: "client.example", sender: sender, recipients: recipients, messageSize: size, bodyType: bodyType,
-            needsSMTPUTF8: smtpUTF8, dsn: dsn)
+            needsSMTPUTF8: smtpUTF8, dsn: dsn, sevenBit: sevenBit)
     }
 }
 
@@ -352,6 +353,24 @@ private let queued = Reply(250, EnhancedStatus(2, 0, 0), "queued as X")
         let run = drive(Transaction1(bodyType: .eightBitMIME), script, .whole)
         #expect(run.lines == ["EHLO client.example", "QUIT"])
         #expect(run.outcomes.map(\.reply.effectiveStatus) == [EnhancedStatus(5, 6, 3)])
+    }
+
+    /// RFC 6152 §3: with a 7-bit form at hand, a server without 8BITMIME gets it (no BODY= parameter).
+    @Test func missing8BITMIMEWithAConversionSendsTheSevenBitBody() {
+        var script = PeerScript()
+        script.ehlo = PeerScript.ehlo("PIPELINING")
+        let run = drive(Transaction1(bodyType: .eightBitMIME, sevenBit: .available), script, .whole)
+        #expect(run.lines.contains("MAIL FROM:<alice@client.example>") && run.bodySent)
+        #expect(run.outcomes == [.delivered(queued)])
+        var session = Transaction1(bodyType: .eightBitMIME, sevenBit: .available).session()
+        #expect(!session.sendsSevenBitBody)
+        _ = session.start()
+        _ = session.receive(Array("220 mx\r\n".utf8))
+        _ = session.receive(Array("250 mx\r\n".utf8))
+        #expect(session.sendsSevenBitBody)
+        let refused = drive(
+            Transaction1(bodyType: .eightBitMIME, sevenBit: .unavailable("not MIME")), script, .whole)
+        #expect(refused.outcomes.first?.reply.lines.joined().hasSuffix("not MIME") == true)
     }
 
     @Test func unsafeAddressesNeverReachTheWire() {
