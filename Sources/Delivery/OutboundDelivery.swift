@@ -18,6 +18,7 @@ struct OutboundDelivery: Sendable {
     let logger: Logger
     let spool: Spool
     let work: BlockingWork
+    var history: MessageHistory? = nil
     /// For an 8-bit message: its 7-bit conversion (or why there is none), made once per run and sent to next hops
     /// without 8BITMIME.
     var sevenBitBody: SevenBitBody? = nil
@@ -30,7 +31,7 @@ struct OutboundDelivery: Sendable {
             let id = envelope.id
             delivery.sevenBitBody = await work.run { [spool] in SevenBitBody.convert(spool: spool, id: id) }
         }
-        let effects = EffectExecutor(logger: logger, router: router)
+        let effects = EffectExecutor(logger: logger, router: router, history: history)
         for group in Self.destinations(of: envelope, indices: indices) {
             guard let destination = group.destination else {
                 let now = Int64(Date().timeIntervalSince1970)
@@ -66,7 +67,7 @@ struct OutboundDelivery: Sendable {
 
     private func deliver(_ envelope: Envelope, to destination: Destination, indices: [Int]) async -> Envelope {
         var envelope = envelope
-        let effects = EffectExecutor(logger: logger, router: router)
+        let effects = EffectExecutor(logger: logger, router: router, history: history)
         let plan = await work.run { [router] in router.plan(destination, now: Date()) }
         effects.execute(DestinationRun.notes(of: plan), envelope: envelope)
         var run = DestinationRun(destination: destination.description, recipients: indices)

@@ -24,6 +24,10 @@ public struct DeliveryConfiguration: Sendable {
     public var retrySchedule: RetrySchedule
     /// Reports, delay notices and expiry; nil: failures are only logged.
     public var bounces: BounceSettings?
+    /// `history_retention`: how long a message's journal is kept after it left the queue.
+    public var historyRetention: Duration = .seconds(7 * 86_400)
+    /// The journals together never exceed this; the oldest of messages no longer queued go first.
+    public var historyMaxTotalBytes = 256 * 1024 * 1024
 
     public init(
         policy: RecipientPolicy, concurrency: Int = 20, localRetryDelay: Duration = .seconds(60),
@@ -129,7 +133,8 @@ public final class QueueRunner: Sendable {
     /// A reloaded config: runs that start from now on use it; runs in progress finish with the old one.
     public func update(_ configuration: DeliveryConfiguration) { settings.withLock { $0 = configuration } }
 
-    /// Schedules every message already in the queue (after start-up recovery).
+    /// Schedules every message already in the queue (after start-up recovery), and prunes the message journals
+    /// now and every hour.
     public func start() {
         workers.async { [self] in
             do throws(SpoolError) {
@@ -138,6 +143,24 @@ public final class QueueRunner: Sendable {
                 logger.error("queue-scan-failed", metadata: ["reason": "\(error)"])
             }
         }
+        workers.async { [weak self] in self?.pruneHistoryHourly() }
+    }
+
+    private func pruneHistoryHourly() {
+        guard !state.withLock({ $0.stopped }) else { return }
+        pruneHistory()
+        workers.asyncAfter(deadline: .now() + .seconds(3600)) { [weak self] in self?.pruneHistoryHourly() }
+    }
+
+    /// Drops the journals of messages that left the queue longer than `history_retention` ago (and the oldest when
+    /// they grow past their total bound).
+    func pruneHistory() {
+        let configuration = self.configuration
+        let queued = Set((try? spool.queuedIDs()) ?? [])
+        let removed = MessageHistory(stateDirectory: spool.stateDirectory).prune(
+            now: Int64(Date().timeIntervalSince1970), retention: configuration.historyRetention.wholeSeconds,
+            maxTotalBytes: configuration.historyMaxTotalBytes, isQueued: { queued.contains($0) })
+        if removed > 0 { logger.info("history-pruned", metadata: ["removed": "\(removed)"]) }
     }
 
     /// A message was committed (or should be retried now): deliver it as soon as a worker is free.

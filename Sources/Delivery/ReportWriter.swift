@@ -51,6 +51,7 @@ struct ReportWriter: Sendable {
                 international: envelope.smtpUTF8)
             let id = try enqueue(notice, sender: internalSender, recipient: postmasterAddress, bounceOf: envelope.id)
             DualMTAMetrics.registry.increment(DualMTAMetrics.doubleBounces)
+            journal(envelope, "double-bounce", id, kind: kind, request)
             logger.warning(
                 "double-bounce",
                 metadata: [
@@ -71,6 +72,7 @@ struct ReportWriter: Sendable {
                 now: now, messageIDSeed: seed, international: envelope.smtpUTF8)
             let id = try enqueue(report, sender: "", recipient: envelope.sender, bounceOf: envelope.id)
             if kind == .failed { DualMTAMetrics.registry.increment(DualMTAMetrics.bounces) }
+            journal(envelope, "report", id, kind: kind, request)
             logger.info(
                 "\(kind.logName)",
                 metadata: [
@@ -78,6 +80,23 @@ struct ReportWriter: Sendable {
                 ])
             return id
         }
+    }
+
+    /// The report in the journal of the message it reports on (`dualmta trace` follows the id).
+    private func journal(
+        _ envelope: Envelope, _ event: String, _ id: QueueID, kind: RecipientReport.Kind,
+        _ request: RunDecisions.ReportRequest
+    ) {
+        MessageHistory(stateDirectory: spool.stateDirectory).append(
+            envelope.id,
+            [
+                HistoryEvent(
+                    time: Int64(Date().timeIntervalSince1970), event: event,
+                    fields: [
+                        .init("id", id.rawValue), .init("kind", kind.logName),
+                        .init("rcpts", request.indices.map { envelope.recipients[$0].address }.joined(separator: " ")),
+                    ])
+            ])
     }
 
     private func recipientReport(_ kind: RecipientReport.Kind, envelope: Envelope, index: Int) -> RecipientReport {

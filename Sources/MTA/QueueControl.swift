@@ -159,6 +159,8 @@ public struct QueueControl {
     /// Removes the message without a report.
     public func delete(_ id: QueueID) throws(SpoolError) {
         try withMessageLock(id) { () throws(SpoolError) in try spool.remove(id) }
+        MessageHistory(stateDirectory: spool.stateDirectory).append(
+            id, [HistoryEvent(time: Self.now(), event: "deleted", fields: [.init("by", "queue delete")])])
     }
 
     public func setHeld(_ id: QueueID, _ held: Bool) throws(SpoolError) {

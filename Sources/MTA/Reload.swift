@@ -18,11 +18,12 @@ extension MTAService {
         let router = configuration.router(
             interfaceAddresses: LocalAddresses.interfaceAddresses(),
             cacheFile: spool.stateDirectory + "/transport-cache.json", logger: logger)
-        let delivery = DeliveryConfiguration(
+        var delivery = DeliveryConfiguration(
             policy: policy, concurrency: configuration.deliveryConcurrency,
             outbound: OutboundTransport(configuration: configuration.outbound, router: router),
             retrySchedule: RetrySchedule(configuration.retrySchedule),
             bounces: configuration.bounceSettings)
+        delivery.historyRetention = configuration.historyRetention
         var server = serverConfiguration(configuration, policy: policy)
         if configuration.senderReturnCheck != .off {
             server.session.checkSenderReturnPath = true

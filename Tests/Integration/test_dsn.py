@@ -377,3 +377,40 @@ def test_8bit_without_mime_fails_as_our_decision(start_server, tmp_path):
         wait_queue_empty(srv)
     finally:
         sink.stop()
+
+
+def test_trace_follows_original_report_and_double_bounce(start_server, peers):  # noqa: F811
+    """original -> 550 -> report -> 550 -> double-bounce notice (delivered to the local postmaster): `trace` of any
+    id in the chain prints all three, also after every one of them left the queue."""
+    dest = peers(script=REJECT, name="dest")
+    home = peers(script=Behaviour(rcpt="550 5.1.1 <bob@home.test>: no such user"), name="home")
+    srv = start_server(**outbound_settings(
+        routes=f"dest.test=[127.0.0.1]:{dest.port}, home.test=[127.0.0.1]:{home.port}"))
+    qid = smtp_send(srv, ["nobody@dest.test"], sender="bob@home.test", subject="trace-chain")
+    ndr = wait_event(srv, "bounce", id=qid)[0]["ndr"]
+    notice = wait_event(srv, "double-bounce", id=ndr)[0]["notice"]
+    wait_event(srv, "removed", id=notice)
+    wait_queue_empty(srv)
+
+    for start in (qid, ndr, notice):
+        run = srv.cli("trace", start, "--json")
+        assert run.returncode == 0, run.stderr
+        chain = json.loads(run.stdout)["chain"]
+        assert [node["id"] for node in chain] == [qid, ndr, notice], chain
+    assert [node.get("report_of") for node in chain] == [None, qid, ndr]
+    original, report, double = (node["events"] for node in chain)
+    assert [e["event"] for e in original] == ["received", "attempt", "failed", "report", "removed"], original
+    attempt = original[1]
+    assert (attempt["mx"], attempt["addr"], attempt["family"], attempt["result"]) == \
+        ("[127.0.0.1]", "127.0.0.1", "ipv4", "rejected"), attempt
+    assert attempt["reply"].startswith("550 5.1.1") and int(attempt["ms"]) >= 0, attempt
+    assert original[3]["id"] == ndr and original[3]["kind"] == "bounce", original[3]
+    assert [e["event"] for e in report] == ["received", "attempt", "failed", "double-bounce", "removed"], report
+    assert report[0]["report_of"] == qid and report[0]["from"] == ""
+    assert report[3]["id"] == notice
+    assert [e["event"] for e in double] == ["received", "delivered", "removed"], double
+    text = srv.cli("trace", qid).stdout.decode()
+    print(text)  # shown in the report of the issue
+    assert text.splitlines()[0] == qid and f"    {ndr} (report on {qid})" in text, text
+    assert srv.cli("trace", "0M8ZK3Q1F2A7XQ").returncode == 69
+    assert srv.cli("trace", "../etc").returncode == 65
