@@ -59,7 +59,8 @@ import Testing
         // Young: nothing goes.
         #expect(history.prune(now: now, retention: 3600, maxTotalBytes: 1 << 20, isQueued: { _ in false }) == 0)
         // Old, but one is still queued: only the other goes.
-        let pruned = history.prune(now: now + 7200, retention: 3600, maxTotalBytes: 1 << 20, isQueued: { $0 == Self.id })
+        let pruned = history.prune(
+            now: now + 7200, retention: 3600, maxTotalBytes: 1 << 20, isQueued: { $0 == Self.id })
         #expect(pruned == 1)
         #expect(history.exists(Self.id) && !history.exists(Self.other))
         // Young but over the size bound: goes once no longer queued.
