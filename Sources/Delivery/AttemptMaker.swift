@@ -11,6 +11,8 @@ import Spool
 struct AttemptMaker: Sendable {
     let configuration: OutboundConfiguration
     let spool: Spool
+    /// The message converted to 7 bit for a next hop without 8BITMIME, when it needed and allowed conversion.
+    var sevenBitBody: SevenBitBody? = nil
     /// Runs one attempt over a new connection; the run is suspended until the attempt ends.
     func attemptDelivery(envelope: Envelope, attempt: PlannedAttempt, recipients: [String]) async
         -> DeliveryAttemptResult
@@ -37,8 +39,22 @@ struct AttemptMaker: Sendable {
             heloName: configuration.heloName, sender: envelope.sender, recipients: recipients,
             messageFile: spool.messagePath(envelope.id), bodyType: envelope.bodyType.flatMap(BodyType.init(rawValue:)),
             smtpUTF8: envelope.smtpUTF8, tlsPolicy: configuration.tlsPolicy(for: attempt, recipients: recipients),
-            serverName: configuration.tlsServerName(for: attempt))
+            serverName: configuration.tlsServerName(for: attempt),
+            dsn: Self.dsn(envelope, recipients: recipients), sevenBitBody: sevenBitBody)
     }
+
+    /// The DSN request to pass on to a next hop that offers DSN (RFC 3461 §6.2), or nil when the sender asked for
+    /// nothing.
+    static func dsn(_ envelope: Envelope, recipients: [String]) -> OutboundDSN? {
+        let records = recipients.map { address in envelope.recipients.first { $0.address == address } }
+        let perRecipient = records.map {
+            OutboundDSN.Recipient(notify: $0?.notify, originalRecipient: $0?.originalRecipient)
+        }
+        let asked = perRecipient.contains { $0.notify != nil || $0.originalRecipient != nil }
+        guard asked || envelope.dsnReturn != nil || envelope.envelopeID != nil else { return nil }
+        return OutboundDSN(ret: envelope.dsnReturn, envelopeID: envelope.envelopeID, recipients: perRecipient)
+    }
+
 
     /// `bind_address` / `bind_address6` for `family`, port 0.
     func sourceAddress(for family: AddressFamily) -> SocketAddress? {

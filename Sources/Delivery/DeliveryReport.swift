@@ -125,7 +125,8 @@ public enum DeliveryReport {
     /// - Returns: the message, CRLF line ends, every line ≤ 998 octets; 8-bit only if the attached original is.
     public static func compose(
         reportingMTA: String, original: OriginalMessage, recipients: [RecipientReport],
-        returnContent: ReturnContent, now: Date, messageIDSeed: String, sizeLimit: Int = defaultSizeLimit
+        returnContent: ReturnContent, now: Date, messageIDSeed: String, sizeLimit: Int = defaultSizeLimit,
+        international: Bool = false
     ) -> [UInt8] {
         let host = ReportFormat.hostName(reportingMTA)
         let actions = Set(recipients.map(\.action))
@@ -189,7 +190,7 @@ public enum DeliveryReport {
                 + "\(ReportFormat.singleLine(original.queueID))). "
                 + (attachFull ? "It is attached below." : "Its header section is attached below."))
 
-        let report = ReportMessage(
+        var report = ReportMessage(
             topHeaders: [
                 ("From", "Mail Delivery System <MAILER-DAEMON@\(host)>"),
                 ("To", to),
@@ -206,6 +207,7 @@ public enum DeliveryReport {
             attachmentDescription: attachFull ? "Undelivered message" : "Undelivered message headers",
             boundarySeed: ReportFormat.fnv1a([messageIDSeed, original.queueID, ReportFormat.compactStamp(now)])
         )
+        report.global = international
         return report.render()
     }
 
@@ -219,7 +221,7 @@ public enum DeliveryReport {
     public static func doubleBounceNotice(
         reportingMTA: String, postmaster: String, failed: OriginalMessage, originalQueueID: String?,
         recipients: [RecipientReport], now: Date, messageIDSeed: String, attach: ReturnContent = .headers,
-        sizeLimit: Int = defaultSizeLimit
+        sizeLimit: Int = defaultSizeLimit, international: Bool = false
     ) -> [UInt8] {
         let host = ReportFormat.hostName(reportingMTA)
         var postmasterAddress = ReportFormat.singleLine(postmaster).trimmingCharacters(in: .whitespaces)
@@ -268,7 +270,7 @@ public enum DeliveryReport {
             // RFC 3464 §3: extension fields start with "X-".
             perMessage.append(("X-Dualmta-Original-Log-ID", ReportFormat.ascii(originalID)))
         }
-        let report = ReportMessage(
+        var report = ReportMessage(
             topHeaders: [
                 ("From", "Mail Delivery System <double-bounce@\(host)>"),
                 ("To", "<\(postmasterAddress)>"),
@@ -284,6 +286,7 @@ public enum DeliveryReport {
             attachmentDescription: attachFull ? "Undeliverable message" : "Undeliverable message headers",
             boundarySeed: ReportFormat.fnv1a([messageIDSeed, failed.queueID, ReportFormat.compactStamp(now)])
         )
+        report.global = international
         return report.render()
     }
 
@@ -368,7 +371,7 @@ public enum DeliveryReport {
         }
         switch recipient.diagnostic {
         case .smtp(let text)?: field("The remote server said", text)
-        case .local(let text)?: field("Error", text)
+        case .local(let text)?: field("This server decided", text)
         case nil: break
         }
         if !recipient.explanation.isEmpty {
@@ -398,6 +401,9 @@ struct ReportMessage {
     var attachment: Attachment
     var attachmentDescription: String
     var boundarySeed: UInt64
+    /// RFC 6533: the report is about an SMTPUTF8 message, so its parts are `message/global-delivery-status` and
+    /// `message/global` / `message/global-headers` (which may carry UTF-8 headers).
+    var global = false
 
     func render() -> [UInt8] {
         let crlf: [UInt8] = [13, 10]
@@ -421,10 +427,10 @@ struct ReportMessage {
         switch attachment {
         case .message(let bytes):
             part3 = bytes
-            part3Type = "message/rfc822"
+            part3Type = global ? "message/global" : "message/rfc822"
         case .headers(let bytes):
             part3 = bytes
-            part3Type = "text/rfc822-headers"
+            part3Type = global ? "message/global-headers" : "text/rfc822-headers"
         }
         // message/rfc822 may not be QP/base64-encoded (RFC 2046 §5.2.1): 8-bit content is declared as such.
         let eightBit = part3.contains { $0 >= 0x80 }
@@ -457,7 +463,7 @@ struct ReportMessage {
 
         out += dash + crlf
         header("Content-Description", "Delivery report")
-        header("Content-Type", "message/delivery-status")
+        header("Content-Type", global ? "message/global-delivery-status" : "message/delivery-status")
         out += crlf + part2 + crlf
 
         out += dash + crlf

@@ -11,17 +11,64 @@ import Spool
 struct EffectExecutor: Sendable {
     let logger: Logger
     let router: Router?
+    /// The message journal (`dualmta trace`): the log events are appended to it as well, in one write per call.
+    var history: MessageHistory? = nil
 
     /// - Parameter destinationStarted: when the destination's attempts began (the delivery latency metric).
     func execute(
         _ effects: [DeliveryEffect], envelope: Envelope, destinationStarted: ContinuousClock.Instant? = nil
     ) {
+        var journal: [HistoryEvent] = []
+        let now = Int64(Date().timeIntervalSince1970)
         for effect in effects {
             switch effect {
-            case .log(let event): log(event, envelope: envelope)
+            case .log(let event):
+                log(event, envelope: envelope)
+                if let entry = Self.historyEvent(event, envelope: envelope, now: now) { journal.append(entry) }
             case .cache(let update): apply(update)
             case .metric(let metric): count(metric, destinationStarted: destinationStarted)
             }
+        }
+        history?.append(envelope.id, journal)
+    }
+
+    /// The journal entry of a log event (nil for route notes, which belong to the route, not the message).
+    static func historyEvent(_ event: DeliveryEvent, envelope: Envelope, now: Int64) -> HistoryEvent? {
+        typealias Field = HistoryEvent.Field
+        func rcpt(_ index: Int) -> Field { Field("rcpt", envelope.recipients[index].address) }
+        switch event {
+        case .attempt(let line):
+            var fields = [
+                rcpt(line.index), Field("mx", line.attempt.mxHost), Field("pref", "\(line.attempt.preference)"),
+                Field("addr", "\(line.attempt.address)"), Field("family", "\(line.attempt.family)"),
+                Field("result", line.result), Field("ms", "\(line.milliseconds)"),
+            ]
+            switch line.detail {
+            case .reply(let text): fields.append(Field("reply", text))
+            case .reason(let text): fields.append(Field("reason", text))
+            }
+            return HistoryEvent(time: now, event: "attempt", fields: fields)
+        case .recipient(let index, let result, let status, let reason):
+            return HistoryEvent(
+                time: now, event: result.rawValue,
+                fields: [rcpt(index), Field("status", "\(status)"), Field("reason", reason)])
+        case .expired(let index, let status):
+            return HistoryEvent(time: now, event: "expired", fields: [rcpt(index), Field("status", "\(status)")])
+        case .discarded(let count):
+            return HistoryEvent(time: now, event: "discarded", fields: [Field("nrcpt", "\(count)")])
+        case .deferred(let next, let runs):
+            return HistoryEvent(
+                time: now, event: "next-attempt",
+                fields: [Field("next_attempt", MailDate.iso8601(next)), Field("runs", "\(runs)")])
+        case .removed(let delivered, let failed):
+            return HistoryEvent(
+                time: now, event: "removed", fields: [Field("delivered", "\(delivered)"), Field("failed", "\(failed)")])
+        case .noReport(let index, let kind):
+            return HistoryEvent(time: now, event: "no-report", fields: [rcpt(index), Field("kind", "\(kind)")])
+        case .possibleDuplicate(let address, _):
+            return HistoryEvent(time: now, event: "possible-duplicate", fields: [Field("addr", address)])
+        case .skipped, .routeNote:
+            return nil
         }
     }
 
@@ -71,7 +118,14 @@ struct EffectExecutor: Sendable {
                     "reason": "an undeliverable double-bounce notice is logged and dropped (triple bounce)",
                 ])
         case .deferred(let next, let runs):
-            logger.info("deferred", metadata: ["next_attempt": "\(next)", "runs": "\(runs)"])
+            logger.info("deferred", metadata: ["next_attempt": "\(MailDate.iso8601(next))", "runs": "\(runs)"])
+        case .noReport(let index, let kind):
+            logger.info(
+                "no-report",
+                metadata: [
+                    "rcpt": rcpt(index), "kind": "\(kind)",
+                    "reason": "NOTIFY=\(envelope.recipients[index].notify?.parameterValue ?? "")",
+                ])
         case .removed(let delivered, let failed):
             logger.info("removed", metadata: ["delivered": "\(delivered)", "failed": "\(failed)"])
         }

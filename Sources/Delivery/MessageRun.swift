@@ -21,6 +21,8 @@ struct MessageRun: Sendable {
     /// Carries the queue id as metadata: every line of the run names its message.
     let logger: Logger
     let work: BlockingWork
+    /// The message journal for `dualmta trace`.
+    var history: MessageHistory? { MessageHistory(stateDirectory: spool.stateDirectory) }
     /// Schedules a queued report at once.
     let wake: @Sendable (QueueID) -> Void
 
@@ -35,7 +37,7 @@ struct MessageRun: Sendable {
             if let outbound {
                 let delivery = OutboundDelivery(
                     configuration: outbound.configuration, router: outbound.router, logger: logger, spool: spool,
-                    work: work)
+                    work: work, history: history)
                 envelope = await delivery.deliver(envelope, indices: remote)
                 summary.remoteDeferred = remote.contains { envelope.recipients[$0].state == .pending }
             } else {
@@ -85,13 +87,14 @@ struct MessageRun: Sendable {
             return .stop(nil)
         }
         let now = Int64(Date().timeIntervalSince1970)
+        if let history, !history.exists(id) { history.append(id, [Self.receivedEvent(envelope)]) }
         if envelope.held || envelope.nextAttempt > now {
             lock?.release()
             return .stop(envelope.held ? nil : Date(timeIntervalSince1970: Double(envelope.nextAttempt)))
         }
         var summary = RunDecisions.RunSummary()
         var remote: [Int] = []
-        let effects = EffectExecutor(logger: logger, router: outbound?.router)
+        let effects = EffectExecutor(logger: logger, router: outbound?.router, history: history)
         for index in envelope.recipients.indices where envelope.recipients[index].state == .pending {
             switch RecipientTarget.classify(envelope.recipients[index].address, policy: recipientPolicy) {
             case .local(let domain, let user):
@@ -111,13 +114,25 @@ struct MessageRun: Sendable {
         return .deliver(lock, envelope, remote: remote, summary)
     }
 
+    /// The first entry of a journal, written by the first run (so SMTP, `send` and reports share one place).
+    static func receivedEvent(_ envelope: Envelope) -> HistoryEvent {
+        typealias Field = HistoryEvent.Field
+        var fields = [
+            Field("from", envelope.sender), Field("client", envelope.client),
+            Field("protocol", envelope.protocolName), Field("size", "\(envelope.messageSize)"),
+            Field("rcpts", envelope.recipients.map(\.address).joined(separator: " ")),
+        ]
+        if let original = envelope.bounceOf { fields.append(Field("report_of", original.rawValue)) }
+        return HistoryEvent(time: envelope.arrival, event: "received", fields: fields)
+    }
+
     /// Conclude: reports, then the one envelope write (or the removal).
     private func end(_ envelope: Envelope, summary: RunDecisions.RunSummary) -> Date? {
         var envelope = envelope
         let now = Date()
         let conclusion = RunDecisions.conclude(
             &envelope, summary: summary, policy: policy, now: Int64(now.timeIntervalSince1970))
-        let effects = EffectExecutor(logger: logger, router: outbound?.router)
+        let effects = EffectExecutor(logger: logger, router: outbound?.router, history: history)
         effects.execute(conclusion.effects.filter { !$0.isRemoval }, envelope: envelope)
         for request in conclusion.reports {
             guard let reports else { break }
@@ -135,6 +150,9 @@ struct MessageRun: Sendable {
                     return Date(timeIntervalSince1970: Double(conclusion.retryAfterReportFailure))
                 case .delay:
                     logger.error("delay-notice-failed", metadata: ["reason": "\(error)"])
+                case .success:
+                    // Not worth delivering anything twice for: logged, and the message goes its way.
+                    logger.error("success-notice-failed", metadata: ["reason": "\(error)"])
                 }
             }
         }

@@ -18,11 +18,20 @@ struct OutboundDelivery: Sendable {
     let logger: Logger
     let spool: Spool
     let work: BlockingWork
+    var history: MessageHistory? = nil
+    /// For an 8-bit message: its 7-bit conversion (or why there is none), made once per run and sent to next hops
+    /// without 8BITMIME.
+    var sevenBitBody: SevenBitBody? = nil
 
     /// Delivers the recipients at `indices` (all pending and remote) and returns the updated envelope.
     func deliver(_ envelope: Envelope, indices: [Int]) async -> Envelope {
         var envelope = envelope
-        let effects = EffectExecutor(logger: logger, router: router)
+        var delivery = self
+        if envelope.bodyType == BodyType.eightBitMIME.rawValue {
+            let id = envelope.id
+            delivery.sevenBitBody = await work.run { [spool] in SevenBitBody.convert(spool: spool, id: id) }
+        }
+        let effects = EffectExecutor(logger: logger, router: router, history: history)
         for group in Self.destinations(of: envelope, indices: indices) {
             guard let destination = group.destination else {
                 let now = Int64(Date().timeIntervalSince1970)
@@ -35,7 +44,7 @@ struct OutboundDelivery: Sendable {
                 }
                 continue
             }
-            envelope = await deliver(envelope, to: destination, indices: group.indices)
+            envelope = await delivery.deliver(envelope, to: destination, indices: group.indices)
         }
         return envelope
     }
@@ -58,7 +67,7 @@ struct OutboundDelivery: Sendable {
 
     private func deliver(_ envelope: Envelope, to destination: Destination, indices: [Int]) async -> Envelope {
         var envelope = envelope
-        let effects = EffectExecutor(logger: logger, router: router)
+        let effects = EffectExecutor(logger: logger, router: router, history: history)
         let plan = await work.run { [router] in router.plan(destination, now: Date()) }
         effects.execute(DestinationRun.notes(of: plan), envelope: envelope)
         var run = DestinationRun(destination: destination.description, recipients: indices)
@@ -69,7 +78,9 @@ struct OutboundDelivery: Sendable {
             return envelope
         }
         var feed = AttemptFeed(
-            plan: plan, maker: AttemptMaker(configuration: configuration, spool: spool), logger: logger)
+            plan: plan,
+            maker: AttemptMaker(configuration: configuration, spool: spool, sevenBitBody: sevenBitBody),
+            logger: logger)
         let started = ContinuousClock.now
         while !run.isDone,
             let fed = await feed.next(
@@ -128,5 +139,33 @@ extension ClientTimeouts {
         copy.dataDone = min(dataDone, cap)
         copy.quit = min(quit, cap)
         return copy
+    }
+}
+
+/// The 7-bit form of an 8-bit message for a next hop without 8BITMIME, or why it cannot exist.
+public enum SevenBitBody: Sendable {
+    case converted([UInt8])
+    case impossible(String)
+
+    /// What the client session may do when the next hop lacks 8BITMIME.
+    var option: SevenBitOption {
+        switch self {
+        case .converted: return .available
+        case .impossible(let why): return .unavailable(why)
+        }
+    }
+
+    /// Reads the queued message and converts it (blocking: runs on the work queue).
+    static func convert(spool: Spool, id: QueueID) -> SevenBitBody {
+        let bytes: [UInt8]
+        do throws(SpoolError) {
+            bytes = try spool.readMessage(id)
+        } catch {
+            return .impossible("cannot read the queued message: \(error)")
+        }
+        switch SevenBitDowngrade.convert(bytes) {
+        case .success(let converted): return .converted(converted)
+        case .failure(let failure): return .impossible(failure.description)
+        }
     }
 }

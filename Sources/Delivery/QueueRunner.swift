@@ -24,6 +24,10 @@ public struct DeliveryConfiguration: Sendable {
     public var retrySchedule: RetrySchedule
     /// Reports, delay notices and expiry; nil: failures are only logged.
     public var bounces: BounceSettings?
+    /// `history_retention`: how long a message's journal is kept after it left the queue.
+    public var historyRetention: Duration = .seconds(7 * 86_400)
+    /// The journals together never exceed this; the oldest of messages no longer queued go first.
+    public var historyMaxTotalBytes = 256 * 1024 * 1024
 
     public init(
         policy: RecipientPolicy, concurrency: Int = 20, localRetryDelay: Duration = .seconds(60),
@@ -45,6 +49,7 @@ public struct DeliveryConfiguration: Sendable {
             bounces: bounces.map {
                 DeliveryPolicy.Bounces(
                     maxQueueLifetime: $0.maxQueueLifetime.wholeSeconds,
+                    bounceQueueLifetime: $0.bounceQueueLifetime.wholeSeconds,
                     delayWarningAfter: $0.delayWarningAfter.wholeSeconds,
                     internalSender: "double-bounce@\($0.hostname)")
             }, remoteDelivery: outbound != nil)
@@ -65,18 +70,34 @@ public struct OutboundTransport: Sendable {
 public struct BounceSettings: Sendable {
     public var hostname: String
     public var maxQueueLifetime: Duration
+    /// The lifetime of reports and other mail from `<>` (`bounce_queue_lifetime`).
+    public var bounceQueueLifetime: Duration
     /// Zero turns delay notices off.
     public var delayWarningAfter: Duration
     /// `postmaster` (= postmaster@hostname) or a full address.
     public var doubleBounceRecipient: String
 
     public init(
-        hostname: String, maxQueueLifetime: Duration, delayWarningAfter: Duration, doubleBounceRecipient: String
+        hostname: String, maxQueueLifetime: Duration, delayWarningAfter: Duration, doubleBounceRecipient: String,
+        bounceQueueLifetime: Duration = .seconds(86_400)
     ) {
         self.hostname = hostname
         self.maxQueueLifetime = maxQueueLifetime
+        self.bounceQueueLifetime = bounceQueueLifetime
         self.delayWarningAfter = delayWarningAfter
         self.doubleBounceRecipient = doubleBounceRecipient
+    }
+}
+
+extension BounceSettings {
+    /// When the queue gives up on this message (the rule of `RunDecisions.expiryDate`), for `queue list/show`.
+    public func expiry(of envelope: Envelope) -> Int64 {
+        let bounces = DeliveryPolicy.Bounces(
+            maxQueueLifetime: maxQueueLifetime.wholeSeconds, bounceQueueLifetime: bounceQueueLifetime.wholeSeconds,
+            delayWarningAfter: delayWarningAfter.wholeSeconds, internalSender: "double-bounce@\(hostname)")
+        let policy = DeliveryPolicy(
+            retrySchedule: RetrySchedule([]), localRetryDelay: 0, bounces: bounces, remoteDelivery: true)
+        return RunDecisions.expiryDate(envelope, policy: policy) ?? envelope.arrival + maxQueueLifetime.wholeSeconds
     }
 }
 
@@ -114,7 +135,8 @@ public final class QueueRunner: Sendable {
     /// A reloaded config: runs that start from now on use it; runs in progress finish with the old one.
     public func update(_ configuration: DeliveryConfiguration) { settings.withLock { $0 = configuration } }
 
-    /// Schedules every message already in the queue (after start-up recovery).
+    /// Schedules every message already in the queue (after start-up recovery), and prunes the message journals
+    /// now and every hour.
     public func start() {
         workers.async { [self] in
             do throws(SpoolError) {
@@ -123,6 +145,24 @@ public final class QueueRunner: Sendable {
                 logger.error("queue-scan-failed", metadata: ["reason": "\(error)"])
             }
         }
+        workers.async { [weak self] in self?.pruneHistoryHourly() }
+    }
+
+    private func pruneHistoryHourly() {
+        guard !state.withLock({ $0.stopped }) else { return }
+        pruneHistory()
+        workers.asyncAfter(deadline: .now() + .seconds(3600)) { [weak self] in self?.pruneHistoryHourly() }
+    }
+
+    /// Drops the journals of messages that left the queue longer than `history_retention` ago (and the oldest when
+    /// they grow past their total bound).
+    func pruneHistory() {
+        let configuration = self.configuration
+        let queued = Set((try? spool.queuedIDs()) ?? [])
+        let removed = MessageHistory(stateDirectory: spool.stateDirectory).prune(
+            now: Int64(Date().timeIntervalSince1970), retention: configuration.historyRetention.wholeSeconds,
+            maxTotalBytes: configuration.historyMaxTotalBytes, isQueued: { queued.contains($0) })
+        if removed > 0 { logger.info("history-pruned", metadata: ["removed": "\(removed)"]) }
     }
 
     /// A message was committed (or should be retried now): deliver it as soon as a worker is free.
@@ -197,7 +237,7 @@ public final class QueueRunner: Sendable {
         let reports = configuration.bounces.map {
             ReportWriter(
                 spool: spool, logger: runLogger, hostname: $0.hostname, doubleBounceRecipient: $0.doubleBounceRecipient,
-                maxQueueLifetime: $0.maxQueueLifetime)
+                policy: configuration.decisionPolicy)
         }
         return MessageRun(
             id: id, spool: spool, recipientPolicy: configuration.policy, policy: configuration.decisionPolicy,

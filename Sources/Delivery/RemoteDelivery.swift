@@ -125,12 +125,19 @@ public struct AttemptRequest: Sendable {
     public var tlsPolicy: ClientTLSPolicy
     /// SNI for STARTTLS: the MX host name (nil for an address literal).
     public var serverName: String?
+    /// NOTIFY/ORCPT/RET/ENVID to pass on when the next hop offers DSN.
+    public var dsn: OutboundDSN?
+    /// For an 8-bit message, what to send to a next hop without 8BITMIME.
+    public var sevenBitBody: SevenBitBody?
 
     public init(
         source: SocketAddress?, connectTimeout: Duration, timeouts: ClientTimeouts, heloName: String, sender: String,
         recipients: [String], messageFile: String, bodyType: BodyType?, smtpUTF8: Bool,
-        tlsPolicy: ClientTLSPolicy = .none, serverName: String? = nil
+        tlsPolicy: ClientTLSPolicy = .none, serverName: String? = nil, dsn: OutboundDSN? = nil,
+        sevenBitBody: SevenBitBody? = nil
     ) {
+        self.dsn = dsn
+        self.sevenBitBody = sevenBitBody
         self.source = source
         self.connectTimeout = connectTimeout
         self.timeouts = timeouts
@@ -192,7 +199,7 @@ extension RemoteDelivery {
         let session = ClientSession(
             heloName: request.heloName, sender: request.sender, recipients: request.recipients,
             messageSize: file.size, bodyType: request.bodyType, needsSMTPUTF8: request.smtpUTF8,
-            tlsPolicy: request.tlsPolicy)
+            tlsPolicy: request.tlsPolicy, dsn: request.dsn, sevenBit: request.sevenBitBody?.option ?? .unavailable(nil))
         let retryInPlaintext = plaintextRetry(
             to: address, request, queue: queue, started: started, completion: completion)
         return PreparedAttempt(file: file, session: session, retryInPlaintext: retryInPlaintext)
@@ -246,7 +253,15 @@ private final class OutboundMessageFile: @unchecked Sendable {
 
     let path: String
     let fd: Int32
-    let size: Int
+    /// Set (on the connection's queue, before any read of the body) when the 7-bit conversion is sent instead.
+    private(set) var size: Int
+    private var converted: [UInt8]?
+
+    /// Sends these bytes instead of the file's (the 7-bit form of an 8-bit message).
+    func replaceContent(with bytes: [UInt8]) {
+        converted = bytes
+        size = bytes.count
+    }
 
     init(path: String) throws(OpenError) {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
@@ -264,6 +279,10 @@ private final class OutboundMessageFile: @unchecked Sendable {
 
     /// Blocking pread of up to `length` bytes at `offset`.
     func read(at offset: Int, length: Int) -> Chunk {
+        if let converted {
+            guard offset < converted.count else { return .end }
+            return .data(Array(converted[offset..<min(offset + length, converted.count)]))
+        }
         var buffer = [UInt8](repeating: 0, count: length)
         while true {
             let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, length, off_t(offset)) }
@@ -305,6 +324,7 @@ private final class DeliveryRun: @unchecked Sendable {
     /// SNI for STARTTLS.
     private let serverName: String?
     private let retryInPlaintext: (@Sendable (String) -> Void)?
+    private let sevenBitBody: SevenBitBody?
 
     private var session: ClientSession
     /// The TLS filter after the server's 220 to STARTTLS: reads go through it, and so do writes.
@@ -323,9 +343,10 @@ private final class DeliveryRun: @unchecked Sendable {
     init(
         address: SocketAddress, connection: Connection, session: ClientSession, timeouts: ClientTimeouts,
         file: OutboundMessageFile, started: ContinuousClock.Instant, tlsContext: TLSContext?, serverName: String?,
-        retryInPlaintext: (@Sendable (String) -> Void)?,
+        retryInPlaintext: (@Sendable (String) -> Void)?, sevenBitBody: SevenBitBody?,
         completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
     ) {
+        self.sevenBitBody = sevenBitBody
         self.tlsContext = tlsContext
         self.serverName = serverName
         self.retryInPlaintext = retryInPlaintext
@@ -433,6 +454,9 @@ private final class DeliveryRun: @unchecked Sendable {
             case .startTLS:
                 beginTLS()
             case .sendBody:
+                if session.sendsSevenBitBody, case .converted(let bytes)? = sevenBitBody {
+                    file.replaceContent(with: bytes)  // no read is in flight before the body starts
+                }
                 streaming = true
                 readNextChunk()
             case .arm(let stage):
@@ -566,7 +590,8 @@ private struct PreparedAttempt: @unchecked Sendable {  // handed once to the con
         DeliveryRun(
             address: address, connection: connection, session: session, timeouts: request.timeouts, file: file,
             started: started, tlsContext: request.tlsPolicy == .none ? nil : RemoteDelivery.opportunisticTLS,
-            serverName: request.serverName, retryInPlaintext: retryInPlaintext, completion: completion
+            serverName: request.serverName, retryInPlaintext: retryInPlaintext, sevenBitBody: request.sevenBitBody,
+            completion: completion
         ).start()
     }
 }

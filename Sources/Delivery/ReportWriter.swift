@@ -16,7 +16,8 @@ struct ReportWriter: Sendable {
     let logger: Logger
     let hostname: String
     let doubleBounceRecipient: String
-    let maxQueueLifetime: Duration
+    /// The decisions' policy: the give-up time a delay notice names is the one the queue applies.
+    let policy: DeliveryPolicy
 
     var internalSender: String { "double-bounce@\(hostname)" }
 
@@ -28,23 +29,29 @@ struct ReportWriter: Sendable {
     /// Writes and queues one report; returns its queue id. Throws when it could not be made durable (the caller
     /// then keeps the recipients as they are).
     func write(_ request: RunDecisions.ReportRequest, envelope: Envelope, now: Date) throws(SpoolError) -> QueueID {
-        let kind: RecipientReport.Kind = request.kind == .failure ? .failed : .delayed
+        let kind: RecipientReport.Kind
+        switch request.kind {
+        case .failure: kind = .failed
+        case .delay: kind = .delayed
+        case .success: kind = .succeeded
+        }
         let original = OriginalMessage(
             queueID: envelope.id.rawValue, sender: envelope.sender,
             arrival: Date(timeIntervalSince1970: Double(envelope.arrival)),
-            receivedFromMTA: envelope.heloName.isEmpty ? nil : envelope.heloName, envelopeID: nil,
+            receivedFromMTA: envelope.heloName.isEmpty ? nil : envelope.heloName, envelopeID: envelope.envelopeID,
             bytes: (try? spool.readMessage(envelope.id)) ?? [])
         let recipients = request.indices.map { recipientReport(kind, envelope: envelope, index: $0) }
-        let seed =
-            "\(envelope.id)-\(kind == .failed ? "F" : "D")-\(request.indices.map(String.init).joined(separator: "-"))"
+        let seed = "\(envelope.id)-\(kind.seedLetter)-\(request.indices.map(String.init).joined(separator: "-"))"
 
         switch request.destination {
         case .postmaster:
             let notice = DeliveryReport.doubleBounceNotice(
                 reportingMTA: hostname, postmaster: postmasterAddress, failed: original,
-                originalQueueID: envelope.bounceOf?.rawValue, recipients: recipients, now: now, messageIDSeed: seed)
+                originalQueueID: envelope.bounceOf?.rawValue, recipients: recipients, now: now, messageIDSeed: seed,
+                international: envelope.smtpUTF8)
             let id = try enqueue(notice, sender: internalSender, recipient: postmasterAddress, bounceOf: envelope.id)
             DualMTAMetrics.registry.increment(DualMTAMetrics.doubleBounces)
+            journal(envelope, "double-bounce", id, kind: kind, request)
             logger.warning(
                 "double-bounce",
                 metadata: [
@@ -53,13 +60,21 @@ struct ReportWriter: Sendable {
                 ])
             return id
         case .sender:
+            // RFC 3461 §4.3: RET=HDRS returns the header section only, RET=FULL the whole message.
+            let returnContent: ReturnContent
+            switch envelope.dsnReturn {
+            case .full: returnContent = .full
+            case .headers: returnContent = .headers
+            case nil: returnContent = .automatic
+            }
             let report = DeliveryReport.compose(
-                reportingMTA: hostname, original: original, recipients: recipients, returnContent: .automatic,
-                now: now, messageIDSeed: seed)
+                reportingMTA: hostname, original: original, recipients: recipients, returnContent: returnContent,
+                now: now, messageIDSeed: seed, international: envelope.smtpUTF8)
             let id = try enqueue(report, sender: "", recipient: envelope.sender, bounceOf: envelope.id)
             if kind == .failed { DualMTAMetrics.registry.increment(DualMTAMetrics.bounces) }
+            journal(envelope, "report", id, kind: kind, request)
             logger.info(
-                kind == .failed ? "bounce" : "delay-notice",
+                "\(kind.logName)",
                 metadata: [
                     "ndr": "\(id)", "rcpt": "<\(envelope.sender)>", "nrcpt": "\(request.indices.count)",
                 ])
@@ -67,22 +82,52 @@ struct ReportWriter: Sendable {
         }
     }
 
+    /// The report in the journal of the message it reports on (`dualmta trace` follows the id).
+    private func journal(
+        _ envelope: Envelope, _ event: String, _ id: QueueID, kind: RecipientReport.Kind,
+        _ request: RunDecisions.ReportRequest
+    ) {
+        MessageHistory(stateDirectory: spool.stateDirectory).append(
+            envelope.id,
+            [
+                HistoryEvent(
+                    time: Int64(Date().timeIntervalSince1970), event: event,
+                    fields: [
+                        .init("id", id.rawValue), .init("kind", kind.logName),
+                        .init("rcpts", request.indices.map { envelope.recipients[$0].address }.joined(separator: " ")),
+                    ])
+            ])
+    }
+
     private func recipientReport(_ kind: RecipientReport.Kind, envelope: Envelope, index: Int) -> RecipientReport {
         let recipient = envelope.recipients[index]
-        let status = recipient.lastStatus?.description ?? (kind == .failed ? "5.0.0" : "4.0.0")
+        let status: String
+        switch kind {
+        case .failed: status = recipient.lastStatus?.description ?? "5.0.0"
+        case .delayed: status = recipient.lastStatus?.description ?? "4.0.0"
+        case .succeeded: status = recipient.lastStatus.flatMap { $0.classCode == 2 ? $0.description : nil } ?? "2.0.0"
+        }
+        // A success notice says `relayed` when a next hop (without DSN) took the message, `delivered` for Maildir.
+        let action: ReportAction
+        switch kind {
+        case .failed: action = .failed
+        case .delayed: action = .delayed
+        case .succeeded: action = recipient.remoteMTA == nil ? .delivered : .relayed
+        }
         let reason = recipient.lastReply ?? "no reason recorded"
         let lastAttempt = envelope.attempts.last { $0.recipients.contains(recipient.address) }
         // A remote SMTP reply starts with its three-digit code; anything else is our own finding.
         let isSMTPReply = reason.count >= 3 && reason.prefix(3).allSatisfy(\.isNumber)
         return RecipientReport(
-            finalRecipient: recipient.address, originalRecipient: nil,
-            action: kind == .failed ? .failed : .delayed, status: status, remoteMTA: recipient.remoteMTA?.host,
+            finalRecipient: recipient.address, originalRecipient: recipient.originalRecipient,
+            action: action, status: status, remoteMTA: recipient.remoteMTA?.host,
             remoteAddress: recipient.remoteMTA.map { "[\($0.address)]" },
             diagnostic: isSMTPReply ? .smtp(reason) : .local(reason),
             explanation: explanation(kind, status: status, reason: reason),
             lastAttempt: lastAttempt.map { Date(timeIntervalSince1970: Double($0.time)) },
             willRetryUntil: kind == .delayed
-                ? Date(timeIntervalSince1970: Double(envelope.arrival) + maxQueueLifetime.seconds) : nil)
+                ? RunDecisions.expiryDate(envelope, policy: policy).map { Date(timeIntervalSince1970: Double($0)) }
+                : nil)
     }
 
     private func explanation(_ kind: RecipientReport.Kind, status: String, reason: String) -> String {
@@ -93,6 +138,8 @@ struct ReportWriter: Sendable {
             return "The message stayed in the queue longer than allowed and was given up: \(reason)"
         case .failed:
             return "The message could not be delivered: \(reason)"
+        case .succeeded:
+            return "The message was passed on: \(reason)"
         }
     }
 
@@ -106,7 +153,8 @@ struct ReportWriter: Sendable {
             let envelope = Envelope(
                 arriving: message.id, sender: sender, recipients: [RecipientRecord(address: recipient)],
                 client: "local", heloName: hostname, protocolName: "LOCAL",
-                bodyType: bytes.contains { $0 >= 0x80 } ? "8BITMIME" : nil, smtpUTF8: false,
+                bodyType: bytes.contains { $0 >= 0x80 } ? "8BITMIME" : nil,
+                smtpUTF8: recipient.utf8.contains { $0 >= 0x80 },
                 messageSize: message.size, now: Int64(Date().timeIntervalSince1970), bounceOf: bounceOf)
             try spool.commit(message, envelope: envelope)
             return message.id
@@ -121,5 +169,22 @@ extension RecipientReport {
     enum Kind: Equatable {
         case failed
         case delayed
+        case succeeded
+
+        var seedLetter: String {
+            switch self {
+            case .failed: return "F"
+            case .delayed: return "D"
+            case .succeeded: return "S"
+            }
+        }
+
+        var logName: String {
+            switch self {
+            case .failed: return "bounce"
+            case .delayed: return "delay-notice"
+            case .succeeded: return "success-notice"
+            }
+        }
     }
 }

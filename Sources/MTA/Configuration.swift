@@ -68,6 +68,10 @@ public struct Configuration: Sendable, Equatable {
 
     // Bounces and queue lifetime (RFC 3464, RFC 5321 §4.5.4)
     public var maxQueueLifetime: Duration
+    /// `bounce_queue_lifetime`: how long reports (and other mail from `<>`) stay queued.
+    public var bounceQueueLifetime: Duration = .seconds(86_400)
+    /// `history_retention`: how long `dualmta trace` keeps a message's story after it left the queue.
+    public var historyRetention: Duration = .seconds(7 * 86_400)
     public var delayWarningAfter: Duration
     public var doubleBounceRecipient: String
     public var senderReturnCheck: SenderReturnCheck

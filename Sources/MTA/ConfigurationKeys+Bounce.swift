@@ -8,6 +8,18 @@ extension ConfigurationKey {
             },
             render: { ValueParser.render($0.maxQueueLifetime) }),
         ConfigurationKey(
+            name: "bounce_queue_lifetime",
+            apply: { config, value throws(ValueError) in
+                config.bounceQueueLifetime = try ValueParser.positiveDuration(value)
+            },
+            render: { ValueParser.render($0.bounceQueueLifetime) }),
+        ConfigurationKey(
+            name: "history_retention",
+            apply: { config, value throws(ValueError) in
+                config.historyRetention = try ValueParser.positiveDuration(value)
+            },
+            render: { ValueParser.render($0.historyRetention) }),
+        ConfigurationKey(
             name: "delay_warning_after",
             apply: { config, value throws(ValueError) in config.delayWarningAfter = try ValueParser.duration(value) },
             render: { $0.delayWarningAfter == .zero ? "0" : ValueParser.render($0.delayWarningAfter) }),

@@ -86,10 +86,15 @@ private final class BlockingSMTP {
         var mail = "MAIL FROM:<\(submission.sender)>"
         if submission.eightBit && keywords.contains("8BITMIME") { mail += " BODY=8BITMIME" }
         if submission.smtpUTF8 && keywords.contains("SMTPUTF8") { mail += " SMTPUTF8" }
+        let dsn = OutboundDSN(
+            ret: submission.dsnReturn, envelopeID: submission.envelopeID,
+            recipients: submission.recipients.map { _ in .init(notify: submission.notify, originalRecipient: nil) })
+        let offersDSN = keywords.contains("DSN")
+        if offersDSN { mail += dsn.mailParameters }
         try write(mail + "\r\n")
         try expect(read(), 250, "MAIL FROM")
-        for recipient in submission.recipients {
-            try write("RCPT TO:<\(recipient)>\r\n")
+        for (index, recipient) in submission.recipients.enumerated() {
+            try write("RCPT TO:<\(recipient)>\(offersDSN ? dsn.rcptParameters(index) : "")\r\n")
             try expect(read(), 250, "RCPT TO:<\(recipient)>")
         }
         try write("DATA\r\n")

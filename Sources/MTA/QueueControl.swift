@@ -1,3 +1,4 @@
+import Delivery
 import Foundation
 import Glibc
 import SMTPProtocol
@@ -69,9 +70,14 @@ public struct QueueControl {
 
     /// Runs one command; returns the exit status. Queue ids are validated first, so `queue show ../../etc/passwd`
     /// exits 65 without opening (or creating) anything.
+    /// `lifetimes` gives the `expires` time shown by list and show (the configured queue and bounce lifetimes).
     public static func execute(
-        _ command: QueueCommand, spoolDirectory: String, out: (String) -> Void, err: (String) -> Void
+        _ command: QueueCommand, spoolDirectory: String, lifetimes: BounceSettings? = nil, out: (String) -> Void,
+        err: (String) -> Void
     ) -> Int32 {
+        let expiry = { (envelope: Envelope) -> Int64 in
+            (lifetimes ?? Configuration.defaults.bounceSettings).expiry(of: envelope)
+        }
         let text: String?
         switch command {
         case .list: text = nil
@@ -92,12 +98,18 @@ public struct QueueControl {
             switch command {
             case .list(let json):
                 let (envelopes, problems) = try QueueInspector(spool: control.spool).envelopes()
-                out(json ? QueueInspector.renderJSON(envelopes) : QueueInspector.renderText(envelopes))
+                out(
+                    json
+                        ? QueueInspector.renderJSON(envelopes, expiry: expiry)
+                        : QueueInspector.renderText(envelopes, expiry: expiry))
                 for problem in problems { err("dualmta: \(problem)\n") }
             case .show(_, let json):
                 guard let id else { return SysExit.usage }
                 let envelope = try control.spool.envelope(id)
-                out(json ? QueueInspector.renderShowJSON(envelope) : QueueInspector.renderShowText(envelope))
+                out(
+                    json
+                        ? QueueInspector.renderShowJSON(envelope, expiry: expiry)
+                        : QueueInspector.renderShowText(envelope, expiry: expiry))
             case .delete:
                 guard let id else { return SysExit.usage }
                 try control.delete(id)
@@ -137,6 +149,8 @@ public struct QueueControl {
     /// Removes the message without a report.
     public func delete(_ id: QueueID) throws(SpoolError) {
         try withMessageLock(id) { () throws(SpoolError) in try spool.remove(id) }
+        MessageHistory(stateDirectory: spool.stateDirectory).append(
+            id, [HistoryEvent(time: Self.now(), event: "deleted", fields: [.init("by", "queue delete")])])
     }
 
     public func setHeld(_ id: QueueID, _ held: Bool) throws(SpoolError) {

@@ -32,7 +32,10 @@ public struct QueueInspector {
     }
 
     /// `mailq`-style text: one block per message, one line per recipient.
-    public static func renderText(_ envelopes: [Envelope]) -> String {
+    /// `expiry` says when the queue gives up on a message (from the configured lifetimes).
+    public typealias Expiry = (Envelope) -> Int64
+
+    public static func renderText(_ envelopes: [Envelope], expiry: Expiry) -> String {
         if envelopes.isEmpty { return "Mail queue is empty\n" }
         var out = ""
         for envelope in envelopes {
@@ -46,7 +49,7 @@ public struct QueueInspector {
                 out += "\n"
             }
             if envelope.recipients.contains(where: { $0.state == .pending }) {
-                out += "    next attempt \(isoDate(envelope.nextAttempt))\n"
+                out += "    next attempt \(isoDate(envelope.nextAttempt))  expires \(isoDate(expiry(envelope)))\n"
             }
         }
         let count = envelopes.count
@@ -56,13 +59,14 @@ public struct QueueInspector {
 
     /// JSON: an array of messages with id, arrival, size, sender, recipients (address, state, last reply),
     /// next attempt, held, and the number of attempts so far.
-    public static func renderJSON(_ envelopes: [Envelope]) -> String {
-        let objects: [[String: Any]] = envelopes.map { listObject($0) }
+    public static func renderJSON(_ envelopes: [Envelope], expiry: Expiry) -> String {
+        let objects: [[String: Any]] = envelopes.map { listObject($0, expiry: expiry) }
         return jsonText(objects, empty: "[]\n")
     }
 
-    static func listObject(_ envelope: Envelope) -> [String: Any] {
+    static func listObject(_ envelope: Envelope, expiry: Expiry) -> [String: Any] {
         [
+            "expires": isoDate(expiry(envelope)),
             "id": envelope.id.rawValue,
             "arrival": isoDate(envelope.arrival),
             "size": envelope.messageSize,
@@ -84,8 +88,8 @@ public struct QueueInspector {
     }
 
     /// `queue show --json`: the list object plus client, HELO, protocol, extra fields and every attempt.
-    public static func renderShowJSON(_ envelope: Envelope) -> String {
-        var object = listObject(envelope)
+    public static func renderShowJSON(_ envelope: Envelope, expiry: Expiry) -> String {
+        var object = listObject(envelope, expiry: expiry)
         object["helo"] = envelope.heloName
         object["protocol"] = envelope.protocolName
         object["failed_runs"] = envelope.failedRuns
@@ -102,7 +106,7 @@ public struct QueueInspector {
     }
 
     /// `queue show`: the envelope, each recipient's state, status and last reply, and every delivery attempt.
-    public static func renderShowText(_ envelope: Envelope) -> String {
+    public static func renderShowText(_ envelope: Envelope, expiry: Expiry) -> String {
         func field(_ name: String, _ value: String) -> String {
             (name + ":").padding(toLength: 14, withPad: " ", startingAt: 0) + value + "\n"
         }
@@ -113,6 +117,7 @@ public struct QueueInspector {
         out += field("size", "\(envelope.messageSize) bytes")
         out += field("held", envelope.held ? "yes" : "no")
         out += field("next attempt", envelope.isFinished ? "-" : isoDate(envelope.nextAttempt))
+        out += field("expires", isoDate(expiry(envelope)))
         if envelope.failedRuns > 0 { out += field("failed runs", "\(envelope.failedRuns)") }
         if let bounceOf = envelope.bounceOf { out += field("report of", bounceOf.rawValue) }
         for key in envelope.extra.keys.sorted() { out += field(key, envelope.extra[key] ?? "") }

@@ -18,14 +18,12 @@ extension MTAService {
         let router = configuration.router(
             interfaceAddresses: LocalAddresses.interfaceAddresses(),
             cacheFile: spool.stateDirectory + "/transport-cache.json", logger: logger)
-        let delivery = DeliveryConfiguration(
+        var delivery = DeliveryConfiguration(
             policy: policy, concurrency: configuration.deliveryConcurrency,
             outbound: OutboundTransport(configuration: configuration.outbound, router: router),
             retrySchedule: RetrySchedule(configuration.retrySchedule),
-            bounces: BounceSettings(
-                hostname: configuration.hostname, maxQueueLifetime: configuration.maxQueueLifetime,
-                delayWarningAfter: configuration.delayWarningAfter,
-                doubleBounceRecipient: configuration.doubleBounceRecipient))
+            bounces: configuration.bounceSettings)
+        delivery.historyRetention = configuration.historyRetention
         var server = serverConfiguration(configuration, policy: policy)
         if configuration.senderReturnCheck != .off {
             server.session.checkSenderReturnPath = true
@@ -88,5 +86,14 @@ extension MTAService {
                 "file": "\(path)", "listeners_added": "\(changes.added.count)",
                 "listeners_removed": "\(changes.removed.count)", "listeners_failed": "\(changes.failed.count)",
             ])
+    }
+}
+
+extension Configuration {
+    /// The bounce and lifetime keys as the queue runner (and `queue list/show` for `expires`) use them.
+    public var bounceSettings: BounceSettings {
+        BounceSettings(
+            hostname: hostname, maxQueueLifetime: maxQueueLifetime, delayWarningAfter: delayWarningAfter,
+            doubleBounceRecipient: doubleBounceRecipient, bounceQueueLifetime: bounceQueueLifetime)
     }
 }

@@ -242,6 +242,10 @@ public struct Submission: Equatable, Sendable {
     public var message: [UInt8]
     public var smtpUTF8: Bool
     public var eightBit: Bool
+    /// `-N`, `-R`, `-V` (RFC 3461): NOTIFY for every recipient, RET and ENVID.
+    public var notify: DSNNotify? = nil
+    public var dsnReturn: DSNReturn? = nil
+    public var envelopeID: String? = nil
 
     /// The addresses of one command-line argument or To/Cc/Bcc value (RFC 5322 address list).
     static func addresses(_ text: String) throws(SubmissionError) -> [String] {
@@ -298,10 +302,33 @@ public struct Submission: Equatable, Sendable {
         if header.hasSeparator || !body.isEmpty { message += [13, 10] }
         message += body
         guard message.count <= maxSize else { throw .tooLarge(limit: maxSize) }
-        return Submission(
+        var submission = Submission(
             sender: sender, recipients: recipients, message: message,
             smtpUTF8: international || (sender.utf8.contains { $0 >= 0x80 }),
             eightBit: options.bodyType == "8BITMIME" || message.contains { $0 >= 0x80 })
+        try submission.applyDSN(options)
+        return submission
+    }
+
+    /// sendmail's `-N never|success,failure,delay`, `-R full|hdrs` and `-V envid` (the ENVID as plain text,
+    /// printable ASCII, at most 100 characters).
+    mutating func applyDSN(_ options: SendOptions) throws(SubmissionError) {
+        if let text = options.dsnNotify {
+            guard let parsed = DSNNotify(parameter: Substring(text)) else {
+                throw .usage("-N takes never or a list of success, failure, delay")
+            }
+            notify = parsed
+        }
+        if let text = options.dsnReturn {
+            guard let parsed = DSNReturn(rawValue: text.uppercased()) else { throw .usage("-R takes full or hdrs") }
+            dsnReturn = parsed
+        }
+        if let text = options.envelopeID {
+            guard !text.isEmpty, text.utf8.count <= 100, text.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) else {
+                throw .usage("-V takes printable ASCII text of at most 100 characters")
+            }
+            envelopeID = text
+        }
     }
 
     /// `-f` value → reverse path; default `login@hostname`.
@@ -360,7 +387,8 @@ public enum SendCommand {
         case .listQueue, .flushQueue:
             return QueueControl.execute(
                 options.mode == .listQueue ? .list(json: false) : .flush(nil),
-                spoolDirectory: configuration.spoolDirectory, out: { print($0, terminator: "") },
+                spoolDirectory: configuration.spoolDirectory, lifetimes: configuration.bounceSettings,
+                out: { print($0, terminator: "") },
                 err: printError)
         case .help, .send:
             break
@@ -421,9 +449,11 @@ public enum SendCommand {
             try incoming.append(submission.message)
             envelope = Envelope(
                 arriving: incoming.id, sender: submission.sender,
-                recipients: submission.recipients.map { RecipientRecord(address: $0) }, client: "local",
-                heloName: "localhost", protocolName: "LOCAL", bodyType: submission.eightBit ? "8BITMIME" : nil,
-                smtpUTF8: submission.smtpUTF8, messageSize: incoming.size, now: seconds)
+                recipients: submission.recipients.map { RecipientRecord(address: $0, notify: submission.notify) },
+                client: "local", heloName: "localhost", protocolName: "LOCAL",
+                bodyType: submission.eightBit ? "8BITMIME" : nil, smtpUTF8: submission.smtpUTF8,
+                messageSize: incoming.size, now: seconds, dsnReturn: submission.dsnReturn,
+                envelopeID: submission.envelopeID)
             try spool.commit(incoming, envelope: envelope)
         } catch {
             spool.abort(incoming)

@@ -84,6 +84,14 @@ public enum ClientAction: Hashable, Sendable {
     case startTLS
 }
 
+/// Whether the caller holds a 7-bit form of an 8-bit message for a server without 8BITMIME (RFC 6152 §3).
+public enum SevenBitOption: Hashable, Sendable {
+    /// Send the conversion: the driver swaps the body when `sendsSevenBitBody` is set.
+    case available
+    /// Refuse with 5.6.3; the text says why no conversion exists (nil: none was attempted).
+    case unavailable(String?)
+}
+
 /// Outbound STARTTLS (RFC 3207; standards §6.2, reliability O14–O16).
 public enum ClientTLSPolicy: String, Hashable, Sendable {
     /// Never STARTTLS.
@@ -104,6 +112,8 @@ public struct ServerCapabilities: Hashable, Sendable {
     public var smtpUTF8 = false
     public var startTLS = false
     public var enhancedStatusCodes = false
+    /// RFC 3461: the server takes NOTIFY/ORCPT/RET/ENVID and sends its own reports.
+    public var dsn = false
     /// Every keyword line, upper-cased keyword first, parameters as sent (for logs).
     public var keywords: [String] = []
 
@@ -122,6 +132,7 @@ public struct ServerCapabilities: Hashable, Sendable {
             case "SMTPUTF8": smtpUTF8 = true
             case "STARTTLS": startTLS = true
             case "ENHANCEDSTATUSCODES": enhancedStatusCodes = true
+            case "DSN": dsn = true
             case "SIZE":
                 // A malformed limit counts as "no limit announced": the server will still enforce its own.
                 if words.count >= 2, let limit = Int(words[1]), limit >= 0 { size = limit } else { size = 0 }
@@ -191,10 +202,14 @@ public struct ClientResult: Hashable, Sendable {
     public struct Recipient: Hashable, Sendable {
         public var address: String
         public var outcome: RecipientOutcome
+        /// The refusal is ours, made before MAIL from what the server offers (8BITMIME, SMTPUTF8, SIZE) or from
+        /// an unsafe address: the server never saw the recipient, so a report must not quote it as the server's.
+        public var decidedLocally: Bool
 
-        public init(address: String, outcome: RecipientOutcome) {
+        public init(address: String, outcome: RecipientOutcome, decidedLocally: Bool = false) {
             self.address = address
             self.outcome = outcome
+            self.decidedLocally = decidedLocally
         }
     }
 
@@ -265,6 +280,11 @@ public struct ClientSession: Sendable {
     private let bodyType: BodyType?
     private let needsSMTPUTF8: Bool
     private let tlsPolicy: ClientTLSPolicy
+    /// Sent only when the server offers DSN; otherwise the caller sends the notices the sender asked for.
+    private let dsn: OutboundDSN?
+    private let sevenBit: SevenBitOption
+    /// The server lacks 8BITMIME and the 7-bit conversion goes out instead of the stored body.
+    public private(set) var sendsSevenBitBody = false
     /// The handshake after STARTTLS completed; never STARTTLS twice.
     private var tlsActive = false
 
@@ -273,6 +293,8 @@ public struct ClientSession: Sendable {
     /// Commands sent whose replies have not arrived, oldest first (RFC 2920: matched by count).
     private var awaited: [Command] = []
     private var outcomes: [RecipientOutcome?]
+    /// Recipients refused by our own checks before MAIL.
+    private var refusedLocally: Set<Int> = []
     private var accepted: [Bool]
     private var mailAccepted = false
     /// The DATA was answered 354 with no recipient accepted: only `.` was sent, its reply is ignored.
@@ -294,10 +316,14 @@ public struct ClientSession: Sendable {
     ///   - bodyType: the `BODY=` value the message was received with; nil sends none.
     ///   - needsSMTPUTF8: the envelope or headers need UTF-8 (RFC 6531).
     ///   - tlsPolicy: whether to STARTTLS (`smtp_tls`).
+    ///   - dsn: the sender's DSN request, passed on when the server offers DSN.
     public init(
         heloName: String, sender: String, recipients: [String], messageSize: Int, bodyType: BodyType?,
-        needsSMTPUTF8: Bool, tlsPolicy: ClientTLSPolicy = .none
+        needsSMTPUTF8: Bool, tlsPolicy: ClientTLSPolicy = .none, dsn: OutboundDSN? = nil,
+        sevenBit: SevenBitOption = .unavailable(nil)
     ) {
+        self.dsn = dsn
+        self.sevenBit = sevenBit
         self.tlsPolicy = tlsPolicy
         self.heloName = heloName
         self.sender = sender
@@ -522,7 +548,7 @@ public struct ClientSession: Sendable {
     private mutating func startTransaction(_ peer: ServerCapabilities) -> [ClientAction] {
         if let limit = peer.size, limit > 0, messageSize > limit {
             // RFC 1870: don't send what the server announced it will refuse.
-            settleUndecided(
+            refuseLocally(
                 .permanent(
                     Reply(
                         552, EnhancedStatus(5, 3, 4),
@@ -530,7 +556,7 @@ public struct ClientSession: Sendable {
             return quit()
         }
         if needsSMTPUTF8 && !peer.smtpUTF8 {
-            settleUndecided(
+            refuseLocally(
                 .permanent(
                     Reply(
                         553, EnhancedStatus(5, 6, 7),
@@ -538,20 +564,27 @@ public struct ClientSession: Sendable {
             return quit()
         }
         if bodyType == .eightBitMIME && !peer.eightBitMIME {
-            // Our choice (standards §6.4): no 8-bit → 7-bit MIME downgrade; the sender gets a bounce instead.
-            settleUndecided(
-                .permanent(
-                    Reply(
-                        554, EnhancedStatus(5, 6, 3),
-                        "8-bit message and the server does not support 8BITMIME; conversion not supported")))
-            return quit()
+            // RFC 6152 §3: convert to 7 bit when the caller could, else refuse (our decision, 5.6.3).
+            switch sevenBit {
+            case .available:
+                sendsSevenBitBody = true
+            case .unavailable(let why):
+                refuseLocally(
+                    .permanent(
+                        Reply(
+                            554, EnhancedStatus(5, 6, 3),
+                            "8-bit message and the server does not support 8BITMIME; "
+                                + (why ?? "conversion not supported"))))
+                return quit()
+            }
         }
         if !Self.isSafePath(sender) {
-            settleUndecided(.permanent(Reply(553, EnhancedStatus(5, 1, 7), "invalid sender address")))
+            refuseLocally(.permanent(Reply(553, EnhancedStatus(5, 1, 7), "invalid sender address")))
             return quit()
         }
         for (index, recipient) in recipients.enumerated() where !Self.isSafePath(recipient) || recipient.isEmpty {
             outcomes[index] = .permanent(Reply(553, EnhancedStatus(5, 1, 3), "invalid recipient address"))
+            refusedLocally.insert(index)
         }
         let pending = recipients.indices.filter { outcomes[$0] == nil }
         guard !pending.isEmpty else { return quit() }
@@ -560,13 +593,14 @@ public struct ClientSession: Sendable {
         if peer.size != nil { mail += " SIZE=\(messageSize)" }
         if let bodyType, peer.eightBitMIME { mail += " BODY=\(bodyType.rawValue)" }
         if needsSMTPUTF8 { mail += " SMTPUTF8" }
+        if peer.dsn, let dsn { mail += dsn.mailParameters }
 
         if peer.pipelining {
             // RFC 2920: MAIL and RCPT anywhere in a group, DATA last; replies matched by count.
             var bytes = Self.line(mail)
             var commands: [Command] = [.mail]
             for index in pending {
-                bytes += Self.line("RCPT TO:<\(recipients[index])>")
+                bytes += Self.line(rcptCommand(index, peer))
                 commands.append(.rcpt(index))
             }
             bytes += Self.line("DATA")
@@ -575,6 +609,11 @@ public struct ClientSession: Sendable {
             return [.send(bytes), .arm(timeout: .mail)]
         }
         return sendCommand(.mail, mail)
+    }
+
+    private func rcptCommand(_ index: Int, _ peer: ServerCapabilities) -> String {
+        let parameters = peer.dsn ? dsn?.rcptParameters(index) ?? "" : ""
+        return "RCPT TO:<\(recipients[index])>\(parameters)"
     }
 
     private mutating func mailAnswered(_ reply: Reply) -> [ClientAction] {
@@ -615,7 +654,7 @@ public struct ClientSession: Sendable {
     private mutating func sendNextRecipient(after index: Int?) -> [ClientAction] {
         let start = index.map { $0 + 1 } ?? 0
         if let next = (start..<recipients.count).first(where: { outcomes[$0] == nil }) {
-            return sendCommand(.rcpt(next), "RCPT TO:<\(recipients[next])>")
+            return sendCommand(.rcpt(next), rcptCommand(next, capabilities ?? ServerCapabilities()))
         }
         // Without PIPELINING we never send DATA when no recipient was accepted (standards O06).
         guard accepted.contains(true) else { return quit() }
@@ -741,7 +780,9 @@ public struct ClientSession: Sendable {
             let outcome =
                 outcomes[index]
                 ?? .temporary(Reply(451, EnhancedStatus(4, 4, 0), "no outcome for this recipient"))
-            final.append(ClientResult.Recipient(address: address, outcome: outcome))
+            final.append(
+                ClientResult.Recipient(
+                    address: address, outcome: outcome, decidedLocally: refusedLocally.contains(index)))
         }
         let result = ClientResult(
             kind: endKind, recipients: final, capabilities: capabilities, greeting: greetingText,
@@ -754,6 +795,12 @@ public struct ClientSession: Sendable {
     private mutating func sendCommand(_ command: Command, _ text: String) -> [ClientAction] {
         awaited.append(command)
         return [.send(Self.line(text)), .arm(timeout: command.stage)]
+    }
+
+    /// A refusal of our own before MAIL, for every recipient not decided yet.
+    private mutating func refuseLocally(_ outcome: RecipientOutcome) {
+        for index in outcomes.indices where outcomes[index] == nil { refusedLocally.insert(index) }
+        settleUndecided(outcome)
     }
 
     private mutating func settleUndecided(_ outcome: RecipientOutcome) {

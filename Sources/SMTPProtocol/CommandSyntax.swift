@@ -53,6 +53,62 @@ enum CommandSyntax {
         /// RFC 4954 §5 `AUTH=` (xtext or `<>`): accepted when AUTH is offered, then ignored (we trust no
         /// identity a client asserts for a message; the authenticated user is what the session knows).
         var auth: Substring?
+        /// RFC 3461 `RET=` and `ENVID=` (decoded).
+        var dsnReturn: DSNReturn?
+        var envelopeID: String?
+    }
+
+    /// RCPT parameters: RFC 3461 `NOTIFY=` and `ORCPT=` (kept as `addr-type;address`, decoded).
+    struct RcptParameters: Equatable {
+        var notify: DSNNotify?
+        var originalRecipient: String?
+    }
+
+    /// RFC 3461 limits: ENVID at most 100 characters, ORCPT at most 500 (as sent, in xtext).
+    static let maxEnvelopeIDLength = 100
+    static let maxOriginalRecipientLength = 500
+
+    /// Parses RCPT parameters. Unknown keyword → 555 5.5.4; bad syntax or duplicate → 501 5.5.4.
+    static func parseRcptParameters(_ parameters: [Substring]) -> Result<RcptParameters, Reply> {
+        var result = RcptParameters()
+        var seen = Set<String>()
+        for parameter in parameters {
+            let parts = parameter.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let keyword = asciiUppercased(parts[0])
+            let value = parts.count > 1 ? parts[1] : nil
+            guard seen.insert(keyword).inserted else {
+                return .failure(
+                    Reply(501, EnhancedStatus(5, 5, 4), "Error: duplicate \(safeKeyword(keyword)) parameter"))
+            }
+            switch keyword {
+            case "NOTIFY":
+                guard let value, let notify = DSNNotify(parameter: value) else {
+                    return .failure(Reply(501, EnhancedStatus(5, 5, 4), "Bad NOTIFY parameter syntax"))
+                }
+                result.notify = notify
+            case "ORCPT":
+                guard let value, let original = originalRecipient(value) else {
+                    return .failure(Reply(501, EnhancedStatus(5, 5, 4), "Bad ORCPT parameter syntax"))
+                }
+                result.originalRecipient = original
+            default:
+                return .failure(Reply(555, EnhancedStatus(5, 5, 4), "Unsupported option: \(safeKeyword(keyword))"))
+            }
+        }
+        return .success(result)
+    }
+
+    /// `addr-type ";" xtext` → `addr-type;decoded`; the addr-type is an atom (RFC 3461 §4.2), kept as given.
+    static func originalRecipient(_ value: Substring) -> String? {
+        guard value.utf8.count <= maxOriginalRecipientLength, let semicolon = value.firstIndex(of: ";") else {
+            return nil
+        }
+        let type = value[..<semicolon]
+        let isAtomByte = { (byte: UInt8) in isASCIIAlphanumeric(byte) || byte == UInt8(ascii: "-") }
+        guard !type.isEmpty, type.utf8.allSatisfy(isAtomByte),
+            let address = XText.decode(value[value.index(after: semicolon)...]), !address.isEmpty
+        else { return nil }
+        return "\(type);\(address)"
     }
 
     /// Parses MAIL parameters. Unknown keyword or value → 555 5.5.4; bad syntax or duplicate → 501 5.5.4.
@@ -86,6 +142,16 @@ enum CommandSyntax {
                     return .failure(Reply(501, EnhancedStatus(5, 5, 4), "Bad SMTPUTF8 parameter syntax"))
                 }
                 result.smtpUTF8 = true
+            case "RET":
+                guard let value, let ret = DSNReturn(rawValue: asciiUppercased(value)) else {
+                    return .failure(Reply(501, EnhancedStatus(5, 5, 4), "Bad RET parameter syntax"))
+                }
+                result.dsnReturn = ret
+            case "ENVID":
+                guard let value, !value.isEmpty, value.utf8.count <= maxEnvelopeIDLength,
+                    let envelopeID = XText.decode(value)
+                else { return .failure(Reply(501, EnhancedStatus(5, 5, 4), "Bad ENVID parameter syntax")) }
+                result.envelopeID = envelopeID
             case "AUTH" where allowAuth:
                 guard let value, !value.isEmpty else {
                     return .failure(Reply(501, EnhancedStatus(5, 5, 4), "Bad AUTH parameter syntax"))

@@ -615,7 +615,7 @@ public struct ServerSession: Sendable {
         var lines = [
             "\(host) Hello \(argument) \(clientAddress.smtpLiteral)", "PIPELINING",
             "SIZE \(configuration.maxMessageSize)",
-            "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8",
+            "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "DSN",
         ]
         if configuration.tlsAvailable && !tlsActive { lines.append("STARTTLS") }
         if authOffered { lines.append("AUTH PLAIN LOGIN") }
@@ -663,9 +663,11 @@ public struct ServerSession: Sendable {
         var protocolName = esmtp ? (parameters.smtpUTF8 ? "UTF8SMTP" : "ESMTP") : "SMTP"
         if esmtp && tlsActive { protocolName += "S" }
         if esmtp && authenticatedUser != nil { protocolName += "A" }
-        let opened = Transaction(
+        var opened = Transaction(
             reversePath: reversePath, bodyType: parameters.body, smtpUTF8: parameters.smtpUTF8,
             declaredSize: parameters.size, heloName: heloName, protocolName: protocolName)
+        opened.dsnReturn = parameters.dsnReturn
+        opened.envelopeID = parameters.envelopeID
         // The paper's Test 3 prevented at the door: can bounces reach this sender's domain from here?
         if configuration.checkSenderReturnPath, case .mailbox(let sender) = reversePath,
             case .name(let domain) = sender.domain.kind
@@ -712,8 +714,13 @@ public struct ServerSession: Sendable {
         case .failure(.syntax): return fail(Reply(501, EnhancedStatus(5, 5, 4), "Syntax: RCPT TO:<address>"))
         case .failure(.badPath): return fail(Reply(501, EnhancedStatus(5, 1, 3), "Bad recipient address syntax"))
         }
-        guard split.parameters.isEmpty else {
-            return fail(Reply(555, EnhancedStatus(5, 5, 4), "Unsupported option: RCPT parameters"))
+        guard esmtp || split.parameters.isEmpty else {
+            return fail(Reply(555, EnhancedStatus(5, 5, 4), "Error: RCPT parameters need EHLO"))
+        }
+        let parameters: CommandSyntax.RcptParameters
+        switch CommandSyntax.parseRcptParameters(split.parameters) {
+        case .success(let value): parameters = value
+        case .failure(let rejection): return fail(rejection)
         }
         let path: ForwardPath
         switch PathParser.parse(split.path, allowUTF8: current.smtpUTF8, recipient: true) {
@@ -734,7 +741,10 @@ public struct ServerSession: Sendable {
         case .success(let disposition):
             // Drop the stored copy first, or the append copies every recipient so far (quadratic in the count).
             transaction = nil
-            current.recipients.append(AcceptedRecipient(path: path, disposition: disposition))
+            current.recipients.append(
+                AcceptedRecipient(
+                    path: path, disposition: disposition, notify: parameters.notify,
+                    originalRecipient: parameters.originalRecipient))
             transaction = current
             reply(Reply(250, EnhancedStatus(2, 1, 5), "Ok"))
         case .failure(let rejection):

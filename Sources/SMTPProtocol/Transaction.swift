@@ -13,10 +13,18 @@ public enum RecipientDisposition: Hashable, Sendable {
 public struct AcceptedRecipient: Hashable, Sendable {
     public var path: ForwardPath
     public var disposition: RecipientDisposition
+    /// RFC 3461 `NOTIFY=` and `ORCPT=` (`addr-type;address`, decoded), when given.
+    public var notify: DSNNotify?
+    public var originalRecipient: String?
 
-    public init(path: ForwardPath, disposition: RecipientDisposition) {
+    public init(
+        path: ForwardPath, disposition: RecipientDisposition, notify: DSNNotify? = nil,
+        originalRecipient: String? = nil
+    ) {
         self.path = path
         self.disposition = disposition
+        self.notify = notify
+        self.originalRecipient = originalRecipient
     }
 }
 
@@ -35,6 +43,9 @@ public struct Transaction: Hashable, Sendable {
     /// Set when `sender_return_check = warn` found that bounces could not reach the sender; the driver adds it to
     /// the message as a header.
     public var returnPathWarning: String? = nil
+    /// RFC 3461 `RET=` and `ENVID=` (decoded), when given.
+    public var dsnReturn: DSNReturn? = nil
+    public var envelopeID: String? = nil
 
     public init(
         reversePath: ReversePath, recipients: [AcceptedRecipient] = [], bodyType: BodyType? = nil,

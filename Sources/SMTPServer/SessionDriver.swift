@@ -341,10 +341,14 @@ final class SessionDriver: @unchecked Sendable {
         connection.pauseReading()
         let envelope = Envelope(
             arriving: message.id, sender: transaction.reversePath.description,
-            recipients: transaction.recipients.map { RecipientRecord(address: $0.path.description) },
+            recipients: transaction.recipients.map {
+                RecipientRecord(
+                    address: $0.path.description, notify: $0.notify, originalRecipient: $0.originalRecipient)
+            },
             client: connection.peer.ip.description, heloName: transaction.heloName,
             protocolName: transaction.protocolName, bodyType: transaction.bodyType?.rawValue,
-            smtpUTF8: transaction.smtpUTF8, messageSize: message.size, now: Int64(Date().timeIntervalSince1970))
+            smtpUTF8: transaction.smtpUTF8, messageSize: message.size, now: Int64(Date().timeIntervalSince1970),
+            dsnReturn: transaction.dsnReturn, envelopeID: transaction.envelopeID)
         server.groupCommit.submit(message, envelope: envelope) { [self] result in
             queue.async { [self] in committed(envelope, result: result) }
         }

@@ -32,28 +32,6 @@ public enum ReportMark: Hashable, Sendable {
     case discarded
 }
 
-/// RFC 3461 `NOTIFY=`: `never`, or any of success / failure / delay. Absent means the default (failure and delay).
-public struct DSNNotify: Hashable, Sendable {
-    public var success: Bool
-    public var failure: Bool
-    public var delay: Bool
-
-    public init(success: Bool = false, failure: Bool = false, delay: Bool = false) {
-        self.success = success
-        self.failure = failure
-        self.delay = delay
-    }
-
-    public static let never = DSNNotify()
-    public var isNever: Bool { !success && !failure && !delay }
-}
-
-/// RFC 3461 `RET=`: how much of the original a failure report returns.
-public enum DSNReturn: String, Hashable, Sendable {
-    case full = "FULL"
-    case headers = "HDRS"
-}
-
 /// One envelope recipient and what happened to it last. `address` is the validated wire text, e.g.
 /// `alice@example.test` or `"john smith"@lab.example`.
 public struct RecipientRecord: Hashable, Sendable {

@@ -12,7 +12,7 @@ struct DualMTA: ParsableCommand {
         version: "dualmta \(DualMTAVersion.text)",
         subcommands: [
             Serve.self, Send.self, Queue.self, Route.self, CheckCommand.self, ConfigCommand.self, Passwd.self,
-            StatsCommand.self,
+            StatsCommand.self, Trace.self,
         ],
         defaultSubcommand: Serve.self)
 
@@ -118,6 +118,22 @@ struct Send: ParsableCommand {
     }
 }
 
+struct Trace: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a message's story: its attempts, the reports it caused and their fate, across queue ids.")
+    @OptionGroup var options: ConfigOption
+    @Argument(help: "Queue id (of the original or of any report in the chain).") var id: String
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        let configuration = try options.load(client: true)
+        let status = MessageTrace.execute(
+            id, json: json, spoolDirectory: configuration.spoolDirectory, out: { print($0, terminator: "") },
+            err: { FileHandle.standardError.write(Data($0.utf8)) })
+        if status != 0 { throw ExitCode(status) }
+    }
+}
+
 struct Queue: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Inspect and control the queue.",
@@ -134,7 +150,8 @@ struct Queue: ParsableCommand {
             throw ExitCode(SysExit.unavailable)
         }
         let status = QueueControl.execute(
-            command, spoolDirectory: configuration.spoolDirectory, out: { print($0, terminator: "") },
+            command, spoolDirectory: configuration.spoolDirectory, lifetimes: configuration.bounceSettings,
+            out: { print($0, terminator: "") },
             err: { FileHandle.standardError.write(Data($0.utf8)) })
         if status != 0 { throw ExitCode(status) }
     }

@@ -28,16 +28,17 @@ import Testing
         Reply(code, status, text)
     }
 
-    static func session(_ kind: ClientResult.Kind, _ outcomes: [RecipientOutcome], duplicate: Bool = false)
-        -> DeliveryAttemptResult
-    {
+    static func session(
+        _ kind: ClientResult.Kind, _ outcomes: [RecipientOutcome], duplicate: Bool = false,
+        capabilities: ServerCapabilities? = nil
+    ) -> DeliveryAttemptResult {
         DeliveryAttemptResult(
             address: SocketAddress(ip: mx10v6.address, port: 25),
             outcome: .session(
                 ClientResult(
                     kind: kind,
                     recipients: outcomes.enumerated().map { .init(address: "r\($0.offset)", outcome: $0.element) },
-                    capabilities: nil, greeting: nil, possibleDuplicate: duplicate)),
+                    capabilities: capabilities, greeting: nil, possibleDuplicate: duplicate)),
             localAddress: nil, socketError: nil, elapsedMilliseconds: 7)
     }
 
@@ -154,6 +155,52 @@ import Testing
         for recipient in envelope.recipients {
             #expect((recipient.state != .pending) == (recipient.remoteMTA != nil))
         }
+    }
+
+    /// RFC 3461 §6.2: a next hop that offers DSN took over the success notice (marked `none`, so none is sent
+    /// here); without DSN at the next hop the mark stays open for a `relayed` notice. Only NOTIFY=SUCCESS counts.
+    @Test(arguments: [
+        (true, DSNNotify(success: true), ReportMark.none as ReportMark?),
+        (false, DSNNotify(success: true), nil),
+        (true, DSNNotify(failure: true), nil),
+        (true, nil, nil),
+    ])
+    func aDSNNextHopTakesOverTheSuccessNotice(offered: Bool, notify: DSNNotify?, mark: ReportMark?) {
+        var envelope = Self.envelope(["a@example.test"])
+        envelope.recipients[0].notify = notify
+        var capabilities = ServerCapabilities()
+        capabilities.dsn = offered
+        var run = DestinationRun(destination: "example.test", recipients: [0])
+        let ok = Self.reply(250, EnhancedStatus(2, 0, 0), "queued")
+        _ = run.judge(
+            Self.session(.completed, [.delivered(ok)], capabilities: capabilities), attempt: Self.mx10v6, rank: 0,
+            firstFamily: nil, envelope: &envelope, now: Self.now)
+        #expect(envelope.recipients[0].state == .delivered)
+        #expect(envelope.recipients[0].report == mark)
+    }
+
+    /// A refusal we made before MAIL (here: 8-bit content, no 8BITMIME at the peer) is our decision: no Remote-MTA,
+    /// and a reason that does not read like the peer's reply.
+    @Test func aLocalRefusalIsRecordedAsOurDecision() {
+        var envelope = Self.envelope(["a@example.test"])
+        var run = DestinationRun(destination: "example.test", recipients: [0])
+        let refusal = Self.reply(554, EnhancedStatus(5, 6, 3), "8-bit message and the server does not support 8BITMIME")
+        var result = Self.session(.completed, [.permanent(refusal)])
+        if case .session(var session) = result.outcome {
+            session.recipients[0].decidedLocally = true
+            result.outcome = .session(session)
+        }
+        let effects = run.judge(
+            result, attempt: Self.mx10v6, rank: 0, firstFamily: nil, envelope: &envelope, now: Self.now)
+        let recipient = envelope.recipients[0]
+        #expect(recipient.state == .failed && recipient.lastStatus == EnhancedStatus(5, 6, 3))
+        #expect(recipient.remoteMTA == nil)
+        #expect(
+            recipient.lastReply
+                == "refused before sending to mx10.example.test[2001:db8::10]: "
+                + "8-bit message and the server does not support 8BITMIME")
+        #expect(envelope.attempts.last?.result == "refused")
+        #expect(!effects.contains { if case .metric(.remoteRecipient) = $0 { true } else { false } })
     }
 
     @Test func deliveredOverTheOtherFamilyCountsAFallbackOnce() {

@@ -55,6 +55,24 @@ import Testing
             returnContent: returnContent, now: now, messageIDSeed: seed)
     }
 
+    /// RFC 6533: a report about an SMTPUTF8 message uses the global types; a local cause reads as ours.
+    @Test(arguments: [(ReturnContent.full, "message/global"), (.headers, "message/global-headers")])
+    func internationalReportsUseTheGlobalTypes(returnContent: ReturnContent, third: String) {
+        let bytes = DeliveryReport.compose(
+            reportingMTA: "mx.site-b.example",
+            original: Self.original(
+                sender: "j\u{F6}rg@site-a.example",
+                bytes: Self.originalBytes(extraHeader: "X-Name: J\u{F6}rg\r\n")),
+            recipients: [Self.unreachable], returnContent: returnContent, now: Self.now, messageIDSeed: "G1",
+            international: true)
+        let text = String(decoding: bytes, as: UTF8.self)
+        #expect(text.contains("\r\nContent-Type: message/global-delivery-status\r\n"))
+        #expect(text.contains("\r\nContent-Type: \(third)\r\n"))
+        #expect(!text.contains("message/delivery-status") && !text.contains("message/rfc822"))
+        #expect(text.contains("This server decided: connect to [2001:db8:66::25]:25"))
+        #expect(text.contains("Diagnostic-Code: x-dualmta; connect to"))
+    }
+
     // MARK: Parsed by Python's email package
 
     @Test(.enabled(if: MIMEParser.enabled, MIMEParser.skipMessage))

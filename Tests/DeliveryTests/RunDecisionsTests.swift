@@ -11,15 +11,18 @@ import Testing
     static let arrival: Int64 = 1_800_000_000
     static let policy = DeliveryPolicy(
         retrySchedule: RetrySchedule([.seconds(60), .seconds(300), .seconds(900)]), localRetryDelay: 30,
-        bounces: .init(maxQueueLifetime: 86_400, delayWarningAfter: 3_600, internalSender: "double-bounce@mta.test"),
+        bounces: .init(
+            maxQueueLifetime: 86_400, bounceQueueLifetime: 43_200, delayWarningAfter: 3_600,
+            internalSender: "double-bounce@mta.test"),
         remoteDelivery: true)
 
     static func envelope(
-        sender: String = "s@example.org", _ recipients: [RecipientRecord], failedRuns: Int = 0, warned: Bool = false
+        sender: String = "s@example.org", _ recipients: [RecipientRecord], failedRuns: Int = 0, warned: Bool = false,
+        bounceOf: QueueID? = nil
     ) -> Envelope {
         Envelope(
             id: id, sender: sender, arrival: arrival, client: "local", heloName: "h", protocolName: "ESMTP",
-            delayWarned: warned, failedRuns: failedRuns, recipients: recipients)
+            delayWarned: warned, failedRuns: failedRuns, bounceOf: bounceOf, recipients: recipients)
     }
 
     static func pending(_ status: EnhancedStatus? = nil, _ reply: String? = nil) -> RecipientRecord {
@@ -112,6 +115,30 @@ import Testing
         _ = RunDecisions.conclude(
             &envelope, summary: .init(remoteDeferred: true), policy: Self.policy, now: Self.arrival + 86_399)
         #expect(envelope.recipients[0].state == .pending)
+    }
+
+    /// Reports live `bounce_queue_lifetime` (43 200 s here), everything else `max_queue_lifetime` (86 400 s).
+    @Test(arguments: [
+        ("s@example.org", false, 86_400 as Int64),  // ordinary mail
+        ("", false, 43_200),  // mail from <> (a report made elsewhere)
+        ("", true, 43_200),  // our own report
+        ("double-bounce@mta.test", true, 43_200),  // our double-bounce notice
+    ])
+    func reportsExpireAfterTheBounceLifetime(sender: String, isReport: Bool, lifetime: Int64) {
+        let original = QueueID("0M8ZK3Q1F2A7XR")!
+        let make = {
+            Self.envelope(sender: sender, [Self.pending(EnhancedStatus(4, 4, 1))], bounceOf: isReport ? original : nil)
+        }
+        #expect(RunDecisions.expiryDate(make(), policy: Self.policy) == Self.arrival + lifetime)
+        var before = make()
+        _ = RunDecisions.conclude(
+            &before, summary: .init(remoteDeferred: true), policy: Self.policy, now: Self.arrival + lifetime - 1)
+        #expect(before.recipients[0].state == .pending)
+        var after = make()
+        let conclusion = RunDecisions.conclude(
+            &after, summary: .init(remoteDeferred: true), policy: Self.policy, now: Self.arrival + lifetime)
+        #expect(after.recipients[0].state == .failed)
+        #expect(conclusion.effects.first == .log(.expired(index: 0, status: EnhancedStatus(4, 4, 1))))
     }
 
     // MARK: reports
@@ -209,6 +236,86 @@ import Testing
         let conclusion = RunDecisions.conclude(
             &envelope, summary: .init(remoteDeferred: true), policy: Self.policy, now: Self.arrival + 4_000)
         #expect(conclusion.reports.map(\.kind) == [.failure, .delay])
+    }
+
+    // MARK: DSN (RFC 3461 NOTIFY)
+
+    static func withNotify(_ record: RecipientRecord, _ notify: DSNNotify?) -> RecipientRecord {
+        var copy = record
+        copy.notify = notify
+        return copy
+    }
+
+    /// A failure report only for recipients whose NOTIFY has FAILURE or is absent; the others are marked `none`
+    /// and logged.
+    @Test(arguments: [
+        (nil as DSNNotify?, true),
+        (DSNNotify(failure: true), true),
+        (DSNNotify(success: true, failure: true, delay: true), true),
+        (DSNNotify.never, false),
+        (DSNNotify(success: true, delay: true), false),
+    ])
+    func failureReportFollowsNotify(notify: DSNNotify?, reported: Bool) {
+        var envelope = Self.envelope([Self.withNotify(Self.failed, notify)])
+        let conclusion = RunDecisions.conclude(&envelope, summary: .init(), policy: Self.policy, now: Self.arrival)
+        if reported {
+            #expect(conclusion.reports == [.init(kind: .failure, destination: .sender, indices: [0])])
+            #expect(envelope.recipients[0].report == nil)  // marked once the report is queued
+        } else {
+            #expect(conclusion.reports.isEmpty)
+            #expect(envelope.recipients[0].report == ReportMark.none)
+            #expect(conclusion.effects.contains(.log(.noReport(index: 0, kind: .failure))))
+        }
+        #expect(conclusion.disposition == .remove)
+    }
+
+    @Test func notifyNeverOnAMessageFromTheNullSenderStillTellsThePostmaster() {
+        var envelope = Self.envelope(sender: "", [Self.withNotify(Self.failed, .never)])
+        let conclusion = RunDecisions.conclude(&envelope, summary: .init(), policy: Self.policy, now: Self.arrival)
+        #expect(conclusion.reports == [.init(kind: .failure, destination: .postmaster, indices: [0])])
+    }
+
+    /// A delay notice covers the recipients whose NOTIFY has DELAY or is absent; none left → no notice, warned.
+    @Test func delayNoticeFollowsNotify() {
+        var envelope = Self.envelope([
+            Self.withNotify(Self.pending(), nil), Self.withNotify(Self.pending(), DSNNotify(failure: true)),
+            Self.withNotify(Self.pending(), DSNNotify(delay: true)), Self.withNotify(Self.pending(), .never),
+        ])
+        let due = RunDecisions.conclude(
+            &envelope, summary: .init(remoteDeferred: true), policy: Self.policy, now: Self.arrival + 3_600)
+        #expect(due.reports == [.init(kind: .delay, destination: .sender, indices: [0, 2])])
+
+        var nobody = Self.envelope([Self.withNotify(Self.pending(), DSNNotify(failure: true))])
+        let none = RunDecisions.conclude(
+            &nobody, summary: .init(remoteDeferred: true), policy: Self.policy, now: Self.arrival + 3_600)
+        #expect(none.reports.isEmpty)
+        #expect(nobody.delayWarned)
+    }
+
+    /// NOTIFY=SUCCESS: one success notice for the delivered recipients not yet reported (a DSN next hop marked
+    /// its recipients `none` already); never to `<>` or for our own notices; recorded like a failure report.
+    @Test(arguments: [
+        ("s@example.org", nil as ReportMark?, DSNNotify(success: true) as DSNNotify?, true),
+        ("s@example.org", nil, DSNNotify(success: true, failure: true), true),
+        ("s@example.org", ReportMark.none, DSNNotify(success: true), false),  // passed on to a DSN next hop
+        ("s@example.org", nil, nil, false),  // not asked
+        ("s@example.org", nil, DSNNotify(failure: true, delay: true), false),
+        ("", nil, DSNNotify(success: true), false),  // never to <>
+        ("double-bounce@mta.test", nil, DSNNotify(success: true), false),
+    ])
+    func successNotice(sender: String, mark: ReportMark?, notify: DSNNotify?, expected: Bool) {
+        var delivered = Self.withNotify(Self.delivered, notify)
+        delivered.report = mark
+        var envelope = Self.envelope(sender: sender, [delivered])
+        let conclusion = RunDecisions.conclude(&envelope, summary: .init(), policy: Self.policy, now: Self.arrival)
+        #expect(conclusion.reports == (expected ? [.init(kind: .success, destination: .sender, indices: [0])] : []))
+        if expected {
+            let notice = QueueID("0M8ZK3Q1F2A7XR")!
+            RunDecisions.recordReport(conclusion.reports[0], id: notice, envelope: &envelope)
+            #expect(envelope.recipients[0].report == .queued(notice))
+            let again = RunDecisions.conclude(&envelope, summary: .init(), policy: Self.policy, now: Self.arrival)
+            #expect(again.reports.isEmpty)
+        }
     }
 
     // MARK: local outcomes

@@ -195,7 +195,7 @@ def test_null_sender_gets_no_delay_notice_and_a_double_bounce_at_expiry(start_se
     """RFC 3461 §6.2: never a delay notice for `<>`; at expiry the failure goes to postmaster (no NDR)."""
     closed = free_port()
     srv = start_server(**outbound_settings(routes=f"dest.test=[127.0.0.1]:{closed}", delay_warning_after="1s",
-                                           max_queue_lifetime="3s"))
+                                           max_queue_lifetime="3s", bounce_queue_lifetime="3s"))
     orig = submit(srv, "", ["bob@dest.test"])
     expired = wait_event(srv, "expired", id=orig, timeout=15)[0]
     assert expired["status"] in ("4.4.1", "4.4.7"), expired.line
@@ -216,7 +216,7 @@ def test_paper_test3_with_family_mismatch_defer_fails_at_expiry(start_server, pe
     v6 = peers("::1", port, name="mx.v6only.test")
     srv = start_server(**outbound_settings(inet_protocols="ipv4", dns_servers=lab_dns.server, mx_port=str(port),
                                            allow_loopback_mx="yes", family_mismatch="defer",
-                                           max_queue_lifetime="3s"))
+                                           max_queue_lifetime="3s", bounce_queue_lifetime="3s"))
     orig = submit(srv, "alice@v6only.test", ["nobody@dest.test"])
     ndr = wait_event(srv, "bounce", id=orig)[0]["ndr"]
     first = wait_event(srv, "recipient", id=ndr)[0]

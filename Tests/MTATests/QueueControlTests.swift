@@ -39,6 +39,27 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: directory))
     }
 
+    /// `expires`: arrival + max_queue_lifetime, in text and JSON, list and show; the configured lifetimes apply.
+    @Test func listAndShowSayWhenTheQueueGivesUp() throws {
+        let (directory, id) = try queuedMessage()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var lifetimes = Configuration.defaults.bounceSettings
+        lifetimes.maxQueueLifetime = .seconds(3600)
+        let expires = MailDate.iso8601(1_000 + 3600)
+        let commands: [QueueCommand] = [
+            .list(json: false), .list(json: true), .show(id.rawValue, json: false), .show(id.rawValue, json: true),
+        ]
+        for command in commands {
+            var out = ""
+            let status = QueueControl.execute(
+                command, spoolDirectory: directory, lifetimes: lifetimes, out: { out += $0 }, err: { _ in })
+            #expect(status == 0 && out.contains(expires), "\(command): \(out)")
+        }
+        // Without the configuration: the default lifetime (5 days).
+        let (_, show, _) = run(.show(id.rawValue, json: false), directory)
+        #expect(show.contains("expires:      \(MailDate.iso8601(1_000 + 5 * 86_400))"))
+    }
+
     @Test func holdReleaseFlushBounceDelete() throws {
         let (directory, id) = try queuedMessage()
         defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -54,11 +54,13 @@ struct Transaction1: Sendable {
     var size = 100
     var bodyType: BodyType? = nil
     var smtpUTF8 = false
+    var dsn: OutboundDSN? = nil
+    var sevenBit = SevenBitOption.unavailable(nil)
 
     func session() -> ClientSession {
         ClientSession(
             heloName: "client.example", sender: sender, recipients: recipients, messageSize: size, bodyType: bodyType,
-            needsSMTPUTF8: smtpUTF8)
+            needsSMTPUTF8: smtpUTF8, dsn: dsn, sevenBit: sevenBit)
     }
 }
 
@@ -180,6 +182,29 @@ private let queued = Reply(250, EnhancedStatus(2, 0, 0), "queued as X")
         #expect(run.armed == [.greeting, .ehlo, .mail, .rcpt, .rcpt, .dataInit, .dataBlock, .dataDone, .quit])
     }
 
+    /// RFC 3461 §6.2: the DSN request goes on only to a server that offers DSN (encoded as xtext again).
+    @Test(arguments: [true, false])
+    func dsnParametersArePassedOnOnlyToADSNServer(offered: Bool) {
+        var script = PeerScript()
+        script.ehlo = offered ? PeerScript.ehlo("PIPELINING", "DSN") : PeerScript.ehlo("PIPELINING")
+        let dsn = OutboundDSN(
+            ret: .headers, envelopeID: "abc+d e",
+            recipients: [
+                .init(notify: DSNNotify(success: true, delay: true), originalRecipient: "rfc822;Bob+x@mx.example"),
+                .init(notify: .never, originalRecipient: nil),
+            ])
+        let transaction = Transaction1(recipients: ["bob@mx.example", "carol@mx.example"], dsn: dsn)
+        let run = drive(transaction, script, .whole)
+        let expected =
+            offered
+            ? "MAIL FROM:<alice@client.example> RET=HDRS ENVID=abc+2Bd+20e\r\n"
+                + "RCPT TO:<bob@mx.example> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;Bob+2Bx@mx.example\r\n"
+                + "RCPT TO:<carol@mx.example> NOTIFY=NEVER\r\nDATA\r\n"
+            : "MAIL FROM:<alice@client.example>\r\nRCPT TO:<bob@mx.example>\r\nRCPT TO:<carol@mx.example>\r\nDATA\r\n"
+        #expect(run.writes.count > 1 && run.writes[1] == expected)
+        #expect(run.result?.capabilities?.dsn == offered)
+    }
+
     @Test(arguments: Chunking.all)
     func withoutPipeliningCommandsGoOneByOne(_ feeding: Chunking) {
         var script = PeerScript()
@@ -270,6 +295,10 @@ private let queued = Reply(250, EnhancedStatus(2, 0, 0), "queued as X")
         let run = drive(Transaction1(bodyType: .eightBitMIME), script, .whole)
         #expect(run.lines == ["EHLO client.example", "HELO client.example", "QUIT"])
         #expect(run.outcomes.map(\.reply.effectiveStatus) == [EnhancedStatus(5, 6, 3)])
+        // Our decision, not the server's: reports must not quote it as the peer's reply.
+        #expect(run.result?.recipients.map(\.decidedLocally) == [true])
+        let refused = drive(Transaction1(recipients: ["ok@x", "bad@x>"]), PeerScript(), .whole)
+        #expect(refused.result?.recipients.map(\.decidedLocally) == [false, true])
     }
 
     // MARK: - Local refusals (SIZE O17, SMTPUTF8, 8BITMIME)
@@ -324,6 +353,24 @@ private let queued = Reply(250, EnhancedStatus(2, 0, 0), "queued as X")
         let run = drive(Transaction1(bodyType: .eightBitMIME), script, .whole)
         #expect(run.lines == ["EHLO client.example", "QUIT"])
         #expect(run.outcomes.map(\.reply.effectiveStatus) == [EnhancedStatus(5, 6, 3)])
+    }
+
+    /// RFC 6152 §3: with a 7-bit form at hand, a server without 8BITMIME gets it (no BODY= parameter).
+    @Test func missing8BITMIMEWithAConversionSendsTheSevenBitBody() {
+        var script = PeerScript()
+        script.ehlo = PeerScript.ehlo("PIPELINING")
+        let run = drive(Transaction1(bodyType: .eightBitMIME, sevenBit: .available), script, .whole)
+        #expect(run.lines.contains("MAIL FROM:<alice@client.example>") && run.bodySent)
+        #expect(run.outcomes == [.delivered(queued)])
+        var session = Transaction1(bodyType: .eightBitMIME, sevenBit: .available).session()
+        #expect(!session.sendsSevenBitBody)
+        _ = session.start()
+        _ = session.receive(Array("220 mx\r\n".utf8))
+        _ = session.receive(Array("250 mx\r\n".utf8))
+        #expect(session.sendsSevenBitBody)
+        let refused = drive(
+            Transaction1(bodyType: .eightBitMIME, sevenBit: .unavailable("not MIME")), script, .whole)
+        #expect(refused.outcomes.first?.reply.lines.joined().hasSuffix("not MIME") == true)
     }
 
     @Test func unsafeAddressesNeverReachTheWire() {

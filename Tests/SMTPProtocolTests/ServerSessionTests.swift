@@ -57,7 +57,8 @@ import Testing
                 250-SIZE 10485760
                 250-8BITMIME
                 250-ENHANCEDSTATUSCODES
-                250 SMTPUTF8
+                250-SMTPUTF8
+                250 DSN
                 """)
         let v6 = run([Self.ehlo], client: IPAddress("2001:db8:a::25")!)
         #expect(v6.replies.last?.hasPrefix("250-mx.lab.example Hello t.example [IPv6:2001:db8:a::25]\n") == true)
@@ -66,7 +67,7 @@ import Testing
         #expect(mapped.session.clientAddress == Lab.outsider)
         #expect(mapped.replies.last?.hasPrefix("250-mx.lab.example Hello t.example [192.0.2.1]\n") == true)
         let tls = run([Self.ehlo], configuration: Lab.configuration { $0.tlsAvailable = true })
-        #expect(tls.replies.last?.hasSuffix("250-SMTPUTF8\n250 STARTTLS") == true)
+        #expect(tls.replies.last?.hasSuffix("250-SMTPUTF8\n250-DSN\n250 STARTTLS") == true)
         #expect(!harnessAdvertises(harness, "AUTH") && !harnessAdvertises(harness, "CHUNKING"))
     }
 
@@ -197,6 +198,15 @@ import Testing
         ("MAIL FROM:<a@r.example> SIZE=", "501 5.5.4"),
         ("MAIL FROM:<a@r.example> SIZE", "501 5.5.4"),
         ("MAIL FROM:<a@r.example> FOO=BAR", "555 5.5.4"),  // A16
+        ("MAIL FROM:<a@r.example> RET=HDRS ENVID=abc+2Bd", "250 2.1.0"),  // RFC 3461
+        ("MAIL FROM:<a@r.example> ret=full", "250 2.1.0"),
+        ("MAIL FROM:<a@r.example> RET=BODY", "501 5.5.4"),
+        ("MAIL FROM:<a@r.example> RET", "501 5.5.4"),
+        ("MAIL FROM:<a@r.example> RET=FULL RET=HDRS", "501 5.5.4"),
+        ("MAIL FROM:<a@r.example> ENVID=", "501 5.5.4"),
+        ("MAIL FROM:<a@r.example> ENVID=a+2", "501 5.5.4"),
+        ("MAIL FROM:<a@r.example> ENVID=" + String(repeating: "x", count: 101), "501 5.5.4"),
+        ("MAIL FROM:<a@r.example> ENVID=" + String(repeating: "x", count: 100), "250 2.1.0"),
         ("MAIL FROM:<a@r.example> BODY=BINARYMIME", "555 5.5.4"),
         ("MAIL FROM:<a@r.example> BODY", "555 5.5.4"),
         ("MAIL FROM:<a@r.example> BODY=8BITMIME", "250 2.1.0"),
@@ -298,7 +308,17 @@ import Testing
         ("RCPT TO:<\"..\"@lab.example>", "550 5.1.1"),  // T01
         ("RCPT TO:<\".\"@lab.example>", "550 5.1.1"),  // T01
         ("RCPT TO:<\"x\u{1}\"@lab.example>", "501 5.1.3"),  // T01
-        ("RCPT TO:<u@lab.example> NOTIFY=NEVER", "555 5.5.4"),
+        ("RCPT TO:<u@lab.example> NOTIFY=NEVER", "250 2.1.5"),
+        ("RCPT TO:<u@lab.example> NOTIFY=success,DELAY ORCPT=rfc822;u+2Bx@lab.example", "250 2.1.5"),
+        ("RCPT TO:<u@lab.example> NOTIFY=NEVER,SUCCESS", "501 5.5.4"),  // NEVER stands alone
+        ("RCPT TO:<u@lab.example> NOTIFY=", "501 5.5.4"),
+        ("RCPT TO:<u@lab.example> NOTIFY=SUCCESS,SUCCESS", "501 5.5.4"),
+        ("RCPT TO:<u@lab.example> NOTIFY=SOMETIMES", "501 5.5.4"),
+        ("RCPT TO:<u@lab.example> NOTIFY=NEVER NOTIFY=NEVER", "501 5.5.4"),  // repeated
+        ("RCPT TO:<u@lab.example> ORCPT=u@lab.example", "501 5.5.4"),  // no addr-type
+        ("RCPT TO:<u@lab.example> ORCPT=rfc822;u+0Ax@lab.example", "501 5.5.4"),  // decodes to a control char
+        ("RCPT TO:<u@lab.example> ORCPT=rfc822;u+zz@lab.example", "501 5.5.4"),  // bad hex
+        ("RCPT TO:<u@lab.example> XFOO=1", "555 5.5.4"),  // unknown
         ("RCPT TO:<>", "501 5.1.3"),
         ("RCPT TO:u@lab.example", "501 5.5.4"),
         ("RCPT FROM:<u@lab.example>", "501 5.5.4"),
@@ -600,6 +620,28 @@ import Testing
             protocolName: "ESMTP")
         #expect(harness.committed == [expected])
         #expect(harness.actions.contains(.beginMessage(expected)))
+    }
+
+    @Test func dsnParametersAreDecodedIntoTheTransaction() {
+        let harness = run([
+            Self.ehlo, "MAIL FROM:<a@r.example> RET=HDRS ENVID=abc+2Bd+20e\r\n",
+            "RCPT TO:<bob@lab.example> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;Bob+2Bx@lab.example\r\n",
+            "RCPT TO:<v@relay.example> NOTIFY=never\r\n", Self.rcptLocal, "DATA\r\n", "hi\r\n.\r\n",
+        ])
+        let committed = harness.committed.first
+        #expect(committed?.dsnReturn == .headers)
+        #expect(committed?.envelopeID == "abc+d e")
+        #expect(committed?.recipients.map(\.notify) == [DSNNotify(success: true, delay: true), .never, nil])
+        #expect(committed?.recipients.map(\.originalRecipient) == ["rfc822;Bob+x@lab.example", nil, nil])
+    }
+
+    @Test func xtextRoundTrips() {
+        for text in ["abc", "a+b=c d", "j\u{f6}rg@x", "+++", ""] {
+            #expect(XText.decode(Substring(XText.encode(text))) == (text.isEmpty ? "" : text))
+        }
+        #expect(XText.encode("a+b=c d") == "a+2Bb+3Dc+20d")
+        #expect(XText.decode("a+2bb") == "a+b")  // lower-case hex accepted
+        #expect(XText.decode("a=b") == nil && XText.decode("a b") == nil && XText.decode("a+0D") == nil)
     }
 
     @Test func protocolNames() {

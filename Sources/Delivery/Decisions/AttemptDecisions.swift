@@ -13,7 +13,9 @@ import Spool
 /// | 4xx/5xx greeting, EHLO refused, connection lost, timeout, protocol error, TLS failure | stay open, next address |
 /// | a recipient refused with 5xx before the session broke | that recipient fails; no other MX is tried for it |
 /// | 2xx at the end of data | delivered; the cache remembers the MX address |
+/// | ... and the peer offers DSN and NOTIFY has SUCCESS | no success notice here: the peer reports (marked `none`) |
 /// | 5xx to MAIL, RCPT or DATA | failed, with the peer's reply and the peer as Remote-MTA |
+/// | refused by our own check before MAIL (8BITMIME, SMTPUTF8, SIZE) | failed, our reason, no Remote-MTA |
 /// | 4xx to MAIL, RCPT or DATA | stays open, next address; that reply is the status if nothing better comes |
 /// | the queued message cannot be read, or the session was aborted by us | every open recipient deferred (4.3.0), stop |
 /// | no address left | every open recipient deferred with the last temporary status (4.4.1 when none was tried) |
@@ -52,7 +54,7 @@ struct DestinationRun: Equatable, Sendable {
                             tlsFallback: result.plaintextRetryReason,
                             tlsPolicy: result.tlsPolicy?.rawValue
                         ))))
-            if outcome != "failed" {
+            if outcome != "failed" && outcome != "refused" {
                 effects.append(.metric(.remoteRecipient(family: attempt.family, rank: rank, result: outcome)))
             }
         }
@@ -140,6 +142,16 @@ struct DestinationRun: Equatable, Sendable {
                                     destination: destination, mxHost: attempt.mxHost, endpoint: attempt.endpoint)))
                         effects += envelope.settle(
                             index, .delivered, reply.effectiveStatus, text, remote: remote, now: now)
+                        if session.capabilities?.dsn == true, envelope.recipients[index].notify?.success == true {
+                            // RFC 3461 §6.2: the next hop got NOTIFY and reports success itself.
+                            envelope.recipients[index].report = ReportMark.none
+                        }
+                    case .permanent where session.recipients[position].decidedLocally:
+                        // Our own refusal (the peer never saw the recipient): no Remote-MTA, no quoted reply.
+                        let reason = Self.localDecision(reply, at: attempt)
+                        line(index, "refused", .reason(reason))
+                        effects += envelope.settle(
+                            index, .failed, reply.effectiveStatus, reason, remote: nil, now: now)
                     case .permanent:
                         line(index, "rejected", .reply(text))
                         effects += envelope.settle(
@@ -156,7 +168,7 @@ struct DestinationRun: Equatable, Sendable {
                     let outcome: String
                     switch entry.outcome {
                     case .delivered: outcome = "sent"
-                    case .permanent: outcome = "rejected"
+                    case .permanent: outcome = entry.decidedLocally ? "refused" : "rejected"
                     case .temporary: outcome = "deferred"
                     }
                     record(outcome, ClientSession.summary(entry.outcome.reply), for: [index])
@@ -206,6 +218,14 @@ struct DestinationRun: Equatable, Sendable {
         for index in indices { effects += envelope.settle(index, .pending, status, reason, remote: nil, now: now) }
         open.removeAll { indices.contains($0) }
         return effects
+    }
+
+    /// The reason of a refusal we made before MAIL, naming the host whose offer decided it, e.g. "the message needs
+    /// SMTPUTF8 and mx.example.test[192.0.2.1] does not support it". Never starts with a reply code, so reports show
+    /// it as our own finding (`x-dualmta`), not as the peer's words.
+    static func localDecision(_ reply: Reply, at attempt: PlannedAttempt) -> String {
+        let whereText = attempt.mxHost.hasPrefix("[") ? attempt.mxHost : "\(attempt.mxHost)[\(attempt.address)]"
+        return "refused before sending to \(whereText): \(reply.lines.joined(separator: " "))"
     }
 
     /// The temporary status a host-level failure leaves behind: a refused greeting or EHLO keeps the peer's 4xx

@@ -29,6 +29,8 @@ enum DeliveryEvent: Equatable, Sendable {
     case routeNote(mx: String, address: String, note: String)
     /// `expired`: `max_queue_lifetime` passed while the recipient was still pending.
     case expired(index: Int, status: EnhancedStatus)
+    /// `no-report`: the sender's NOTIFY asked for no report of this kind for the recipient.
+    case noReport(index: Int, kind: RunDecisions.ReportRequest.Kind)
     /// `discarded`: a failed double-bounce notice, dropped after logging.
     case discarded(recipients: Int)
     /// `deferred`: the message stays queued until `nextAttempt` (unix seconds).

@@ -15,6 +15,9 @@ struct DeliveryPolicy: Equatable, Sendable {
     struct Bounces: Equatable, Sendable {
         /// `max_queue_lifetime` in seconds.
         var maxQueueLifetime: Int64
+        /// `bounce_queue_lifetime` in seconds: the lifetime of messages from `<>` and of our own reports, so a
+        /// report nobody can take ends in a double bounce within this time rather than `maxQueueLifetime`.
+        var bounceQueueLifetime: Int64
         /// `delay_warning_after` in seconds; 0 turns delay notices off.
         var delayWarningAfter: Int64
         /// The sender of double-bounce notices (`double-bounce@<hostname>`): a failure of one of those is dropped.

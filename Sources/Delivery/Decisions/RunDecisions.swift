@@ -13,11 +13,15 @@ import Spool
 /// | the stored recipient is no longer valid | failed, 5.1.1 |
 /// | remote recipients deferred | failed-run count + 1, next attempt from `retry_schedule` (the last value repeats) |
 /// | `max_queue_lifetime` passed | pending → failed, with the last temporary status, else 4.4.7 |
+/// | a report (sender `<>`, or a notice we made) past `bounce_queue_lifetime` | the same, after the shorter time |
 /// | recipients failed and not reported yet | one report covering all of them, to the sender |
+/// | ... and their NOTIFY is NEVER or lacks FAILURE | no report: marked `none`, logged (`no-report`) |
 /// | ... and the sender is `<>` (the failed message is a report) | a double-bounce notice to the postmaster instead |
 /// | ... and the message is a double-bounce notice | no report: logged (`discarded`) and dropped |
 /// | ... and no bounce settings | marked as reported by nothing |
 /// | `delay_warning_after` passed, recipients pending, not warned | one delay notice (never to `<>`) |
+/// | ... for the recipients whose NOTIFY has DELAY or is absent | only those; none left → no notice |
+/// | recipients delivered with NOTIFY=SUCCESS, not passed on to a DSN next hop | one `delivered`/`relayed` notice |
 /// | nothing pending | the message is removed |
 /// | still pending | next attempt = the earliest of the retry time, the expiry and the delay-notice time |
 enum RunDecisions {
@@ -57,6 +61,8 @@ enum RunDecisions {
         enum Kind: Equatable, Sendable {
             case failure
             case delay
+            /// NOTIFY=SUCCESS: `delivered` (local Maildir) or `relayed` (a next hop without DSN).
+            case success
         }
         enum Destination: Equatable, Sendable {
             /// A non-delivery report or delay notice to the sender, from `<>`.
@@ -105,24 +111,44 @@ enum RunDecisions {
                     // A double-bounce notice that failed: nobody is left to tell (a "triple bounce").
                     for index in unreported { envelope.recipients[index].report = .discarded }
                     effects.append(.log(.discarded(recipients: unreported.count)))
+                } else if envelope.sender.isEmpty {
+                    // Never a report to <> (RFC 5321 §6.1): the postmaster hears of it instead.
+                    reports.append(ReportRequest(kind: .failure, destination: .postmaster, indices: unreported))
                 } else {
-                    reports.append(
-                        ReportRequest(
-                            kind: .failure, destination: envelope.sender.isEmpty ? .postmaster : .sender,
-                            indices: unreported))
+                    // RFC 3461 §5.2: NOTIFY=NEVER, or a NOTIFY list without FAILURE, means no failure report.
+                    let wanted = unreported.filter { Self.wants(envelope.recipients[$0].notify, \.failure) }
+                    for index in unreported where !wanted.contains(index) {
+                        envelope.recipients[index].report = ReportMark.none
+                        effects.append(.log(.noReport(index: index, kind: .failure)))
+                    }
+                    if !wanted.isEmpty {
+                        reports.append(ReportRequest(kind: .failure, destination: .sender, indices: wanted))
+                    }
                 }
             } else {
                 for index in unreported { envelope.recipients[index].report = ReportMark.none }
             }
         }
+        if policy.bounces != nil, !envelope.sender.isEmpty, envelope.sender != policy.bounces?.internalSender {
+            // NOTIFY=SUCCESS: a `delivered` or `relayed` notice, unless a DSN-capable next hop took the request
+            // over (the attempt then marked the recipient).
+            let succeeded = envelope.recipients.indices.filter {
+                envelope.recipients[$0].state == .delivered && envelope.recipients[$0].report == nil
+                    && envelope.recipients[$0].notify?.success == true
+            }
+            if !succeeded.isEmpty {
+                reports.append(ReportRequest(kind: .success, destination: .sender, indices: succeeded))
+            }
+        }
         if let due = delayWarningDate(envelope, policy: policy), now >= due {
-            let pending = envelope.recipients.indices.filter { envelope.recipients[$0].state == .pending }
-            if !pending.isEmpty {
-                if envelope.sender == policy.bounces?.internalSender {
-                    envelope.delayWarned = true  // the postmaster's own notices get no delay notices
-                } else {
-                    reports.append(ReportRequest(kind: .delay, destination: .sender, indices: pending))
-                }
+            // RFC 3461 §5.2: a delay notice when DELAY was asked for or NOTIFY was not given.
+            let pending = envelope.recipients.indices.filter {
+                envelope.recipients[$0].state == .pending && Self.wants(envelope.recipients[$0].notify, \.delay)
+            }
+            if envelope.sender == policy.bounces?.internalSender || pending.isEmpty {
+                envelope.delayWarned = true  // nobody to warn: the postmaster's own notices, or nobody asked
+            } else {
+                reports.append(ReportRequest(kind: .delay, destination: .sender, indices: pending))
             }
         }
 
@@ -167,6 +193,8 @@ enum RunDecisions {
             for index in request.indices { envelope.recipients[index].report = id.map(ReportMark.queued) ?? .discarded }
         case .delay:
             envelope.delayWarned = true
+        case .success:
+            for index in request.indices { envelope.recipients[index].report = id.map(ReportMark.queued) ?? .discarded }
         }
     }
 
@@ -186,8 +214,17 @@ enum RunDecisions {
         return effects
     }
 
+    /// When the queue gives up: reports (and anything else from `<>`) live `bounce_queue_lifetime`, the rest
+    /// `max_queue_lifetime`.
+    /// Whether a recipient's NOTIFY asks for this kind of notice; absent NOTIFY means FAILURE,DELAY (RFC 3461 §5.1).
+    static func wants(_ notify: DSNNotify?, _ condition: KeyPath<DSNNotify, Bool>) -> Bool {
+        notify.map { $0[keyPath: condition] } ?? true
+    }
+
     static func expiryDate(_ envelope: Envelope, policy: DeliveryPolicy) -> Int64? {
-        policy.bounces.map { envelope.arrival + $0.maxQueueLifetime }
+        guard let bounces = policy.bounces else { return nil }
+        let isReport = envelope.sender.isEmpty || envelope.bounceOf != nil || envelope.sender == bounces.internalSender
+        return envelope.arrival + (isReport ? bounces.bounceQueueLifetime : bounces.maxQueueLifetime)
     }
 
     static func delayWarningDate(_ envelope: Envelope, policy: DeliveryPolicy) -> Int64? {
