@@ -6,7 +6,7 @@ import TLS
 
 /// A failed outbound connect, with the text an operator expects in the log ("Connection refused",
 /// "No route to host", "connect timed out"). Every connect failure is "this host, not this message":
-/// the caller tries the next address, and defers with 4.4.1 when none is left (standards §1.2 step 8–9).
+/// the caller tries the next address, and defers with 4.4.1 when none is left (RFC 5321 §5.1, §4.5.4.1).
 public struct ConnectError: Error, Equatable, Sendable, CustomStringConvertible {
     public var address: SocketAddress
     public var error: SocketError
@@ -486,7 +486,7 @@ private final class DeliveryRun: @unchecked Sendable {
     // MARK: - Body
 
     /// Reads exactly the size measured at open (the size declared with SIZE=): a spool file never changes after
-    /// commit, and a shorter file must not go out as a shorter message (reliability I3, nothing partial).
+    /// commit, and a shorter file must not go out as a shorter message (nothing partial ever leaves).
     private func readNextChunk() {
         guard streaming, !done else { return }
         if offset >= file.size {

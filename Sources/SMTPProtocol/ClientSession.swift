@@ -3,7 +3,7 @@
 // Delivery performs them (writes, timers, streaming the body, closing) and reports back (`bodySent`,
 // `timedOut`, `connectionClosed`). No I/O, no clock, no Foundation here, so every dialog is a table test.
 //
-// Flow (RFC 5321 §3.3, §4.3.2; standards §1.2 step 8, §2.5, §6.1):
+// Flow (RFC 5321 §3.3, §4.3.2, §5.1; RFC 3207 for STARTTLS):
 //   greeting 220 → EHLO (5xx → HELO) → [STARTTLS → 220 → handshake (driver) → EHLO again] → local checks (SIZE, SMTPUTF8, 8BITMIME) → MAIL, RCPT…, DATA (one write
 //   with PIPELINING, else one by one) → 354 → body → final reply → QUIT.
 // Every reply is matched to a command by count, never by text. A reply that arrives before the command it
@@ -20,7 +20,7 @@ public struct ClientTimeouts: Hashable, Sendable {
     public var dataInit: Duration
     /// Each block of the body accepted by the kernel.
     public var dataBlock: Duration
-    /// Final `.` → reply. Long on purpose: giving up here may deliver the message twice (§4.5.3.2.6).
+    /// Final `.` → reply. Long on purpose: giving up here may deliver the message twice (RFC 5321 §4.5.3.2.6).
     public var dataDone: Duration
     public var quit: Duration
 
@@ -79,8 +79,8 @@ public enum ClientAction: Hashable, Sendable {
     /// The attempt is over; always the last action. Cancel the deadline.
     case finished(ClientResult)
     /// The server answered 220 to STARTTLS: run the TLS handshake on this connection, then call
-    /// `tlsEstablished()` or `tlsFailed(_:)`. Reply bytes that came after the 220 were discarded (standards O14,
-    /// the client side of CVE-2011-0411): nothing sent in plaintext is read as a reply inside TLS.
+    /// `tlsEstablished()` or `tlsFailed(_:)`. Reply bytes that came after the 220 were discarded (the client side
+    /// of CVE-2011-0411): nothing sent in plaintext is read as a reply inside TLS.
     case startTLS
 }
 
@@ -92,7 +92,7 @@ public enum SevenBitOption: Hashable, Sendable {
     case unavailable(String?)
 }
 
-/// Outbound STARTTLS (RFC 3207; standards §6.2, reliability O14–O16).
+/// Outbound STARTTLS (RFC 3207; opportunistic as RFC 7435 describes it).
 public enum ClientTLSPolicy: String, Hashable, Sendable {
     /// Never STARTTLS.
     case none
@@ -157,7 +157,7 @@ public enum RecipientOutcome: Hashable, Sendable {
 }
 
 /// Why a session ended before the transaction could run to its end: "this host, not this message"
-/// (standards §1.2 step 8) — the caller tries the next address for the recipients still temporary.
+/// (RFC 5321 §5.1: try the next address) — the caller tries the next address for the recipients still temporary.
 public enum HostFailure: Hashable, Sendable, CustomStringConvertible {
     /// 4xx/5xx greeting.
     case greeting(Reply)
@@ -656,7 +656,7 @@ public struct ClientSession: Sendable {
         if let next = (start..<recipients.count).first(where: { outcomes[$0] == nil }) {
             return sendCommand(.rcpt(next), rcptCommand(next, capabilities ?? ServerCapabilities()))
         }
-        // Without PIPELINING we never send DATA when no recipient was accepted (standards O06).
+        // Without PIPELINING we never send DATA when no recipient was accepted (RFC 5321 §3.3: DATA needs one).
         guard accepted.contains(true) else { return quit() }
         return sendCommand(.data, "DATA")
     }
@@ -703,12 +703,12 @@ public struct ClientSession: Sendable {
     private mutating func startTLSAnswered(_ reply: Reply) -> [ClientAction] {
         switch reply.code {
         case 200..<300:
-            // O14: whatever else the server sent with its 220 is dropped, never parsed as a reply inside TLS.
+            // Whatever else the server sent with its 220 is dropped, never parsed as a reply inside TLS.
             parser = ReplyParser()
             phase = .handshake
             return [.startTLS]
         case 400..<600:
-            // O16: `may` carries on in plaintext on this connection; `encrypt` gives up on this address.
+            // `may` carries on in plaintext on this connection; `encrypt` gives up on this address.
             if tlsPolicy == .encrypt {
                 return tlsRequired("TLS is required, but STARTTLS was refused: \(Self.summary(reply))")
             }
@@ -835,7 +835,7 @@ public struct ClientSession: Sendable {
     }
 }
 
-/// The message body as it goes on the wire after DATA (RFC 5321 §4.5.2, standards §7.3): only CRLF line ends
+/// The message body as it goes on the wire after DATA (RFC 5321 §4.5.2, §2.3.8): only CRLF line ends
 /// (a bare LF or bare CR becomes CRLF, so no smuggling sequence can leave us), a `.` doubled at the start of a
 /// line, and `.\r\n` at the end (after a CRLF, added if the content does not end with one).
 ///

@@ -3,8 +3,8 @@
 ///
 /// `ServerSession` takes bytes and returns actions (send these bytes, open/append/commit/abort a spool file,
 /// close). It does no I/O, keeps no clock and never blocks, so every dialogue in the test catalogue is a
-/// plain unit test. Framing is strict CRLF; any bare CR or LF closes the session (R9); RFC 2920 synchronisation is
-/// enforced (R10); DATA ends only at CRLF "." CRLF. Session state (HELO name, TLS, counters) lives apart from the
+/// plain unit test. Framing is strict CRLF; any bare CR or LF closes the session (no SMTP smuggling); RFC 2920
+/// synchronisation is enforced; DATA ends only at CRLF "." CRLF. Session state (HELO name, TLS, counters) lives apart from the
 /// `Transaction` that RSET, EHLO and the end of DATA drop.
 
 import NetAddress
@@ -144,7 +144,7 @@ public struct ServerSession: Sendable {
     /// True between `.commitMessage` and `commitSucceeded`/`commitFailed`; input is only buffered meanwhile.
     public var awaitingCommit: Bool { phase == .awaitingCommit }
     /// Becomes true with the `220 2.0.0 Ready to start TLS` reply (only when `tlsAvailable`): the driver must then run
-    /// the server handshake and feed decrypted bytes to `receive`. Plaintext already buffered has been discarded (R11).
+    /// the server handshake and feed decrypted bytes to `receive`. Plaintext already buffered has been discarded (CVE-2011-0411).
     public private(set) var tlsActive = false
     /// The validated EHLO/HELO name, if any.
     public var helo: String? { heloName }
@@ -547,7 +547,7 @@ public struct ServerSession: Sendable {
             return
         }
         let verb = Verb(rawValue: verbText)
-        // STARTTLS that will be answered 220 discards what follows instead (R11; the issue's rule, Postfix's fix).
+        // STARTTLS that will be answered 220 discards what follows instead (CVE-2011-0411; Postfix's fix).
         let startsTLS = verb == .starttls && argument.isEmpty && !tlsActive && configuration.tlsAvailable
         if unexpectedInput && !startsTLS && (verb?.endsGroup == true || (heloName != nil && !esmtp)) {
             protocolSynchronizationError("input after \(verb?.rawValue ?? "command")")
@@ -775,7 +775,7 @@ public struct ServerSession: Sendable {
             return fail(Reply(454, EnhancedStatus(4, 7, 0), "TLS not available due to local problem"))
         }
         reply(Reply(220, EnhancedStatus(2, 0, 0), "Ready to start TLS"))
-        // CVE-2011-0411 / R11: nothing read in plaintext survives the handshake, and the client starts over.
+        // CVE-2011-0411: nothing read in plaintext survives the handshake, and the client starts over.
         if readIndex < input.count {
             actions.append(
                 .warning(
