@@ -84,7 +84,9 @@ struct AttemptFeed {
         let rank = levels[levelIndex].rank
         let attempts = levels[levelIndex].remaining
         let candidates = attempts.map {
-            ConnectionRacer.Candidate(attempt: $0, source: delivery.sourceAddress(for: $0.family))
+            ConnectionRacer.Candidate(
+                attempt: $0, source: delivery.sourceAddress(for: $0.family),
+                fault: delivery.connectFault($0, sender: envelope.sender, recipients: recipients))
         }
         let started = ContinuousClock.now
         let connectTimeout = delivery.configuration.connectTimeout
@@ -108,6 +110,8 @@ struct AttemptFeed {
             ]
             let labels = DualMTAMetrics.labels(attempt.family, rank: rank)
             DualMTAMetrics.registry.increment(DualMTAMetrics.connectAttempts, labels)
+            let fault = candidates[report.index].fault?.id
+            if let fault { metadata["fault"] = "\(fault)" }
             switch report.result {
             case .won:
                 DualMTAMetrics.registry.increment(DualMTAMetrics.connectSuccesses, labels)
@@ -127,7 +131,7 @@ struct AttemptFeed {
                         attempt: attempt,
                         outcome: DeliveryAttemptResult(
                             address: connectError.address, outcome: .connectFailed(connectError), localAddress: nil,
-                            socketError: nil, elapsedMilliseconds: report.milliseconds),
+                            socketError: nil, elapsedMilliseconds: report.milliseconds, fault: fault),
                         rank: rank))
             }
             delivery.logger.info("connect", metadata: metadata)
@@ -142,9 +146,10 @@ struct AttemptFeed {
                 ContinuousClock.now - .milliseconds($0.milliseconds)
             }
             ?? started
-        let result = await delivery.attemptDelivery(
+        var result = await delivery.attemptDelivery(
             envelope: envelope, attempt: attempt, over: winner.connection, recipients: recipients,
             started: winnerStarted)
+        result.fault = result.fault ?? candidates[winner.index].fault?.id
         buffered.append(Fed(attempt: attempt, outcome: result, rank: rank))
     }
 }
@@ -164,8 +169,11 @@ extension OutboundDelivery {
         started: ContinuousClock.Instant
     ) async -> DeliveryAttemptResult {
         let request = self.request(envelope: envelope, attempt: attempt, recipients: recipients)
+        let faults = request.faults
         return await withCheckedContinuation { continuation in
             RemoteDelivery.deliver(over: connection, request, started: started) { result in
+                var result = result
+                result.fault = faults?.fired
                 continuation.resume(returning: result)
             }
         }

@@ -93,12 +93,17 @@ struct OutboundDelivery: Sendable {
     func attemptDelivery(envelope: Envelope, attempt: PlannedAttempt, recipients: [String]) async
         -> DeliveryAttemptResult
     {
-        let request = self.request(envelope: envelope, attempt: attempt, recipients: recipients)
+        var request = self.request(envelope: envelope, attempt: attempt, recipients: recipients)
+        let connectFault = connectFault(attempt, sender: envelope.sender, recipients: recipients)
+        request.connectFault = connectFault?.injection
+        let faults = request.faults
         return await withCheckedContinuation { continuation in
             RemoteDelivery.deliver(
                 to: SocketAddress(ip: attempt.address, port: attempt.port), request,
                 queue: DispatchQueue(label: "dualmta.outbound")
             ) { result in
+                var result = result
+                result.fault = faults?.fired ?? connectFault?.id
                 continuation.resume(returning: result)
             }
         }
@@ -109,13 +114,15 @@ struct OutboundDelivery: Sendable {
     func request(envelope: Envelope, attempt: PlannedAttempt, recipients: [String]) -> AttemptRequest {
         var timeouts = ClientTimeouts()
         if let cap = configuration.replyTimeout { timeouts = timeouts.capped(at: cap) }
-        return AttemptRequest(
+        var request = AttemptRequest(
             source: sourceAddress(for: attempt.family), connectTimeout: configuration.connectTimeout,
             timeouts: timeouts,
             heloName: configuration.heloName, sender: envelope.sender, recipients: recipients,
             messageFile: spool.messagePath(envelope.id), bodyType: envelope.bodyType.flatMap(BodyType.init(rawValue:)),
             smtpUTF8: envelope.smtpUTF8, tlsPolicy: configuration.tlsPolicy(for: attempt, recipients: recipients),
             serverName: configuration.tlsServerName(for: attempt))
+        request.faults = sessionFaults(attempt, sender: envelope.sender, recipients: recipients)
+        return request
     }
 }
 

@@ -57,6 +57,8 @@ public struct DeliveryAttemptResult: Sendable {
     /// Set when a TLS handshake failed with `smtp_tls = may` and this result is from the plaintext retry on a new
     /// connection to the same address (Postfix's behaviour); the handshake's failure reason, for the log.
     public var plaintextRetryReason: String? = nil
+    /// The fault rule that made this attempt fail or answer as it did (`fault=` in the log), if one fired.
+    public var fault: String? = nil
 }
 
 /// One SMTP transaction to one address over TCP: connect, drive a `ClientSession` (one deadline per stage),
@@ -84,8 +86,10 @@ public final class RemoteDelivery {
                 to: address, request, queue: queue, started: started, completion: completion,
                 unreadable: { result in queue.async { completion(result) } })
         else { return }
-        Connection.connect(to: address, from: request.source, timeout: request.connectTimeout, queue: queue) {
-            result in
+        _ = FaultableConnect.connect(
+            to: address, from: request.source, timeout: request.connectTimeout, queue: queue,
+            fault: request.connectFault
+        ) { result in
             switch result {
             case .failure(let error):
                 prepared.file.close()
@@ -125,6 +129,9 @@ public struct AttemptRequest: Sendable {
     public var tlsPolicy: ClientTLSPolicy
     /// SNI for STARTTLS: the MX host name (nil for an address literal).
     public var serverName: String?
+    /// Lab fault rules: what replaces the connect, and the hook for the session's replies (OutboundFaults.swift).
+    var connectFault: ConnectInjection? = nil
+    var faults: OutboundFaults? = nil
 
     public init(
         source: SocketAddress?, connectTimeout: Duration, timeouts: ClientTimeouts, heloName: String, sender: String,
@@ -189,13 +196,15 @@ extension RemoteDelivery {
                     socketError: nil, elapsedMilliseconds: elapsedMilliseconds(since: started)))
             return nil
         }
-        let session = ClientSession(
+        var session = ClientSession(
             heloName: request.heloName, sender: request.sender, recipients: request.recipients,
             messageSize: file.size, bodyType: request.bodyType, needsSMTPUTF8: request.smtpUTF8,
             tlsPolicy: request.tlsPolicy)
+        session.faultHook = request.faults?.hook
         let retryInPlaintext = plaintextRetry(
             to: address, request, queue: queue, started: started, completion: completion)
-        return PreparedAttempt(file: file, session: session, retryInPlaintext: retryInPlaintext)
+        return PreparedAttempt(
+            file: file, session: session, retryInPlaintext: retryInPlaintext, faults: request.faults)
     }
 
     /// Opportunistic TLS: `may` + a failed handshake → the same address once more, in plaintext (as Postfix does);
@@ -207,6 +216,7 @@ extension RemoteDelivery {
         guard request.tlsPolicy == .may else { return nil }
         var plaintext = request
         plaintext.tlsPolicy = .none
+        plaintext.connectFault = nil  // the rule was for the first connect
         return { @Sendable [plaintext] reason in
             let retryCompletion: @Sendable (DeliveryAttemptResult) -> Void = { second in
                 var result = second
@@ -305,6 +315,7 @@ private final class DeliveryRun: @unchecked Sendable {
     /// SNI for STARTTLS.
     private let serverName: String?
     private let retryInPlaintext: (@Sendable (String) -> Void)?
+    private let faults: OutboundFaults?
 
     private var session: ClientSession
     /// The TLS filter after the server's 220 to STARTTLS: reads go through it, and so do writes.
@@ -323,9 +334,10 @@ private final class DeliveryRun: @unchecked Sendable {
     init(
         address: SocketAddress, connection: Connection, session: ClientSession, timeouts: ClientTimeouts,
         file: OutboundMessageFile, started: ContinuousClock.Instant, tlsContext: TLSContext?, serverName: String?,
-        retryInPlaintext: (@Sendable (String) -> Void)?,
+        retryInPlaintext: (@Sendable (String) -> Void)?, faults: OutboundFaults?,
         completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
     ) {
+        self.faults = faults
         self.tlsContext = tlsContext
         self.serverName = serverName
         self.retryInPlaintext = retryInPlaintext
@@ -384,6 +396,7 @@ private final class DeliveryRun: @unchecked Sendable {
 
     /// After the server's 220 to STARTTLS: the ClientHello goes out at once.
     private func beginTLS() {
+        if faults?.failHandshake == true { return handshakeFailed("TLS handshake failed (fault rule)") }
         guard let tlsContext, let session = try? TLSSession(context: tlsContext, role: .client(serverName: serverName))
         else { return handshakeFailed("no TLS client context") }
         tls = session
@@ -558,6 +571,7 @@ private struct PreparedAttempt: @unchecked Sendable {  // handed once to the con
     let file: OutboundMessageFile
     let session: ClientSession
     let retryInPlaintext: (@Sendable (String) -> Void)?
+    let faults: OutboundFaults?
 
     func run(
         on connection: Connection, address: SocketAddress, _ request: AttemptRequest, started: ContinuousClock.Instant,
@@ -566,7 +580,8 @@ private struct PreparedAttempt: @unchecked Sendable {  // handed once to the con
         DeliveryRun(
             address: address, connection: connection, session: session, timeouts: request.timeouts, file: file,
             started: started, tlsContext: request.tlsPolicy == .none ? nil : RemoteDelivery.opportunisticTLS,
-            serverName: request.serverName, retryInPlaintext: retryInPlaintext, completion: completion
+            serverName: request.serverName, retryInPlaintext: retryInPlaintext, faults: faults,
+            completion: completion
         ).start()
     }
 }

@@ -98,7 +98,9 @@ public enum FaultAction: Sendable, Hashable {
     /// The sides and stages an action makes sense at; anything else is refused when the rule is parsed.
     func allowed(side: FaultSide, stage: FaultStage) -> String? {
         switch (self, side) {
-        case (.reply, .inbound), (.drop, .inbound), (.reset, .inbound), (.delay, .inbound):
+        case (.reply(let reply), .inbound):
+            return reply.code >= 400 ? nil : "an inbound reply needs a 4xx or 5xx code (got \(reply.code))"
+        case (.drop, .inbound), (.reset, .inbound), (.delay, .inbound):
             return nil
         case (.greylist, .inbound):
             return stage == .rcpt ? nil : "greylist works at the inbound rcpt stage only"

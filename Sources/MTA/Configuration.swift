@@ -1,5 +1,6 @@
 import DNS
 import Delivery
+import Faults
 import Foundation
 import NetAddress
 import Routing
@@ -63,6 +64,9 @@ public struct Configuration: Sendable, Equatable {
     public var delayWarningAfter: Duration
     public var doubleBounceRecipient: String
     public var senderReturnCheck: SenderReturnCheck
+
+    /// `fault`: lab failure rules, in file order (none by default: faults are inert unless configured).
+    public var faultRules: [FaultRule] = []
 
     /// Outbound STARTTLS: `none`, `may` (opportunistic, plain-text retry when the handshake fails), `encrypt`.
     public enum SMTPTLSPolicy: String, Sendable, Equatable, CaseIterable {

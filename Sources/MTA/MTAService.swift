@@ -1,5 +1,6 @@
 import Console
 import Delivery
+import Faults
 import Dispatch
 import Foundation
 import Logging
@@ -25,6 +26,8 @@ public final class MTAService: Sendable {
     let metricsResponder = Mutex<MetricsResponder?>(nil)
     /// The settings in force: `configuration` until a SIGHUP reload replaces them.
     let live: Mutex<Configuration>
+    /// The fault rules in force: the config's `fault =` lines and those added with `dualmta fault add`.
+    let faults = FaultBook()
 
     public init(configuration: Configuration, logger: Logger) throws(StartupError) {
         self.configuration = configuration
@@ -36,7 +39,8 @@ public final class MTAService: Sendable {
             throw .spool(error)
         }
         // The same wiring a SIGHUP reload builds again from the new config (Reload.swift).
-        let wiring = try Self.wiring(configuration, spool: spool, logger: logger)
+        let wiring = try Self.wiring(configuration, spool: spool, faults: faults, logger: logger)
+        faults.replaceConfigured(configuration.faultRules)
         let runner = QueueRunner(spool: spool, configuration: wiring.delivery, logger: logger)
         self.runner = runner
         server = SMTPServer(

@@ -42,10 +42,13 @@ public enum DualMTAMetrics {
     public static let doubleBounces = MetricFamily(
         name: "dualmta_double_bounces_total",
         help: "Failed non-delivery reports turned into a notice to the postmaster.", kind: .counter)
+    public static let faults = MetricFamily(
+        name: "dualmta_faults_total",
+        help: "Fault rules that fired (failures on purpose), by side, stage and address family.", kind: .counter)
 
     public static let all: [MetricFamily] = [
         connectAttempts, connectSuccesses, connectFailures, connectLost, familyFallbacks, remoteRecipients,
-        deliveryDuration, queueSize, messagesAccepted, bounces, doubleBounces,
+        deliveryDuration, queueSize, messagesAccepted, bounces, doubleBounces, faults,
     ]
 
     /// The process-wide registry; the label-less samples start at 0 so a scrape lists them from the start.

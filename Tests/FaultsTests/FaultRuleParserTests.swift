@@ -104,6 +104,7 @@ import Testing
         ("inbound rcpt reply 45", "bad reply code '45' (expected 200-599)"),
         ("inbound rcpt reply 451 5.7.1 x", "enhanced status '5.7.1' does not agree with reply code 451"),
         ("inbound rcpt reply 451 4.7 x", "bad enhanced status '4.7' (expected X.Y.Z with X 2, 4 or 5)"),
+        ("inbound rcpt reply 250 ok", "an inbound reply needs a 4xx or 5xx code (got 250)"),
         ("inbound rcpt drop now", "'drop' takes no arguments (got 'now')"),
         ("inbound rcpt delay", "'delay' needs one DURATION (like 30s or 2m)"),
         ("inbound rcpt delay 5 parsecs", "'delay' needs one DURATION (like 30s or 2m)"),
