@@ -64,7 +64,7 @@ let package = Package(
         .testTarget(
             name: "DeliveryTests",
             dependencies: ["Delivery", "Sockets", "SMTPProtocol", "Spool", "Routing", "NetAddress"]),
-        .testTarget(name: "MTATests", dependencies: ["MTA"]),
+        .testTarget(name: "MTATests", dependencies: ["MTA", "Faults", "Sockets", "NetAddress"]),
         .testTarget(
             name: "SMTPServerTests",
             dependencies: ["SMTPServer", "SMTPProtocol", "Spool", "Sockets", "TLS", "NetAddress", log]),

@@ -103,8 +103,8 @@ struct ConfigurationKey: Sendable {
     var repeatable = false
 
     /// Every key, in the order `config show` prints them; each feature keeps its keys in its own file.
-    static let all: [ConfigurationKey] = coreKeys + outboundKeys + tlsKeys + tlsPolicyKeys + bounceKeys + metricsKeys
-        + faultKeys
+    static let all: [ConfigurationKey] =
+        coreKeys + outboundKeys + tlsKeys + tlsPolicyKeys + bounceKeys + metricsKeys + faultKeys
 
     static let coreKeys: [ConfigurationKey] = [
         ConfigurationKey(

@@ -1,7 +1,7 @@
 import Console
 import Delivery
-import Faults
 import Dispatch
+import Faults
 import Foundation
 import Logging
 import Metrics

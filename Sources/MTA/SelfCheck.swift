@@ -157,7 +157,9 @@ public enum SelfCheck {
             hostnameAddresses: lookupFailed ? nil : addresses, lookupProblem: problems.first,
             localAddresses: LocalAddresses.interfaceAddresses(), deliveryFamilies: configuration.inetProtocols,
             ipv6: readIPv6State(), bindAddress: configuration.bindAddress, bindAddress6: configuration.bindAddress6)
-        return evaluate(inputs)
+        var report = evaluate(inputs)
+        report.warnings += FaultCheck.warnings(rules: configuration.faultRules, listeners: inputs.listeners)
+        return report
     }
 
     static func isSpecialUse(_ name: String) -> Bool {
