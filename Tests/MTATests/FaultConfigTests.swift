@@ -13,10 +13,11 @@ import Testing
             fault = outbound connect family=ipv6 mx=mx10.example.test unreachable
             fault = inbound rcpt rcpt=tempfail*@* reply 451 4.7.1 try later first=2
             """)
-        #expect(configuration.faultRules.map(\.text) == [
-            "outbound connect family=ipv6 mx=mx10.example.test unreachable",
-            "inbound rcpt rcpt=tempfail*@* reply 451 4.7.1 try later first=2",
-        ])
+        #expect(
+            configuration.faultRules.map(\.text) == [
+                "outbound connect family=ipv6 mx=mx10.example.test unreachable",
+                "inbound rcpt rcpt=tempfail*@* reply 451 4.7.1 try later first=2",
+            ])
         // `config show` prints one line per rule, and its output parses to the same settings.
         let shown = ConfigurationFile.render(configuration)
         #expect(try ConfigurationFile.parse(shown).faultRules == configuration.faultRules)
@@ -31,7 +32,9 @@ import Testing
     }
 
     @Test func otherKeysStillRefuseRepetition() {
-        #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("hostname = a.example\nhostname = b.example\n") }
+        #expect(throws: ConfigurationError.self) {
+            try ConfigurationFile.parse("hostname = a.example\nhostname = b.example\n")
+        }
     }
 
     @Test(arguments: [
