@@ -49,7 +49,7 @@ let package = Package(
             ]
         ),
         // Layer 3
-        .executableTarget(name: "dualmta", dependencies: ["MTA", argumentParser, log]),
+        .executableTarget(name: "dualmta", dependencies: ["MTA", "Faults", argumentParser, log]),
 
         .testTarget(name: "NetAddressTests", dependencies: ["NetAddress"]),
         .testTarget(name: "FaultsTests", dependencies: ["Faults", "NetAddress"]),

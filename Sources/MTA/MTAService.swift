@@ -147,7 +147,14 @@ public final class MTAService: Sendable {
                         logger.error("queue-scan-failed", metadata: ["reason": "\(error)"])
                     }
                 },
-                onWake: { [runner] id in runner.wake(id) })
+                onWake: { [runner] id in runner.wake(id) },
+                onFault: { [faults, logger] command in
+                    let reply = command.execute(on: faults)
+                    logger.info(
+                        "fault-control",
+                        metadata: ["command": "\(command.text)", "reply": "\(reply.split(separator: "\n").first ?? "")"])
+                    return reply
+                })
             controlChannel.withLock { $0 = channel }
         } catch {
             logger.warning("control-channel-unavailable", metadata: ["reason": "\(error)"])

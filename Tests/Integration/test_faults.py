@@ -7,6 +7,7 @@ peers). Every rule that fires is one `fault=F<n>` log field.
 from __future__ import annotations
 
 import json
+import signal
 import smtplib
 import socket
 import subprocess
@@ -352,3 +353,79 @@ def test_bad_rule_is_a_config_error_with_file_and_line(start_server, tmp_path):
     line = good.count("\n") + 1
     expected = f"{conf}:{line}: fault: an inbound reply needs a 4xx or 5xx code (got 250)"
     assert expected in result.stderr + result.stdout, result.stderr + result.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# At run time: `dualmta fault` over the control socket, `fault =` lines on SIGHUP
+
+
+def fault_cli(srv, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(server_binary()), "fault", *args, "-c", str(srv.conf)], capture_output=True,
+                          text=True, timeout=30, cwd=str(srv.workdir))
+
+
+def test_fault_cli_add_list_delete_clear(start_server):
+    srv = start_server(fault=rules("inbound mail from=*@never.example drop"))
+    added = fault_cli(srv, "add", "inbound", "rcpt", "rcpt=cli@*", "reply", "451", "4.7.1", "added at run time")
+    assert (added.returncode, added.stdout) == (0, "F2\n"), added.stderr
+    with srv.session() as c:
+        c.cmd(b"MAIL FROM:<a@b.example>").expect(250)
+        reply = c.cmd(b"RCPT TO:<cli@lab.example>").expect(451, "4.7.1")
+        assert reply.last_text == "added at run time"
+    listed = fault_cli(srv, "list")
+    assert listed.returncode == 0
+    assert listed.stdout.splitlines() == [
+        "F1 config matched=0 fired=0 inbound mail from=*@never.example drop",
+        "F2 added matched=1 fired=1 inbound rcpt rcpt=cli@* reply 451 4.7.1 added at run time",
+    ]
+    assert fault_cli(srv, "delete", "F2").returncode == 0
+    with srv.session() as c:
+        c.cmd(b"MAIL FROM:<a@b.example>").expect(250)
+        c.cmd(b"RCPT TO:<cli@lab.example>").expect(250)
+    missing = fault_cli(srv, "delete", "F2")
+    assert missing.returncode == 65 and "no fault rule F2" in missing.stderr
+    # Ids are never reused within a run.
+    assert fault_cli(srv, "add", "inbound data drop").stdout == "F3\n"
+    assert fault_cli(srv, "clear").returncode == 0
+    assert fault_cli(srv, "list").stdout == ""
+    wait_event(srv, "fault-control", command="fault clear")
+
+
+def test_fault_cli_rejects_a_bad_rule_with_the_config_message(start_server):
+    srv = start_server()
+    bad = fault_cli(srv, "add", "inbound rcpt greylist")
+    assert bad.returncode == 65
+    assert bad.stderr == "dualmta: fault: 'greylist' needs one DURATION (like 30s or 2m)\n"
+    assert fault_cli(srv, "list").stdout == ""  # nothing half-applied
+    assert events(srv, "fault-control") == [e for e in events(srv, "fault-control") if e["command"] == "fault list"]
+
+
+def test_fault_cli_without_a_daemon(start_server):
+    srv = start_server()
+    srv.stop()
+    result = fault_cli(srv, "list")
+    assert result.returncode == 69 and "no running daemon" in result.stderr, result.stderr
+
+
+def test_sighup_replaces_config_rules_keeps_added_ones(start_server):
+    srv = start_server(fault=rules("inbound mail from=*@a.example drop", "inbound mail from=*@b.example drop"))
+    assert fault_cli(srv, "add", "inbound mail from=*@c.example drop").stdout == "F3\n"
+    srv.settings["fault"] = rules("inbound mail from=*@b.example drop", "inbound rcpt reply 450")
+    srv.conf.write_text(srv.render_config())
+    srv.proc.send_signal(signal.SIGHUP)
+    wait_event(srv, "reloaded")
+    listed = [line.split(" ", 4) for line in fault_cli(srv, "list").stdout.splitlines()]
+    assert [f"{parts[0]} {parts[4]}" for parts in listed] == [
+        "F2 inbound mail from=*@b.example drop",
+        "F3 inbound mail from=*@c.example drop",
+        "F4 inbound rcpt reply 450",
+    ]
+    # A bad line on reload keeps every rule as it was.
+    srv.settings["fault"] = rules("inbound rcpt reply 450", "inbound rcpt explode")
+    srv.conf.write_text(srv.render_config())
+    srv.proc.send_signal(signal.SIGHUP)
+    wait_event(srv, "reload-failed")
+    # (The CLI reads the config too: give it a valid file again, without a reload.)
+    srv.settings["fault"] = None
+    srv.conf.write_text(srv.render_config())
+    assert len(fault_cli(srv, "list").stdout.splitlines()) == 3
