@@ -68,11 +68,13 @@ public enum RouteExplainer {
             logger: logger)
         let plan = router.plan(destination, now: Date())
         guard json else {
+            let faults = FaultPreview.text(
+                rules: configuration.faultRules, attempts: plan.attempts, recipient: target.contains("@") ? target : nil)
             guard configuration.connectStrategy == .happyEyeballs, case .deliver = plan.verdict else {
-                return plan.text
+                return plan.text + faults
             }
             let schedule = HappyEyeballsSchedule(attempts: plan.attempts, delay: configuration.connectionAttemptDelay)
-            return plan.text + schedule.text
+            return plan.text + schedule.text + faults
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -217,6 +217,13 @@ def test_paper_test1_with_outbound_rules(start_server, lab_dns, tmp_path):  # no
         + [("mx10.paper1.example.test", 10, a) for a in ["127.0.0.11", "127.0.0.12"]] \
         + [("mx20.paper1.example.test", 20, "::1"), ("mx20.paper1.example.test", 20, "127.0.0.21")], plan
 
+    # `dualmta route` names the rules that would apply to each planned address.
+    text = sender.cli("route", rcpt).stdout.decode()
+    assert text.split("fault rules (from the config):\n", 1)[1].splitlines() == \
+        [f"  mx10.paper1.example.test [{a}]: F1 connect unreachable" for a in mx10_v6] \
+        + [f"  mx10.paper1.example.test {a}: F2 connect refuse" for a in ["127.0.0.11", "127.0.0.12"]] \
+        + ["  mx20.paper1.example.test [::1]: none", "  mx20.paper1.example.test 127.0.0.21: none"], text
+
     qid = submit(sender, SENDER, [rcpt])
     wait_event(sender, "removed", id=qid)
     attempts = events(sender, "delivery", id=qid)
