@@ -150,9 +150,8 @@ public final class MTAService: Sendable {
                 onWake: { [runner] id in runner.wake(id) },
                 onFault: { [faults, logger] command in
                     let reply = command.execute(on: faults)
-                    logger.info(
-                        "fault-control",
-                        metadata: ["command": "\(command.text)", "reply": "\(reply.split(separator: "\n").first ?? "")"])
+                    let status = reply.split(separator: "\n").first ?? ""
+                    logger.info("fault-control", metadata: ["command": "\(command.text)", "reply": "\(status)"])
                     return reply
                 })
             controlChannel.withLock { $0 = channel }

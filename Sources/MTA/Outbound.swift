@@ -68,8 +68,8 @@ public enum RouteExplainer {
             logger: logger)
         let plan = router.plan(destination, now: Date())
         guard json else {
-            let faults = FaultPreview.text(
-                rules: configuration.faultRules, attempts: plan.attempts, recipient: target.contains("@") ? target : nil)
+            let recipient = target.contains("@") ? target : nil
+            let faults = FaultPreview.text(rules: configuration.faultRules, attempts: plan.attempts, recipient: recipient)
             guard configuration.connectStrategy == .happyEyeballs, case .deliver = plan.verdict else {
                 return plan.text + faults
             }
