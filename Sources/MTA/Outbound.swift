@@ -69,7 +69,8 @@ public enum RouteExplainer {
         let plan = router.plan(destination, now: Date())
         guard json else {
             let recipient = target.contains("@") ? target : nil
-            let faults = FaultPreview.text(rules: configuration.faultRules, attempts: plan.attempts, recipient: recipient)
+            let faults = FaultPreview.text(
+                rules: configuration.faultRules, attempts: plan.attempts, recipient: recipient)
             guard configuration.connectStrategy == .happyEyeballs, case .deliver = plan.verdict else {
                 return plan.text + faults
             }
