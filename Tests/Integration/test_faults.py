@@ -436,3 +436,25 @@ def test_sighup_replaces_config_rules_keeps_added_ones(start_server):
     srv.settings["fault"] = None
     srv.conf.write_text(srv.render_config())
     assert len(fault_cli(srv, "list").stdout.splitlines()) == 3
+
+
+def test_every_fault_is_counted_by_side_stage_family(start_server, peers):  # noqa: F811
+    from test_metrics import curl, samples, value
+    metrics_port = free_port()
+    srv, dest, _ = relay(start_server, peers, metrics_listen=f"127.0.0.1:{metrics_port}", fault=rules(
+        "inbound rcpt rcpt=held@* reply 451 4.7.1 later", "outbound rcpt reply 450 4.2.0 busy first=1"))
+    with srv.session("::1") as c:
+        c.cmd(b"MAIL FROM:<a@b.example>").expect(250)
+        c.cmd(b"RCPT TO:<held@lab.example>").expect(451, "4.7.1")
+    with srv.session("127.0.0.1") as c:
+        c.cmd(b"MAIL FROM:<a@b.example>").expect(250)
+        c.cmd(b"RCPT TO:<held@lab.example>").expect(451, "4.7.1")
+    qid = submit(srv, SENDER, ["bob@remote.example"])
+    wait_event(srv, "removed", id=qid, timeout=DEADLINE * 2)
+    status, body = curl(f"http://127.0.0.1:{metrics_port}/metrics")
+    assert status == "200"
+    found = samples(body)
+    name = "dualmta_faults_total"
+    assert value(found, name, side="inbound", stage="rcpt", family="ipv6") == 1
+    assert value(found, name, side="inbound", stage="rcpt", family="ipv4") == 1
+    assert value(found, name, side="outbound", stage="rcpt", family="ipv4") == 1
