@@ -54,11 +54,15 @@ struct Transaction1: Sendable {
     var size = 100
     var bodyType: BodyType? = nil
     var smtpUTF8 = false
+    /// Fault rules standing in for the driver's (ClientFault.swift).
+    var faultHook: ClientFaultHook? = nil
 
     func session() -> ClientSession {
-        ClientSession(
+        var session = ClientSession(
             heloName: "client.example", sender: sender, recipients: recipients, messageSize: size, bodyType: bodyType,
             needsSMTPUTF8: smtpUTF8)
+        session.faultHook = faultHook
+        return session
     }
 }
 
