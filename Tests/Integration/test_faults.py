@@ -458,3 +458,22 @@ def test_every_fault_is_counted_by_side_stage_family(start_server, peers):  # no
     assert value(found, name, side="inbound", stage="rcpt", family="ipv6") == 1
     assert value(found, name, side="inbound", stage="rcpt", family="ipv4") == 1
     assert value(found, name, side="outbound", stage="rcpt", family="ipv4") == 1
+
+
+def test_paper_test3_bounce_path_with_an_inbound_rule(start_server, lab_dns, tmp_path):  # noqa: F811
+    """The receiver (a second dualmta) refuses one recipient by rule; the sender, IPv4-only, cannot return the
+    report to a sender whose domain has only an AAAA MX (the paper's Test 3), so the double bounce goes to the
+    postmaster."""
+    port = free_port()
+    receiver = start_server(spool=tmp_path / "receiver", port=port, local_domains="remote.example",
+                            fault=rules("inbound rcpt rcpt=nobody@* reply 550 5.1.1 no such user"))
+    sender = start_server(**outbound_settings(
+        routes=f"remote.example=[127.0.0.1]:{port}", dns_servers=lab_dns.server, inet_protocols="ipv4",
+        allow_loopback_mx="yes"))
+    qid = submit(sender, "alice@v6only.test", ["nobody@remote.example"])
+    wait_event(sender, "double-bounce", timeout=DEADLINE * 2)
+    failed = events(sender, "recipient", id=qid)
+    assert [(r["rcpt"], r["result"], r["status"]) for r in failed] == [("<nobody@remote.example>", "failed", "5.1.1")]
+    wait_event(receiver, "fault", fault="F1", stage="rcpt", action="reply")
+    wait_queue_empty(sender)
+    assert len(maildir(sender.spool, "mx.lab.example", "postmaster")) == 1, story(sender, qid)
