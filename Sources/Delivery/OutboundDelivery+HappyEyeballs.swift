@@ -83,6 +83,8 @@ struct AttemptFeed {
     private mutating func raceLevel(_ delivery: OutboundDelivery, envelope: Envelope, recipients: [String]) async {
         let rank = levels[levelIndex].rank
         let attempts = levels[levelIndex].remaining
+        // Connect fault rules are asked once per candidate when the race starts (a candidate the race never starts
+        // still counts as a match for first=/every=).
         let candidates = attempts.map {
             ConnectionRacer.Candidate(
                 attempt: $0, source: delivery.sourceAddress(for: $0.family),
