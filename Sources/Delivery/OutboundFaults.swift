@@ -59,7 +59,7 @@ extension OutboundDelivery {
 
 /// The rules for one attempt's session, and which of them fired (for the delivery line). Used on the attempt's
 /// queue only; the lock makes it safe to read the result from the completion.
-public final class OutboundFaults: @unchecked Sendable {
+final class OutboundFaults: @unchecked Sendable {
     // @unchecked Sendable: `fired` and `failHandshake` are written on the connection's queue while the session
     // runs and read there when it ends (the completion), never concurrently.
     let book: FaultBook
