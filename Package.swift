@@ -23,6 +23,7 @@ let package = Package(
         .target(name: "SMTPProtocol", dependencies: ["NetAddress"]),
         .target(name: "Sockets", dependencies: ["NetAddress"]),
         .target(name: "Metrics", dependencies: ["NetAddress"]),
+        .target(name: "Faults", dependencies: ["NetAddress"]),
         // Layer 1
         .target(name: "Spool", dependencies: ["SMTPProtocol"]),
         .target(name: "TLS", dependencies: ["COpenSSL"]),
@@ -32,21 +33,26 @@ let package = Package(
         // Layer 2
         .target(
             name: "SMTPServer",
-            dependencies: ["SMTPProtocol", "Spool", "Sockets", "Metrics", "TLS", "CCrypt", "NetAddress", log]),
+            dependencies: [
+                "SMTPProtocol", "Spool", "Sockets", "Metrics", "TLS", "CCrypt", "NetAddress", "Faults", log,
+            ]),
         .target(
             name: "Delivery",
-            dependencies: ["SMTPProtocol", "Spool", "Sockets", "Metrics", "TLS", "DNS", "Routing", "NetAddress", log]),
+            dependencies: [
+                "SMTPProtocol", "Spool", "Sockets", "Metrics", "TLS", "DNS", "Routing", "NetAddress", "Faults", log,
+            ]),
         .target(
             name: "MTA",
             dependencies: [
                 "SMTPServer", "Delivery", "Console", "Metrics", "Spool", "SMTPProtocol", "Sockets", "TLS", "DNS",
-                "Routing", "NetAddress", log,
+                "Routing", "NetAddress", "Faults", log,
             ]
         ),
         // Layer 3
-        .executableTarget(name: "dualmta", dependencies: ["MTA", argumentParser, log]),
+        .executableTarget(name: "dualmta", dependencies: ["MTA", "Faults", argumentParser, log]),
 
         .testTarget(name: "NetAddressTests", dependencies: ["NetAddress"]),
+        .testTarget(name: "FaultsTests", dependencies: ["Faults", "NetAddress"]),
         .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"]),
         .testTarget(name: "SpoolTests", dependencies: ["Spool", "SMTPProtocol"], exclude: ["Fixtures"]),
         .testTarget(name: "SocketsTests", dependencies: ["Sockets"]),
@@ -58,7 +64,7 @@ let package = Package(
         .testTarget(
             name: "DeliveryTests",
             dependencies: ["Delivery", "Sockets", "SMTPProtocol", "Spool", "Routing", "NetAddress"]),
-        .testTarget(name: "MTATests", dependencies: ["MTA"]),
+        .testTarget(name: "MTATests", dependencies: ["MTA", "Faults", "Sockets", "NetAddress"]),
         .testTarget(
             name: "SMTPServerTests",
             dependencies: ["SMTPServer", "SMTPProtocol", "Spool", "Sockets", "TLS", "NetAddress", log]),

@@ -88,8 +88,12 @@ struct AttemptFeed {
     private mutating func raceLevel(envelope: Envelope, recipients: [String]) async {
         let rank = levels[levelIndex].rank
         let attempts = levels[levelIndex].remaining
+        // Connect fault rules are asked once per candidate when the race starts (a candidate the race never starts
+        // still counts as a match for first=/every=).
         let candidates = attempts.map {
-            ConnectionRacer.Candidate(attempt: $0, source: maker.sourceAddress(for: $0.family))
+            ConnectionRacer.Candidate(
+                attempt: $0, source: maker.sourceAddress(for: $0.family),
+                fault: maker.connectFault($0, sender: envelope.sender, recipients: recipients))
         }
         let started = ContinuousClock.now
         let connectTimeout = maker.configuration.connectTimeout
@@ -113,6 +117,8 @@ struct AttemptFeed {
             ]
             let labels = DualMTAMetrics.labels(attempt.family, rank: rank)
             DualMTAMetrics.registry.increment(DualMTAMetrics.connectAttempts, labels)
+            let fault = candidates[report.index].fault?.id
+            if let fault { metadata["fault"] = "\(fault)" }
             switch report.result {
             case .won:
                 DualMTAMetrics.registry.increment(DualMTAMetrics.connectSuccesses, labels)
@@ -132,7 +138,7 @@ struct AttemptFeed {
                         attempt: attempt,
                         outcome: DeliveryAttemptResult(
                             address: connectError.address, outcome: .connectFailed(connectError), localAddress: nil,
-                            socketError: nil, elapsedMilliseconds: report.milliseconds),
+                            socketError: nil, elapsedMilliseconds: report.milliseconds, fault: fault),
                         rank: rank))
             }
             logger.info("connect", metadata: metadata)
@@ -147,9 +153,10 @@ struct AttemptFeed {
                 ContinuousClock.now - .milliseconds($0.milliseconds)
             }
             ?? started
-        let result = await maker.attemptDelivery(
+        var result = await maker.attemptDelivery(
             envelope: envelope, attempt: attempt, over: winner.connection, recipients: recipients,
             started: winnerStarted)
+        result.fault = result.fault ?? candidates[winner.index].fault?.id
         buffered.append(Fed(attempt: attempt, outcome: result, rank: rank))
     }
 }

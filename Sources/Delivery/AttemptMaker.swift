@@ -13,16 +13,22 @@ struct AttemptMaker: Sendable {
     let spool: Spool
     /// The message converted to 7 bit for a next hop without 8BITMIME, when it needed and allowed conversion.
     var sevenBitBody: SevenBitBody? = nil
-    /// Runs one attempt over a new connection; the run is suspended until the attempt ends.
+    /// Runs one attempt over a new connection; the run is suspended until the attempt ends. A lab fault rule for the
+    /// connect stands in for it before any packet leaves (OutboundFaults.swift).
     func attemptDelivery(envelope: Envelope, attempt: PlannedAttempt, recipients: [String]) async
         -> DeliveryAttemptResult
     {
-        let request = self.request(envelope: envelope, attempt: attempt, recipients: recipients)
+        var request = self.request(envelope: envelope, attempt: attempt, recipients: recipients)
+        let connectFault = connectFault(attempt, sender: envelope.sender, recipients: recipients)
+        request.connectFault = connectFault?.injection
+        let faults = request.faults
         return await withCheckedContinuation { continuation in
             RemoteDelivery.deliver(
                 to: SocketAddress(ip: attempt.address, port: attempt.port), request,
                 queue: DispatchQueue(label: "dualmta.outbound")
             ) { result in
+                var result = result
+                result.fault = faults?.fired ?? connectFault?.id
                 continuation.resume(returning: result)
             }
         }
@@ -33,7 +39,7 @@ struct AttemptMaker: Sendable {
     func request(envelope: Envelope, attempt: PlannedAttempt, recipients: [String]) -> AttemptRequest {
         var timeouts = ClientTimeouts()
         if let cap = configuration.replyTimeout { timeouts = timeouts.capped(at: cap) }
-        return AttemptRequest(
+        var request = AttemptRequest(
             source: sourceAddress(for: attempt.family), connectTimeout: configuration.connectTimeout,
             timeouts: timeouts,
             heloName: configuration.heloName, sender: envelope.sender, recipients: recipients,
@@ -41,6 +47,8 @@ struct AttemptMaker: Sendable {
             smtpUTF8: envelope.smtpUTF8, tlsPolicy: configuration.tlsPolicy(for: attempt, recipients: recipients),
             serverName: configuration.tlsServerName(for: attempt),
             dsn: Self.dsn(envelope, recipients: recipients), sevenBitBody: sevenBitBody)
+        request.faults = sessionFaults(attempt, sender: envelope.sender, recipients: recipients)
+        return request
     }
 
     /// The DSN request to pass on to a next hop that offers DSN (RFC 3461 §6.2), or nil when the sender asked for
@@ -70,8 +78,11 @@ struct AttemptMaker: Sendable {
         started: ContinuousClock.Instant
     ) async -> DeliveryAttemptResult {
         let request = self.request(envelope: envelope, attempt: attempt, recipients: recipients)
+        let faults = request.faults
         return await withCheckedContinuation { continuation in
             RemoteDelivery.deliver(over: connection, request, started: started) { result in
+                var result = result
+                result.fault = faults?.fired
                 continuation.resume(returning: result)
             }
         }

@@ -15,6 +15,8 @@ final class ConnectionRacer: @unchecked Sendable {
         var attempt: PlannedAttempt
         /// `bind_address` / `bind_address6` for the attempt's family, or nil.
         var source: SocketAddress?
+        /// A lab fault rule that replaces this connect.
+        var fault: ConnectFault? = nil
 
         var remote: SocketAddress { SocketAddress(ip: attempt.address, port: attempt.port) }
     }
@@ -57,7 +59,7 @@ final class ConnectionRacer: @unchecked Sendable {
     private var next = 0
     private var startOrder: [Int] = []
     private var startTimes: [Int: ContinuousClock.Instant] = [:]
-    private var pending: [Int: PendingConnect] = [:]
+    private var pending: [Int: FaultableConnect] = [:]
     private var results: [Int: (AttemptResult, Int)] = [:]
     private var winner: (index: Int, connection: Connection)?
     private var timer: DispatchSourceTimer?
@@ -97,8 +99,9 @@ final class ConnectionRacer: @unchecked Sendable {
         startOrder.append(index)
         startTimes[index] = .now
         let candidate = candidates[index]
-        pending[index] = Connection.connect(
-            to: candidate.remote, from: candidate.source, timeout: timeout, queue: queue
+        pending[index] = FaultableConnect.connect(
+            to: candidate.remote, from: candidate.source, timeout: timeout, queue: queue,
+            fault: candidate.fault?.injection
         ) { result in
             self.ended(index, result)
         }

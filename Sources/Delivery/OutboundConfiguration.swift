@@ -1,4 +1,5 @@
 import DNS
+import Faults
 import Foundation
 import Logging
 import NetAddress
@@ -23,6 +24,8 @@ public struct OutboundConfiguration: Sendable {
     public var connectStrategy: ConnectStrategy = .sequential
     /// `connection_attempt_delay` (happy-eyeballs only): how long an attempt runs alone before the next starts.
     public var connectionAttemptDelay: Duration = .milliseconds(250)
+    /// Lab fault rules consulted at each attempt (nil or empty: never consulted).
+    public var faults: FaultBook?
 
     public init(
         heloName: String, connectTimeout: Duration, replyTimeout: Duration?, bindAddress: IPAddress?,

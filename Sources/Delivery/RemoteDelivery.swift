@@ -57,6 +57,8 @@ public struct DeliveryAttemptResult: Sendable {
     /// Set when a TLS handshake failed with `smtp_tls = may` and this result is from the plaintext retry on a new
     /// connection to the same address (Postfix's behaviour); the handshake's failure reason, for the log.
     public var plaintextRetryReason: String? = nil
+    /// The fault rule that made this attempt fail or answer as it did (`fault=` in the log), if one fired.
+    public var fault: String? = nil
 }
 
 /// One SMTP transaction to one address over TCP: connect, drive a `ClientSession` (one deadline per stage),
@@ -84,8 +86,10 @@ public final class RemoteDelivery {
                 to: address, request, queue: queue, started: started, completion: completion,
                 unreadable: { result in queue.async { completion(result) } })
         else { return }
-        Connection.connect(to: address, from: request.source, timeout: request.connectTimeout, queue: queue) {
-            result in
+        _ = FaultableConnect.connect(
+            to: address, from: request.source, timeout: request.connectTimeout, queue: queue,
+            fault: request.connectFault
+        ) { result in
             switch result {
             case .failure(let error):
                 prepared.file.close()
@@ -129,6 +133,9 @@ public struct AttemptRequest: Sendable {
     public var dsn: OutboundDSN?
     /// For an 8-bit message, what to send to a next hop without 8BITMIME.
     public var sevenBitBody: SevenBitBody?
+    /// Lab fault rules: what replaces the connect, and the hook for the session's replies (OutboundFaults.swift).
+    var connectFault: ConnectInjection? = nil
+    var faults: OutboundFaults? = nil
 
     public init(
         source: SocketAddress?, connectTimeout: Duration, timeouts: ClientTimeouts, heloName: String, sender: String,
@@ -196,13 +203,15 @@ extension RemoteDelivery {
                     socketError: nil, elapsedMilliseconds: elapsedMilliseconds(since: started)))
             return nil
         }
-        let session = ClientSession(
+        var session = ClientSession(
             heloName: request.heloName, sender: request.sender, recipients: request.recipients,
             messageSize: file.size, bodyType: request.bodyType, needsSMTPUTF8: request.smtpUTF8,
             tlsPolicy: request.tlsPolicy, dsn: request.dsn, sevenBit: request.sevenBitBody?.option ?? .unavailable(nil))
+        session.faultHook = request.faults?.hook
         let retryInPlaintext = plaintextRetry(
             to: address, request, queue: queue, started: started, completion: completion)
-        return PreparedAttempt(file: file, session: session, retryInPlaintext: retryInPlaintext)
+        return PreparedAttempt(
+            file: file, session: session, retryInPlaintext: retryInPlaintext, faults: request.faults)
     }
 
     /// Opportunistic TLS: `may` + a failed handshake → the same address once more, in plaintext (as Postfix does);
@@ -214,6 +223,7 @@ extension RemoteDelivery {
         guard request.tlsPolicy == .may else { return nil }
         var plaintext = request
         plaintext.tlsPolicy = .none
+        plaintext.connectFault = nil  // the rule was for the first connect
         return { @Sendable [plaintext] reason in
             let retryCompletion: @Sendable (DeliveryAttemptResult) -> Void = { second in
                 var result = second
@@ -325,6 +335,7 @@ private final class DeliveryRun: @unchecked Sendable {
     private let serverName: String?
     private let retryInPlaintext: (@Sendable (String) -> Void)?
     private let sevenBitBody: SevenBitBody?
+    private let faults: OutboundFaults?
 
     private var session: ClientSession
     /// The TLS filter after the server's 220 to STARTTLS: reads go through it, and so do writes.
@@ -343,10 +354,11 @@ private final class DeliveryRun: @unchecked Sendable {
     init(
         address: SocketAddress, connection: Connection, session: ClientSession, timeouts: ClientTimeouts,
         file: OutboundMessageFile, started: ContinuousClock.Instant, tlsContext: TLSContext?, serverName: String?,
-        retryInPlaintext: (@Sendable (String) -> Void)?, sevenBitBody: SevenBitBody?,
+        retryInPlaintext: (@Sendable (String) -> Void)?, sevenBitBody: SevenBitBody?, faults: OutboundFaults?,
         completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
     ) {
         self.sevenBitBody = sevenBitBody
+        self.faults = faults
         self.tlsContext = tlsContext
         self.serverName = serverName
         self.retryInPlaintext = retryInPlaintext
@@ -405,6 +417,7 @@ private final class DeliveryRun: @unchecked Sendable {
 
     /// After the server's 220 to STARTTLS: the ClientHello goes out at once.
     private func beginTLS() {
+        if faults?.failHandshake == true { return handshakeFailed("TLS handshake failed (fault rule)") }
         guard let tlsContext, let session = try? TLSSession(context: tlsContext, role: .client(serverName: serverName))
         else { return handshakeFailed("no TLS client context") }
         tls = session
@@ -582,6 +595,7 @@ private struct PreparedAttempt: @unchecked Sendable {  // handed once to the con
     let file: OutboundMessageFile
     let session: ClientSession
     let retryInPlaintext: (@Sendable (String) -> Void)?
+    let faults: OutboundFaults?
 
     func run(
         on connection: Connection, address: SocketAddress, _ request: AttemptRequest, started: ContinuousClock.Instant,
@@ -591,6 +605,7 @@ private struct PreparedAttempt: @unchecked Sendable {  // handed once to the con
             address: address, connection: connection, session: session, timeouts: request.timeouts, file: file,
             started: started, tlsContext: request.tlsPolicy == .none ? nil : RemoteDelivery.opportunisticTLS,
             serverName: request.serverName, retryInPlaintext: retryInPlaintext, sevenBitBody: request.sevenBitBody,
+            faults: faults,
             completion: completion
         ).start()
     }

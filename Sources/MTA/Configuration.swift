@@ -1,5 +1,6 @@
 import DNS
 import Delivery
+import Faults
 import Foundation
 import NetAddress
 import Routing
@@ -75,6 +76,9 @@ public struct Configuration: Sendable, Equatable {
     public var delayWarningAfter: Duration
     public var doubleBounceRecipient: String
     public var senderReturnCheck: SenderReturnCheck
+
+    /// `fault`: lab failure rules, in file order (none by default: faults are inert unless configured).
+    public var faultRules: [FaultRule] = []
 
     /// At MAIL FROM, whether to check that the sender's domain can receive our bounces (the paper's Test 3).
     public enum SenderReturnCheck: String, Sendable, Equatable, CaseIterable {

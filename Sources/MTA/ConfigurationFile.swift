@@ -59,7 +59,7 @@ public enum ConfigurationFile {
             guard let setting = ConfigurationKey.all.first(where: { $0.name == key }) else {
                 throw ConfigurationError(file: file, line: lineNumber, message: "unknown key \"\(key)\"")
             }
-            if let earlier = seen[key] {
+            if let earlier = seen[key], !setting.repeatable {
                 throw ConfigurationError(
                     file: file, line: lineNumber, message: "\"\(key)\" is already set on line \(earlier)")
             }
@@ -120,9 +120,12 @@ struct ConfigurationKey: Sendable {
     let apply: @Sendable (inout Configuration, String) throws(ValueError) -> Void
     /// The value in file form; nil when the key is unset (optional keys without a default value).
     let render: @Sendable (Configuration) -> String?
+    /// The key may be given on several lines, each adding to a list (`fault`).
+    var repeatable = false
 
     /// Every key, in the order `config show` prints them; each feature keeps its keys in its own file.
-    static let all: [ConfigurationKey] = coreKeys + outboundKeys + tlsKeys + tlsPolicyKeys + bounceKeys + metricsKeys
+    static let all: [ConfigurationKey] =
+        coreKeys + outboundKeys + tlsKeys + tlsPolicyKeys + bounceKeys + metricsKeys + faultKeys
 
     static let coreKeys: [ConfigurationKey] = [
         ConfigurationKey(

@@ -11,8 +11,10 @@ import Spool
 //     flush          retry every queued message now
 //     flush <ID>     retry one message now
 //     wake <ID>      a message was committed or released: schedule it
+//     fault ...      list, add, delete or clear fault rules (FaultControl.swift); answered with a datagram to the
+//                    sender's (autobound) address
 //
-// Datagrams are fire-and-forget: the sender learns only whether a daemon is bound ("no daemon" otherwise). The
+// The other datagrams are fire-and-forget: the sender learns only whether a daemon is bound ("no daemon" otherwise). The
 // commands carry no state of their own; the CLI edits the envelope first (nextAttempt, held), and the daemon re-reads
 // it when it runs the message, so a lost datagram delays a message until its next scheduled run, never loses it.
 
@@ -21,6 +23,7 @@ public enum ControlMessage: Hashable, Sendable {
     case flushAll
     case flush(QueueID)
     case wake(QueueID)
+    case fault(FaultControlCommand)
 
     /// Parses the wire text; anything else (extra words, bad ids, trailing newline aside) is nil.
     public init?(_ text: String) {
@@ -36,6 +39,9 @@ public enum ControlMessage: Hashable, Sendable {
         case ("wake", 2):
             guard let id = QueueID(String(words[1])) else { return nil }
             self = .wake(id)
+        case ("fault", _):
+            guard let command = FaultControlCommand(words: Array(words.dropFirst())) else { return nil }
+            self = .fault(command)
         default:
             return nil
         }
@@ -46,6 +52,7 @@ public enum ControlMessage: Hashable, Sendable {
         case .flushAll: return "flush"
         case .flush(let id): return "flush \(id)"
         case .wake(let id): return "wake \(id)"
+        case .fault(let command): return command.text
         }
     }
 }
@@ -89,9 +96,11 @@ public final class ControlChannel: @unchecked Sendable {
     /// - Parameters:
     ///   - onFlush: `flush` (nil: every message) and `flush <ID>`.
     ///   - onWake: `wake <ID>`.
+    ///   - onFault: `fault ...`; returns the reply for the sender.
     public init(
         path: String, logger: Logger, onFlush: @escaping @Sendable (QueueID?) -> Void,
-        onWake: @escaping @Sendable (QueueID) -> Void
+        onWake: @escaping @Sendable (QueueID) -> Void,
+        onFault: (@Sendable (FaultControlCommand) -> String)? = nil
     ) throws(ControlChannelError) {
         self.path = path
         try Self.removeStaleSocket(path)
@@ -119,9 +128,17 @@ public final class ControlChannel: @unchecked Sendable {
         let queue = DispatchQueue(label: "dualmta.control")
         let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
         source.setEventHandler {
-            var buffer = [UInt8](repeating: 0, count: 256)
+            var buffer = [UInt8](repeating: 0, count: 4096)
             while true {
-                let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_TRUNC)) }
+                var sender = sockaddr_un()
+                var senderLength = socklen_t(MemoryLayout<sockaddr_un>.size)
+                let count = buffer.withUnsafeMutableBytes { raw in
+                    withUnsafeMutablePointer(to: &sender) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                            recvfrom(fd, raw.baseAddress, raw.count, Int32(MSG_TRUNC), $0, &senderLength)
+                        }
+                    }
+                }
                 if count < 0 { break }  // EAGAIN: drained
                 guard count <= buffer.count, let text = String(validating: buffer[0..<count], as: UTF8.self),
                     let message = ControlMessage(text)
@@ -134,6 +151,17 @@ public final class ControlChannel: @unchecked Sendable {
                 case .flushAll: onFlush(nil)
                 case .flush(let id): onFlush(id)
                 case .wake(let id): onWake(id)
+                case .fault(let command):
+                    let reply = Array((onFault?(command) ?? "error: fault rules are not available\n").utf8)
+                    // Only a sender with an address (the CLI autobinds one) can be answered.
+                    guard senderLength > socklen_t(MemoryLayout<sa_family_t>.size) else { continue }
+                    _ = reply.withUnsafeBytes { raw in
+                        withUnsafePointer(to: &sender) {
+                            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                                sendto(fd, raw.baseAddress, raw.count, Int32(MSG_DONTWAIT), $0, senderLength)
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -186,6 +214,44 @@ public enum ControlClient {
             if code == ECONNREFUSED || code == ENOTCONN { throw .noDaemon }
             throw .system(operation: "send", path: path, errno: code)
         }
+    }
+
+    /// Sends one command and waits (at most `timeout`) for the daemon's datagram reply. The socket autobinds an
+    /// abstract address so the daemon can answer.
+    public static func request(_ message: ControlMessage, path: String, timeout: Int = 5) throws(ControlChannelError)
+        -> String
+    {
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw .system(operation: "socket", path: path, errno: errno) }
+        defer { close(fd) }
+        var unnamed = sockaddr_un()
+        unnamed.sun_family = sa_family_t(AF_UNIX)
+        let bound = withUnsafePointer(to: &unnamed) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sa_family_t>.size))
+            }
+        }
+        guard bound == 0 else { throw .system(operation: "bind", path: "(autobind)", errno: errno) }
+        var wait = timeval(tv_sec: timeout, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+        let connected = UnixSocketAddress.with(path) { address, length in connect(fd, address, length) }
+        guard connected == 0 else {
+            let code = errno
+            if code == ENOENT || code == ECONNREFUSED { throw .noDaemon }
+            throw .system(operation: "connect", path: path, errno: code)
+        }
+        let bytes = Array(message.text.utf8)
+        let sent = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        guard sent == bytes.count else {
+            let code = errno
+            if code == ECONNREFUSED || code == ENOTCONN { throw .noDaemon }
+            throw .system(operation: "send", path: path, errno: code)
+        }
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        guard count >= 0 else { throw .system(operation: "recv", path: path, errno: errno) }
+        return String(decoding: buffer[0..<count], as: UTF8.self)
     }
 
     /// Whether a daemon is bound at `path` (connect only, nothing sent).

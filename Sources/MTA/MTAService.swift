@@ -1,6 +1,7 @@
 import Console
 import Delivery
 import Dispatch
+import Faults
 import Foundation
 import Logging
 import Metrics
@@ -25,6 +26,8 @@ public final class MTAService: Sendable {
     let metricsResponder = Mutex<MetricsResponder?>(nil)
     /// The settings in force: `configuration` until a SIGHUP reload replaces them.
     let live: Mutex<Configuration>
+    /// The fault rules in force: the config's `fault =` lines and those added with `dualmta fault add`.
+    let faults = FaultBook()
 
     public init(configuration: Configuration, logger: Logger) throws(StartupError) {
         self.configuration = configuration
@@ -36,7 +39,8 @@ public final class MTAService: Sendable {
             throw .spool(error)
         }
         // The same wiring a SIGHUP reload builds again from the new config (Reload.swift).
-        let wiring = try Self.wiring(configuration, spool: spool, logger: logger)
+        let wiring = try Self.wiring(configuration, spool: spool, faults: faults, logger: logger)
+        faults.replaceConfigured(configuration.faultRules)
         let runner = QueueRunner(spool: spool, configuration: wiring.delivery, logger: logger)
         self.runner = runner
         server = SMTPServer(
@@ -158,7 +162,13 @@ public final class MTAService: Sendable {
                         logger.error("queue-scan-failed", metadata: ["reason": "\(error)"])
                     }
                 },
-                onWake: { [runner] id in runner.wake(id) })
+                onWake: { [runner] id in runner.wake(id) },
+                onFault: { [faults, logger] command in
+                    let reply = command.execute(on: faults)
+                    let status = reply.split(separator: "\n").first ?? ""
+                    logger.info("fault-control", metadata: ["command": "\(command.text)", "reply": "\(status)"])
+                    return reply
+                })
             controlChannel.withLock { $0 = channel }
         } catch {
             logger.warning("control-channel-unavailable", metadata: ["reason": "\(error)"])

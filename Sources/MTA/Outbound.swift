@@ -68,11 +68,14 @@ public enum RouteExplainer {
             logger: logger)
         let plan = router.plan(destination, now: Date())
         guard json else {
+            let recipient = target.contains("@") ? target : nil
+            let faults = FaultPreview.text(
+                rules: configuration.faultRules, attempts: plan.attempts, recipient: recipient)
             guard configuration.connectStrategy == .happyEyeballs, case .deliver = plan.verdict else {
-                return plan.text
+                return plan.text + faults
             }
             let schedule = HappyEyeballsSchedule(attempts: plan.attempts, delay: configuration.connectionAttemptDelay)
-            return plan.text + schedule.text
+            return plan.text + schedule.text + faults
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -1,4 +1,5 @@
 import Delivery
+import Faults
 import Foundation
 import Logging
 import SMTPServer
@@ -11,20 +12,24 @@ import Spool
 /// settings stay. Settings that only a restart can change are named in a warning and keep their running value.
 extension MTAService {
     /// What the server and the queue runner are built from; the same code at start and at every reload.
-    static func wiring(_ configuration: Configuration, spool: Spool, logger: Logger) throws(StartupError)
+    static func wiring(_ configuration: Configuration, spool: Spool, faults: FaultBook, logger: Logger)
+        throws(StartupError)
         -> (delivery: DeliveryConfiguration, server: ServerConfiguration)
     {
         let policy = recipientPolicy(configuration)
         let router = configuration.router(
             interfaceAddresses: LocalAddresses.interfaceAddresses(),
             cacheFile: spool.stateDirectory + "/transport-cache.json", logger: logger)
+        var outbound = configuration.outbound
+        outbound.faults = faults
         var delivery = DeliveryConfiguration(
             policy: policy, concurrency: configuration.deliveryConcurrency,
-            outbound: OutboundTransport(configuration: configuration.outbound, router: router),
+            outbound: OutboundTransport(configuration: outbound, router: router),
             retrySchedule: RetrySchedule(configuration.retrySchedule),
             bounces: configuration.bounceSettings)
         delivery.historyRetention = configuration.historyRetention
         var server = serverConfiguration(configuration, policy: policy)
+        server.faults = faults
         if configuration.senderReturnCheck != .off {
             server.session.checkSenderReturnPath = true
             server.senderCheck =
@@ -69,13 +74,14 @@ extension MTAService {
         }
         let wiring: (delivery: DeliveryConfiguration, server: ServerConfiguration)
         do throws(StartupError) {
-            wiring = try Self.wiring(new, spool: spool, logger: logger)
+            wiring = try Self.wiring(new, spool: spool, faults: faults, logger: logger)
         } catch {
             logger.error(
                 "reload-failed", metadata: ["reason": "\(path): \(error)", "kept": "the running configuration"])
             return
         }
         runner.update(wiring.delivery)
+        faults.replaceConfigured(new.faultRules)
         let changes = server.reload(wiring.server)
         live.withLock { $0 = new }
         // The listeners or the host name may have changed: the start-up self-check again, off the signal queue.

@@ -165,7 +165,9 @@ public enum SelfCheck {
             localAddresses: LocalAddresses.interfaceAddresses(), deliveryFamilies: configuration.inetProtocols,
             ipv6: readIPv6State(), bindAddress: configuration.bindAddress, bindAddress6: configuration.bindAddress6,
             relayNetworks: configuration.relayNetworks)
-        return evaluate(inputs)
+        var report = evaluate(inputs)
+        report.warnings += FaultCheck.warnings(rules: configuration.faultRules, listeners: inputs.listeners)
+        return report
     }
 
     static func isSpecialUse(_ name: String) -> Bool {

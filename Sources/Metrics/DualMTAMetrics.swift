@@ -46,10 +46,13 @@ public enum DualMTAMetrics {
         name: "dualmta_auth_throttled_total",
         help: "AUTH attempts refused with 454 4.7.0 because of earlier failures, by address or by user name.",
         kind: .counter)
+    public static let faults = MetricFamily(
+        name: "dualmta_faults_total",
+        help: "Fault rules that fired (failures on purpose), by side, stage and address family.", kind: .counter)
 
     public static let all: [MetricFamily] = [
         connectAttempts, connectSuccesses, connectFailures, connectLost, familyFallbacks, remoteRecipients,
-        deliveryDuration, queueSize, messagesAccepted, bounces, doubleBounces, authThrottled,
+        deliveryDuration, queueSize, messagesAccepted, bounces, doubleBounces, authThrottled, faults,
     ]
 
     /// The process-wide registry; the label-less samples start at 0 so a scrape lists them from the start.

@@ -258,6 +258,19 @@ public struct ClientSession: Sendable {
             case .quit: return .quit
             }
         }
+
+        var faultStage: ClientFaultStage? {
+            switch self {
+            case .greeting: return .banner
+            case .ehlo, .helo: return .ehlo
+            case .starttls: return .starttls
+            case .mail: return .mail
+            case .rcpt: return .rcpt
+            case .data: return .data
+            case .dot: return .dataEnd
+            case .quit: return nil
+            }
+        }
     }
 
     private enum Phase: Hashable, Sendable {
@@ -307,6 +320,8 @@ public struct ClientSession: Sendable {
     private var greetingText: String?
     private var possibleDuplicate = false
     private var endKind: ClientResult.Kind = .completed
+    /// Lab fault rules (ClientFault.swift); nil when none are configured.
+    public var faultHook: ClientFaultHook?
 
     /// - Parameters:
     ///   - heloName: our name for EHLO/HELO (a domain or address literal).
@@ -458,6 +473,19 @@ public struct ClientSession: Sendable {
         let command = awaited.removeFirst()
         answering = command
         defer { answering = nil }
+        var reply = reply
+        if let faultHook, let stage = command.faultStage {
+            var recipient: String?
+            if case .rcpt(let index) = command { recipient = recipients[index] }
+            switch faultHook(stage, recipient) {
+            case .reply(let injected): reply = injected
+            case .drop:
+                return fail(
+                    .connectionLost(command.stage), status: EnhancedStatus(4, 4, 2),
+                    "connection lost waiting for \(command.stage.rawValue) reply")
+            case nil: break
+            }
+        }
         if reply.code == 421 && command != .greeting && command != .quit {
             // RFC 5321 §3.8: the server is closing; later pipelined replies will never come. A 421 after `.`
             // is a refusal of the message, so no duplicate.

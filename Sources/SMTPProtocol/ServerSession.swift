@@ -32,6 +32,10 @@ public enum ServerAction: Equatable, Sendable {
     /// Check that the sender's domain can receive our bounces (DNS: off the connection's queue), then call
     /// `senderChecked`. Only when `Configuration.checkSenderReturnPath` is on.
     case checkSender(domain: String)
+    /// A fault rule's delay: hold this and every later action (and stop reading) for this long.
+    case pause(milliseconds: Int64)
+    /// A fault rule's reset: the `.close` that follows must send a TCP RST instead of a FIN.
+    case reset
 }
 
 /// The driver's answer to `.checkSender`.
@@ -67,6 +71,8 @@ public struct ServerSession: Sendable {
 
         /// Ask the driver, at MAIL FROM, whether bounces could reach the sender's domain (`sender_return_check`).
         public var checkSenderReturnPath: Bool = false
+        /// Lab fault rules (see SessionFault.swift); nil when none are configured.
+        public var faults: SessionFaultHook?
 
         public init(hostname: String, maxMessageSize: Int, policy: RecipientPolicy) {
             self.hostname = hostname
@@ -167,7 +173,7 @@ public struct ServerSession: Sendable {
         guard phase == .notStarted else { return [] }
         if earlyInput || readIndex < input.count || pendingOverflow {
             protocolSynchronizationError("input before greeting")
-        } else {
+        } else if consultFaults(SessionFaultPoint(stage: .connect)) == .proceed {
             phase = .command
             reply(Reply(220, nil, "\(host) ESMTP dualmta"))
         }
@@ -343,6 +349,41 @@ public struct ServerSession: Sendable {
         close()
     }
 
+    // MARK: Fault rules
+
+    private static func faultPoint(_ stage: SessionFaultStage, _ transaction: Transaction) -> SessionFaultPoint {
+        SessionFaultPoint(
+            stage: stage, sender: transaction.reversePath.description,
+            recipients: transaction.recipients.map(\.path.description))
+    }
+
+    /// Asks the fault hook and acts on its decision as policy would: a refusal counts as an error, a 421 closes;
+    /// drop and reset close without a reply. In DATA the driver aborts the open message on `.close`.
+    private mutating func consultFaults(_ point: SessionFaultPoint) -> FaultOutcome {
+        guard let hook = configuration.faults, let fault = hook(point) else { return .proceed }
+        switch fault {
+        case .delay(let milliseconds):
+            emit(.pause(milliseconds: milliseconds))
+            return .proceed
+        case .discard:
+            return point.stage == .dataEnd ? .discard : .proceed
+        case .reply(let refusal):
+            if point.stage == .connect {
+                reply(refusal)
+                close()
+            } else {
+                fail(refusal)
+                if refusal.code == 421 { close() }
+            }
+        case .drop:
+            close()
+        case .reset:
+            emit(.reset)
+            close()
+        }
+        return .handled
+    }
+
     // MARK: Input processing
 
     private mutating func process() {
@@ -486,8 +527,19 @@ public struct ServerSession: Sendable {
         let rejection: Reply
         switch decoder.problem {
         case nil:
-            emit(.commitMessage(transaction))
-            phase = .awaitingCommit
+            switch consultFaults(Self.faultPoint(.dataEnd, transaction)) {
+            case .proceed:
+                emit(.commitMessage(transaction))
+                phase = .awaitingCommit
+            case .handled:
+                if phase != .closed { emit(.abortMessage) }
+                self.transaction = nil
+            case .discard:
+                emit(.abortMessage)
+                reply(Reply(250, EnhancedStatus(2, 0, 0), "Ok: discarded"))
+                log("message discarded by a fault rule")
+                self.transaction = nil
+            }
             return
         case .bareLineEnding:
             bareLineEnding("message data", abortMessage: true)
@@ -606,6 +658,7 @@ public struct ServerSession: Sendable {
             let text = argument.isEmpty ? "Syntax: \(verb) hostname" : "Error: invalid \(verb) hostname"
             return fail(Reply(501, EnhancedStatus(5, 5, 4), text))
         }
+        guard consultFaults(SessionFaultPoint(stage: .ehlo)) == .proceed else { return }
         heloName = String(argument)
         esmtp = extended
         transaction = nil
@@ -654,6 +707,9 @@ public struct ServerSession: Sendable {
         }
         if let size = parameters.size, size > configuration.maxMessageSize {
             return fail(Reply(552, EnhancedStatus(5, 3, 4), "Message size exceeds fixed maximum message size"))
+        }
+        guard consultFaults(SessionFaultPoint(stage: .mail, sender: reversePath.description)) == .proceed else {
+            return
         }
         guard storageAvailable else {
             // The server's state, not the client's fault: not counted as a client error.
@@ -731,6 +787,9 @@ public struct ServerSession: Sendable {
         case .failure(.syntax):
             return fail(Reply(501, EnhancedStatus(5, 1, 3), "Bad recipient address syntax"))
         }
+        let point = SessionFaultPoint(
+            stage: .rcpt, sender: current.reversePath.description, recipients: [path.description])
+        guard consultFaults(point) == .proceed else { return }
         guard current.recipients.count < configuration.maxRecipients else {
             // RFC 5321 §4.5.3.1.10: 452, and the client sends the rest later. It still counts toward the error
             // limit: a client repeating RCPT past the limit would otherwise get an answer to every line forever.
@@ -760,6 +819,7 @@ public struct ServerSession: Sendable {
         guard !transaction.recipients.isEmpty else {
             return fail(Reply(503, EnhancedStatus(5, 5, 1), "Error: need RCPT command"))
         }
+        guard consultFaults(Self.faultPoint(.data, transaction)) == .proceed else { return }
         reply(Reply(354, nil, "End data with <CR><LF>.<CR><LF>"))
         emit(.beginMessage(transaction))
         decoder = DataDecoder(

@@ -1,4 +1,5 @@
 import Dispatch
+import Faults
 import Logging
 import NetAddress
 import SMTPProtocol
@@ -48,6 +49,8 @@ public struct ServerConfiguration: Sendable {
     /// `sender_return_check`: given the sender's domain, may bounces reach it? Blocking (DNS); run off the
     /// connection queue. Nil accepts every sender.
     public var senderCheck: (@Sendable (String) -> SenderCheckResult)?
+    /// Lab fault rules; nil or empty, and sessions never consult them.
+    public var faults: FaultBook?
 
     public init(
         listen: [SocketAddress], session: ServerSession.Configuration, relayNetworks: [CIDR], maxConnections: Int,

@@ -41,6 +41,10 @@ final class SessionDriver: @unchecked Sendable {
     private var tlsDescription: TLSDescription?
     private var greeted = false
     private var authFailures = 0
+    /// Actions held back by a fault rule's delay (reading is paused meanwhile); nil when nothing is held.
+    private var held: [ServerAction]?
+    /// A fault rule's reset: the coming close sends a RST.
+    private var resetOnClose = false
 
     init(server: SMTPServer, connection: Connection, queue: DispatchQueue, mayRelay: Bool, kind: ListenerKind) {
         self.server = server
@@ -50,12 +54,14 @@ final class SessionDriver: @unchecked Sendable {
         var configuration = server.configuration.session
         configuration.tlsAvailable = server.configuration.tlsContext != nil
         configuration.submission = kind.requiresAuthentication
-        self.session = ServerSession(
-            configuration: configuration, clientAddress: connection.peer.ip, clientMayRelay: mayRelay,
-            implicitTLS: kind == .submissions)
         var logger = server.logger
         logger[metadataKey: "client"] = "\(connection.peer.ip.smtpLiteral)"
         if kind != .smtp { logger[metadataKey: "service"] = "\(kind.rawValue)" }
+        configuration.faults = InboundFaults.hook(
+            book: server.configuration.faults, connection: connection, logger: logger)
+        self.session = ServerSession(
+            configuration: configuration, clientAddress: connection.peer.ip, clientMayRelay: mayRelay,
+            implicitTLS: kind == .submissions)
         self.logger = logger
     }
 
@@ -179,7 +185,11 @@ final class SessionDriver: @unchecked Sendable {
     }
 
     private func perform(_ actions: [ServerAction]) {
-        for action in actions {
+        for (position, action) in actions.enumerated() {
+            if held != nil {
+                held?.append(contentsOf: actions[position...])
+                return
+            }
             switch action {
             case .send(let bytes):
                 armTimer()
@@ -202,7 +212,26 @@ final class SessionDriver: @unchecked Sendable {
                 authenticate(credentials)
             case .checkSender(let domain):
                 checkSender(domain)
+            case .pause(let milliseconds):
+                hold(for: milliseconds)
+            case .reset:
+                resetOnClose = true
             }
+        }
+    }
+
+    /// A fault rule's delay: nothing goes out and nothing is read until it passes, then the held actions run in
+    /// order. A Dispatch timer, never a sleep: the queue serves other work meanwhile.
+    private func hold(for milliseconds: Int64) {
+        held = []
+        connection.pauseReading()
+        queue.asyncAfter(deadline: .now() + .milliseconds(Int(milliseconds))) { [self] in
+            let actions = held ?? []
+            held = nil
+            guard !finished else { return }
+            connection.resumeReading()
+            armTimer()
+            perform(actions)
         }
     }
 
@@ -410,7 +439,7 @@ final class SessionDriver: @unchecked Sendable {
             tls.shutdown()  // close_notify after the last reply
             flushTLS()
         }
-        connection.close(afterFlush: true)
+        if resetOnClose { connection.reset() } else { connection.close(afterFlush: true) }
         cleanUp()
     }
 
@@ -438,7 +467,7 @@ final class SessionDriver: @unchecked Sendable {
 
     private func timerFired() {
         guard !finished else { return }
-        if session.awaitingCommit || session.awaitingAuthentication || session.awaitingSenderCheck {
+        if session.awaitingCommit || session.awaitingAuthentication || session.awaitingSenderCheck || held != nil {
             armTimer()
             return
         }

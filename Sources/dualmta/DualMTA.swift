@@ -12,7 +12,7 @@ struct DualMTA: ParsableCommand {
         version: "dualmta \(DualMTAVersion.text)",
         subcommands: [
             Serve.self, Send.self, Queue.self, Route.self, CheckCommand.self, ConfigCommand.self, Passwd.self,
-            StatsCommand.self, Trace.self,
+            StatsCommand.self, Trace.self, FaultCommand.self,
         ],
         defaultSubcommand: Serve.self)
 

@@ -14,6 +14,8 @@ The lab zones point mail hosts at loopback (dualmta needs `allow_loopback_mx = y
 - `v6only.test`            MX 10 mx.v6only.test (AAAA ::1 only) - the paper's Test 3
 - `dest.test`              MX 10 mx.dest.test (A 127.0.0.1 only)
 - `t1.example.test`        MX 10 mx10 (AAAA ::1, A 127.0.0.2, A 127.0.0.3), MX 20 mx20 (A 127.0.0.4)
+- `paper1.example.test`    MX 10 mx10 (AAAA 2001:db8:10::1-3, A 127.0.0.11-12), MX 20 mx20 (AAAA ::1, A 127.0.0.21) -
+                           the paper's Test 1 with fault rules (test_faults.py)
 - `cname.example.test`     MX 10 alias.example.test, a CNAME to dual.example.test
 - `selfmx.example.test`    MX 10 dual.example.test (self when mx_port is the server's own port)
 - `nodata.example.test`    TXT only
@@ -56,6 +58,17 @@ RECORDS = [
     "mx10.t1.example.test. 300 IN A 127.0.0.2",
     "mx10.t1.example.test. 300 IN A 127.0.0.3",
     "mx20.t1.example.test. 300 IN A 127.0.0.4",
+    # the paper's Test 1 with fault rules instead of a lab network: mx10's three AAAA are made unreachable and its
+    # two A refused by `fault =` rules before any packet; mx20 is a second dualmta on ::1 (and 127.0.0.21)
+    "paper1.example.test. 300 IN MX 10 mx10.paper1.example.test.",
+    "paper1.example.test. 300 IN MX 20 mx20.paper1.example.test.",
+    "mx10.paper1.example.test. 300 IN AAAA 2001:db8:10::1",
+    "mx10.paper1.example.test. 300 IN AAAA 2001:db8:10::2",
+    "mx10.paper1.example.test. 300 IN AAAA 2001:db8:10::3",
+    "mx10.paper1.example.test. 300 IN A 127.0.0.11",
+    "mx10.paper1.example.test. 300 IN A 127.0.0.12",
+    "mx20.paper1.example.test. 300 IN AAAA ::1",
+    "mx20.paper1.example.test. 300 IN A 127.0.0.21",
     # MX target that is a CNAME (against RFC 2181 §10.3: follow it, warn)
     "cname.example.test. 300 IN MX 10 alias.example.test.",
     "alias.example.test. 300 IN CNAME dual.example.test.",

@@ -56,11 +56,15 @@ struct Transaction1: Sendable {
     var smtpUTF8 = false
     var dsn: OutboundDSN? = nil
     var sevenBit = SevenBitOption.unavailable(nil)
+    /// Fault rules standing in for the driver's (ClientFault.swift).
+    var faultHook: ClientFaultHook? = nil
 
     func session() -> ClientSession {
-        ClientSession(
+        var session = ClientSession(
             heloName: "client.example", sender: sender, recipients: recipients, messageSize: size, bodyType: bodyType,
             needsSMTPUTF8: smtpUTF8, dsn: dsn, sevenBit: sevenBit)
+        session.faultHook = faultHook
+        return session
     }
 }
 

@@ -198,6 +198,8 @@ private struct Checker {
                 if openMessage != nil { failure("close with the message still open (no abort)") }
                 if !session.isClosed { failure(".close but the session is not closed") }
                 closed = true
+            case .pause, .reset:
+                break  // fault rules only; the fuzzer configures none
             case .log(let text), .warning(let text):
                 if text.utf8.contains(where: { $0 == 13 || $0 == 10 }) { failure("CR/LF in a log line") }
             case .authenticate(let credentials):

@@ -52,7 +52,7 @@ struct DestinationRun: Equatable, Sendable {
                             index: index, attempt: attempt, result: outcome, detail: detail,
                             milliseconds: result.elapsedMilliseconds, tls: tls,
                             tlsFallback: result.plaintextRetryReason,
-                            tlsPolicy: result.tlsPolicy?.rawValue
+                            tlsPolicy: result.tlsPolicy?.rawValue, fault: result.fault
                         ))))
             if outcome != "failed" && outcome != "refused" {
                 effects.append(.metric(.remoteRecipient(family: attempt.family, rank: rank, result: outcome)))

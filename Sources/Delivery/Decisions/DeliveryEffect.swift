@@ -54,6 +54,8 @@ struct AttemptLine: Equatable, Sendable {
     var tlsFallback: String?
     /// `tls_policy=`: the outbound TLS policy that applied (none, may, encrypt).
     var tlsPolicy: String?
+    /// `fault=`: the lab fault rule behind this attempt's outcome.
+    var fault: String? = nil
 
     enum Detail: Equatable, Sendable {
         case reply(String)
