@@ -63,7 +63,6 @@ struct AttemptMaker: Sendable {
         return OutboundDSN(ret: envelope.dsnReturn, envelopeID: envelope.envelopeID, recipients: perRecipient)
     }
 
-
     /// `bind_address` / `bind_address6` for `family`, port 0.
     func sourceAddress(for family: AddressFamily) -> SocketAddress? {
         switch family {
