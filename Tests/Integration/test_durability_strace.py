@@ -272,7 +272,7 @@ def test_every_message_follows_the_commit_protocol_under_concurrent_load(traced_
 
     end = time.monotonic() + 6 * DEADLINE
     while not settled() and time.monotonic() < end:
-        time.sleep(0.05)
+        time.sleep(0.05)  # poll interval inside the deadline loop
     unsettled = None if settled() else sorted(p.name for p in queue.iterdir())
     stop_traced(srv)
 

@@ -30,7 +30,7 @@ def delivered_to(srv, user: str, count: int = 1) -> list[Path]:
     end = time.monotonic() + DEADLINE
     while len(maildir(srv.spool, "lab.example", user)) < count:
         assert time.monotonic() < end, f"nothing delivered to {user}: {Spool(srv.spool).summary()}"
-        time.sleep(0.02)
+        time.sleep(0.02)  # poll interval inside the deadline loop
     files = maildir(srv.spool, "lab.example", user)
     assert len(files) == count, files
     return files

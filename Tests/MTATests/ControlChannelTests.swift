@@ -18,7 +18,7 @@ import Testing
         let end = ContinuousClock.now + .seconds(10)
         while !condition() {
             if ContinuousClock.now > end { return false }
-            usleep(5_000)
+            usleep(5_000)  // poll interval inside the deadline loop
         }
         return true
     }

@@ -165,7 +165,7 @@ extension SocketIO {
             getrusage(rusageSelf, &before)
             let wakeupsBefore = queue.sync { listener.wakeups }
             let errorsBefore = errors.get().count
-            usleep(1_000_000)  // a measurement window, not a wait for a condition
+            usleep(1_000_000)  // a measurement window with a fixed deadline, not a wait for a condition
             var after = rusage()
             getrusage(rusageSelf, &after)
             let wakeups = queue.sync { listener.wakeups } - wakeupsBefore

@@ -36,7 +36,7 @@ func poll(seconds: Double, _ condition: () -> Bool) -> Bool {
     let end = DispatchTime.now() + seconds
     while DispatchTime.now() < end {
         if condition() { return true }
-        usleep(5_000)
+        usleep(5_000)  // poll interval inside the deadline loop
     }
     return condition()
 }
