@@ -5,14 +5,16 @@ import Routing
 import SMTPProtocol
 import Sockets
 import Spool
+import Synchronization
 
 /// Carries out what the delivery decisions return: writes the log lines, counts the metrics and updates the
 /// transport cache (stamped with the clock now). The log line formats live here, once.
 struct EffectExecutor: Sendable {
     let logger: Logger
     let router: Router?
-    /// The message journal (`dualmta trace`): the log events are appended to it as well, in one write per call.
-    var history: MessageHistory? = nil
+    /// The run's journal entries (`dualmta trace`): the log events are collected here as well, and the run writes
+    /// them at its end in one append.
+    var history: HistoryBuffer? = nil
 
     /// - Parameter destinationStarted: when the destination's attempts began (the delivery latency metric).
     func execute(
@@ -29,7 +31,7 @@ struct EffectExecutor: Sendable {
             case .metric(let metric): count(metric, destinationStarted: destinationStarted)
             }
         }
-        history?.append(envelope.id, journal)
+        history?.add(journal)
     }
 
     /// The journal entry of a log event (nil for route notes, which belong to the route, not the message).
@@ -164,5 +166,32 @@ struct EffectExecutor: Sendable {
                     DualMTAMetrics.familyFallbacks, ["from": fallbackFrom.rawValue, "to": family.rawValue])
             }
         }
+    }
+}
+
+/// The journal entries of one delivery run, written in one append when the run ends (`flush`) instead of an
+/// open-write-close for every batch of effects.
+final class HistoryBuffer: Sendable {
+    private let journal: MessageHistory
+    private let id: QueueID
+    private let pending = Mutex<[HistoryEvent]>([])
+
+    init(journal: MessageHistory, id: QueueID) {
+        self.journal = journal
+        self.id = id
+    }
+
+    func add(_ events: [HistoryEvent]) {
+        guard !events.isEmpty else { return }
+        pending.withLock { $0 += events }
+    }
+
+    /// Writes what was collected (blocking file I/O: call it on the work queue).
+    func flush() {
+        let events = pending.withLock { pending in
+            defer { pending = [] }
+            return pending
+        }
+        journal.append(id, events)
     }
 }

@@ -21,14 +21,18 @@ struct MessageRun: Sendable {
     /// Carries the queue id as metadata: every line of the run names its message.
     let logger: Logger
     let work: BlockingWork
-    /// The message journal for `dualmta trace`.
-    var history: MessageHistory? { MessageHistory(stateDirectory: spool.stateDirectory) }
+    /// This run's entries for the message journal (`dualmta trace`), written in one append when the run ends.
+    let history: HistoryBuffer
     /// Schedules a queued report at once.
     let wake: @Sendable (QueueID) -> Void
 
     /// Returns when the message should run again, or nil when nothing is left to do now (or a wake-up will come).
     func run() async -> Date? {
-        let started = await work.run { begin() }
+        let started = await work.run {
+            let started = begin()
+            if case .stop = started { history.flush() }
+            return started
+        }
         guard case .deliver(let lock, var envelope, let remote, var summary) = started else {
             if case .stop(let retryAt) = started { return retryAt }
             return nil
@@ -52,7 +56,10 @@ struct MessageRun: Sendable {
         let finalEnvelope = envelope
         let finalSummary = summary
         return await work.run {
-            defer { lock?.release() }
+            defer {
+                history.flush()
+                lock?.release()
+            }
             return end(finalEnvelope, summary: finalSummary)
         }
     }
@@ -87,7 +94,9 @@ struct MessageRun: Sendable {
             return .stop(nil)
         }
         let now = Int64(Date().timeIntervalSince1970)
-        if let history, !history.exists(id) { history.append(id, [Self.receivedEvent(envelope)]) }
+        if !MessageHistory(stateDirectory: spool.stateDirectory).exists(id) {
+            history.add([Self.receivedEvent(envelope)])
+        }
         if envelope.held || envelope.nextAttempt > now {
             lock?.release()
             return .stop(envelope.held ? nil : Date(timeIntervalSince1970: Double(envelope.nextAttempt)))
@@ -137,7 +146,7 @@ struct MessageRun: Sendable {
         for request in conclusion.reports {
             guard let reports else { break }
             do throws(SpoolError) {
-                let reportID = try reports.write(request, envelope: envelope, now: now)
+                let reportID = try reports.write(request, envelope: envelope, now: now, history: history)
                 if request.kind == .failure { CrashPoint.hit("bounce.committed") }
                 RunDecisions.recordReport(request, id: reportID, envelope: &envelope)
                 wake(reportID)

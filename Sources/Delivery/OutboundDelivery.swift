@@ -18,7 +18,7 @@ struct OutboundDelivery: Sendable {
     let logger: Logger
     let spool: Spool
     let work: BlockingWork
-    var history: MessageHistory? = nil
+    var history: HistoryBuffer? = nil
     /// For an 8-bit message: its 7-bit conversion (or why there is none), made once per run and sent to next hops
     /// without 8BITMIME.
     var sevenBitBody: SevenBitBody? = nil

@@ -243,6 +243,7 @@ public final class QueueRunner: Sendable {
             id: id, spool: spool, recipientPolicy: configuration.policy, policy: configuration.decisionPolicy,
             outbound: configuration.outbound,
             reports: reports, localDelivery: localDelivery, logger: runLogger, work: BlockingWork(queue: workers),
+            history: HistoryBuffer(journal: MessageHistory(stateDirectory: spool.stateDirectory), id: id),
             wake: { [weak self] id in self?.wake(id) })
     }
 }

@@ -28,7 +28,10 @@ struct ReportWriter: Sendable {
 
     /// Writes and queues one report; returns its queue id. Throws when it could not be made durable (the caller
     /// then keeps the recipients as they are).
-    func write(_ request: RunDecisions.ReportRequest, envelope: Envelope, now: Date) throws(SpoolError) -> QueueID {
+    /// `history`: the reporting run's journal buffer, so the `report` entry keeps its place among the run's events.
+    func write(
+        _ request: RunDecisions.ReportRequest, envelope: Envelope, now: Date, history: HistoryBuffer? = nil
+    ) throws(SpoolError) -> QueueID {
         let kind: RecipientReport.Kind
         switch request.kind {
         case .failure: kind = .failed
@@ -51,7 +54,7 @@ struct ReportWriter: Sendable {
                 international: envelope.smtpUTF8)
             let id = try enqueue(notice, sender: internalSender, recipient: postmasterAddress, bounceOf: envelope.id)
             DualMTAMetrics.registry.increment(DualMTAMetrics.doubleBounces)
-            journal(envelope, "double-bounce", id, kind: kind, request)
+            journal(envelope, "double-bounce", id, kind: kind, request, history)
             logger.warning(
                 "double-bounce",
                 metadata: [
@@ -72,7 +75,7 @@ struct ReportWriter: Sendable {
                 now: now, messageIDSeed: seed, international: envelope.smtpUTF8)
             let id = try enqueue(report, sender: "", recipient: envelope.sender, bounceOf: envelope.id)
             if kind == .failed { DualMTAMetrics.registry.increment(DualMTAMetrics.bounces) }
-            journal(envelope, "report", id, kind: kind, request)
+            journal(envelope, "report", id, kind: kind, request, history)
             logger.info(
                 "\(kind.logName)",
                 metadata: [
@@ -85,18 +88,19 @@ struct ReportWriter: Sendable {
     /// The report in the journal of the message it reports on (`dualmta trace` follows the id).
     private func journal(
         _ envelope: Envelope, _ event: String, _ id: QueueID, kind: RecipientReport.Kind,
-        _ request: RunDecisions.ReportRequest
+        _ request: RunDecisions.ReportRequest, _ history: HistoryBuffer?
     ) {
-        MessageHistory(stateDirectory: spool.stateDirectory).append(
-            envelope.id,
-            [
-                HistoryEvent(
-                    time: Int64(Date().timeIntervalSince1970), event: event,
-                    fields: [
-                        .init("id", id.rawValue), .init("kind", kind.logName),
-                        .init("rcpts", request.indices.map { envelope.recipients[$0].address }.joined(separator: " ")),
-                    ])
+        let entry = HistoryEvent(
+            time: Int64(Date().timeIntervalSince1970), event: event,
+            fields: [
+                .init("id", id.rawValue), .init("kind", kind.logName),
+                .init("rcpts", request.indices.map { envelope.recipients[$0].address }.joined(separator: " ")),
             ])
+        if let history {
+            history.add([entry])
+        } else {
+            MessageHistory(stateDirectory: spool.stateDirectory).append(envelope.id, [entry])
+        }
     }
 
     private func recipientReport(_ kind: RecipientReport.Kind, envelope: Envelope, index: Int) -> RecipientReport {

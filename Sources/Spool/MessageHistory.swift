@@ -32,10 +32,38 @@ public struct HistoryEvent: Hashable, Sendable {
 
     /// One JSON object on one line.
     func jsonLine() -> [UInt8] {
+        // Written by hand (sorted keys, one line): this runs several times for every delivered message, and
+        // Foundation's JSONSerialization was a visible share of the relay path's CPU.
         var object: [String: String] = ["time": MailDate.iso8601(time), "event": event]
         for field in fields where object[field.name] == nil { object[field.name] = field.value }
-        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return [] }
-        return Array(data) + [10]
+        var out: [UInt8] = [UInt8(ascii: "{")]
+        for (position, key) in object.keys.sorted().enumerated() {
+            if position > 0 { out.append(UInt8(ascii: ",")) }
+            Self.appendJSONString(key, to: &out)
+            out.append(UInt8(ascii: ":"))
+            Self.appendJSONString(object[key] ?? "", to: &out)
+        }
+        out += [UInt8(ascii: "}"), 10]
+        return out
+    }
+
+    /// A JSON string literal (RFC 8259 §7): quotes, backslashes and control characters escaped, the rest as UTF-8.
+    static func appendJSONString(_ text: String, to out: inout [UInt8]) {
+        let hex = Array("0123456789abcdef".utf8)
+        out.append(UInt8(ascii: "\""))
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
+            case UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
+            case 0x0A: out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
+            case 0x0D: out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
+            case 0x09: out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
+            case 0..<0x20:
+                out += Array("\\u00".utf8) + [hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]]
+            default: out.append(byte)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
     }
 
     /// `YYYY-MM-DDTHH:MM:SSZ` (as `MailDate.iso8601` writes it) back to unix seconds.
