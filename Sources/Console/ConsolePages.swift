@@ -1,0 +1,231 @@
+import SMTPProtocol
+import Spool
+
+/// The HTML pages (pure: data in, markup out). Every value from a message, a peer or the spool goes through
+/// `HTML.escape`; the markup itself is fixed text. No script, no external asset: a page works on its own.
+public enum ConsolePages {
+    /// The colour of each address family on the time line and in tables.
+    public static func colour(family: String) -> String {
+        switch family {
+        case "ipv6": return "#2563eb"
+        case "ipv4": return "#ea580c"
+        default: return "#6b7280"
+        }
+    }
+
+    static let style = """
+        body{font-family:sans-serif;margin:1.5em;color:#111}nav a{margin-right:1em}
+        table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left;
+        vertical-align:top}th{background:#f3f4f6}pre{background:#f9fafb;padding:.5em;white-space:pre-wrap}
+        .ipv6{color:#2563eb}.ipv4{color:#ea580c}.current{font-weight:bold}ul.chain li{list-style:none}
+        """
+
+    static func page(_ title: String, _ body: String) -> String {
+        """
+        <!DOCTYPE html>
+        <html lang="en"><head><meta charset="utf-8"><title>\(HTML.escape(title)) - dualmta</title>
+        <style>\(style)</style></head><body>
+        <nav><a href="/">Overview</a><a href="/queue">Queue</a><a href="/mailboxes">Mailboxes</a>\
+        <a href="/metrics">Metrics</a></nav>
+        <h1>\(HTML.escape(title))</h1>
+        \(body)
+        </body></html>
+
+        """
+    }
+
+    static func link(_ id: QueueID) -> String {
+        "<a href=\"/message/\(HTML.pathSegment(id.rawValue))\">\(HTML.escape(id.rawValue))</a>"
+    }
+
+    static func date(_ seconds: Int64) -> String { HTML.escape(MailDate.iso8601(seconds)) }
+
+    public static func overview(listeners: [ConsoleListener], queued: [Envelope]) -> String {
+        var body = "<h2>Listeners</h2><table id=\"listeners\"><tr><th>Key</th><th>Address</th><th>Family</th></tr>"
+        for listener in listeners {
+            body += "<tr><td>\(HTML.escape(listener.name))</td><td>\(HTML.escape(listener.address))</td>"
+            body += "<td class=\"\(HTML.escape(listener.family))\">\(HTML.escape(listener.family))</td></tr>"
+        }
+        let pending = queued.reduce(0) { $0 + $1.recipients.filter { $0.state == .pending }.count }
+        let held = queued.filter(\.held).count
+        body += "</table><h2>Queue</h2><table id=\"counts\">"
+        body +=
+            "<tr><th>Messages</th><td>\(queued.count)</td></tr><tr><th>Pending recipients</th><td>\(pending)</td></tr>"
+        body += "<tr><th>Held</th><td>\(held)</td></tr></table>"
+        return page("dualmta", body)
+    }
+
+    public static func queue(_ envelopes: [Envelope], expires: (Envelope) -> Int64) -> String {
+        guard !envelopes.isEmpty else { return page("Queue", "<p id=\"empty\">The queue is empty.</p>") }
+        var body = "<table id=\"queue\"><tr><th>Id</th><th>Arrival</th><th>Sender</th><th>Recipients</th>"
+        body += "<th>Next attempt</th><th>Expires</th></tr>"
+        for envelope in envelopes {
+            let recipients = envelope.recipients.map { "\(HTML.escape($0.address)) (\($0.state.rawValue))" }
+            body += "<tr data-id=\"\(HTML.escape(envelope.id.rawValue))\"><td>\(link(envelope.id))</td>"
+            body += "<td>\(date(envelope.arrival))</td><td>\(HTML.escape(display(sender: envelope.sender)))</td>"
+            body += "<td>\(recipients.joined(separator: "<br>"))</td>"
+            body +=
+                "<td>\(envelope.held ? "held" : date(envelope.nextAttempt))</td><td>\(date(expires(envelope)))</td></tr>"
+        }
+        return page("Queue", body + "</table>")
+    }
+
+    static func display(sender: String) -> String { sender.isEmpty ? "<>" : sender }
+
+    /// The message page: the envelope when queued, the attempts on a time line, the report chain and the journal.
+    public static func message(
+        _ id: QueueID, envelope: Envelope?, expires: Int64?, chain: [ConsoleChainNode]
+    ) -> String {
+        var body = ""
+        let events = chain.first { $0.id == id }?.events ?? []
+        if let envelope {
+            body += "<h2>Envelope</h2><table id=\"envelope\">"
+            var rows: [(String, String)] = [
+                ("Sender", display(sender: envelope.sender)), ("Arrival", MailDate.iso8601(envelope.arrival)),
+                ("Client", envelope.client), ("HELO", envelope.heloName), ("Protocol", envelope.protocolName),
+                ("Size", "\(envelope.messageSize)"),
+                ("Next attempt", envelope.held ? "held" : MailDate.iso8601(envelope.nextAttempt)),
+            ]
+            if let expires { rows.append(("Expires", MailDate.iso8601(expires))) }
+            for (name, value) in rows { body += "<tr><th>\(name)</th><td>\(HTML.escape(value))</td></tr>" }
+            body += "</table>"
+            if let original = envelope.bounceOf { body += "<p>Report on \(reportOfLink(original))</p>" }
+            body += "<h2>Recipients</h2><table id=\"recipients\"><tr><th>Address</th><th>State</th><th>Status</th>"
+            body += "<th>Last reply</th><th>Attempts</th><th>Report</th></tr>"
+            for recipient in envelope.recipients {
+                body += "<tr><td>\(HTML.escape(recipient.address))</td><td>\(recipient.state.rawValue)</td>"
+                body += "<td>\(HTML.escape(recipient.lastStatus.map { "\($0)" } ?? ""))</td>"
+                body += "<td>\(HTML.escape(recipient.lastReply ?? ""))</td><td>\(recipient.attempts)</td><td>"
+                switch recipient.report {
+                case .some(.queued(let report)): body += link(report)
+                case .some(.none): body += "none wanted"
+                case .some(.discarded): body += "discarded"
+                case nil: body += ""
+                }
+                body += "</td></tr>"
+            }
+            body += "</table>"
+        } else {
+            body += "<p id=\"gone\">No longer in the queue; its history follows.</p>"
+            if let original = chain.first(where: { $0.id == id })?.reportOf {
+                body += "<p>Report on \(reportOfLink(original))</p>"
+            }
+        }
+        body += "<h2>Attempts</h2>" + timeline(events)
+        body += "<h2>Reports</h2>" + chainList(chain, current: id)
+        body += "<h2>History</h2>" + journal(events)
+        return page("Message \(id.rawValue)", body)
+    }
+
+    static func reportOfLink(_ original: QueueID) -> String {
+        "<a class=\"report-of\" href=\"/message/\(HTML.pathSegment(original.rawValue))\">"
+            + "\(HTML.escape(original.rawValue))</a>"
+    }
+
+    /// One row per address (in the order first tried), one mark per attempt in time order, coloured by family:
+    /// a filled mark for a sent attempt, a ring for any other result; the title carries time, result and reply.
+    public static func timeline(_ events: [HistoryEvent]) -> String {
+        let attempts = events.filter { $0.event == "attempt" }
+        guard !attempts.isEmpty else { return "<p id=\"no-attempts\">No remote attempts.</p>" }
+        var rows: [String] = []
+        for attempt in attempts {
+            let address = attempt["addr"] ?? "?"
+            if !rows.contains(address) { rows.append(address) }
+        }
+        let labelWidth = 330
+        let step = 40
+        let rowHeight = 28
+        let width = labelWidth + step * (attempts.count + 1)
+        let height = rowHeight * rows.count + 24
+        var svg = "<svg id=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\" width=\"\(width)\" height=\"\(height)\""
+        svg += " role=\"img\" aria-label=\"delivery attempts by address\">"
+        for (index, address) in rows.enumerated() {
+            let first = attempts.first { $0["addr"] == address }
+            let family = first?["family"] ?? "unknown"
+            let y = rowHeight * index + rowHeight / 2 + 4
+            svg += "<g class=\"row\" data-addr=\"\(HTML.escape(address))\" data-family=\"\(HTML.escape(family))\">"
+            svg += "<line x1=\"\(labelWidth)\" y1=\"\(y)\" x2=\"\(width - 10)\" y2=\"\(y)\" stroke=\"#ddd\"/>"
+            let label = "\(first?["mx"] ?? "") \(address)"
+            svg += "<text x=\"4\" y=\"\(y + 4)\" font-size=\"12\" fill=\"\(colour(family: family))\">"
+            svg += "\(HTML.escape(label))</text>"
+            for (sequence, attempt) in attempts.enumerated() where attempt["addr"] == address {
+                let result = attempt["result"] ?? "?"
+                let colour = colour(family: attempt["family"] ?? family)
+                let x = labelWidth + step * (sequence + 1)
+                let fill = result == "sent" ? colour : "#fff"
+                svg += "<circle class=\"mark\" data-seq=\"\(sequence)\" data-result=\"\(HTML.escape(result))\""
+                svg += " data-family=\"\(HTML.escape(attempt["family"] ?? family))\" cx=\"\(x)\" cy=\"\(y)\" r=\"8\""
+                svg += " fill=\"\(fill)\" stroke=\"\(colour)\" stroke-width=\"3\"><title>"
+                let detail = attempt["reply"] ?? attempt["reason"] ?? ""
+                svg += HTML.escape(
+                    "\(MailDate.iso8601(attempt.time)) \(attempt["rcpt"] ?? "") \(result) \(detail) "
+                        + "(\(attempt["ms"] ?? "?") ms)")
+                svg += "</title></circle>"
+            }
+            svg += "</g>"
+        }
+        svg += "<text x=\"\(labelWidth)\" y=\"\(height - 4)\" font-size=\"11\" fill=\"#555\">"
+        svg += "attempts in time order; filled = sent, ring = not sent; blue = IPv6, orange = IPv4</text></svg>"
+        return svg
+    }
+
+    static func chainList(_ chain: [ConsoleChainNode], current: QueueID) -> String {
+        guard chain.count > 1 else { return "<p id=\"no-reports\">No reports.</p>" }
+        var html = "<ul id=\"chain\" class=\"chain\">"
+        for node in chain {
+            let fate = node.events.last.map { " &mdash; \(HTML.escape($0.event)) \(date($0.time))" } ?? ""
+            let role = node.reportOf.map { " report on \(HTML.escape($0.rawValue))" } ?? " original"
+            let indent = node.depth * 2
+            html += "<li data-id=\"\(HTML.escape(node.id.rawValue))\" data-depth=\"\(node.depth)\""
+            html += " style=\"margin-left:\(indent)em\"\(node.id == current ? " class=\"current\"" : "")>"
+            html += "\(link(node.id))\(role)\(fate)</li>"
+        }
+        return html + "</ul>"
+    }
+
+    static func journal(_ events: [HistoryEvent]) -> String {
+        guard !events.isEmpty else { return "<p>No journal (pruned or never run).</p>" }
+        var html = "<table id=\"journal\"><tr><th>Time</th><th>Event</th><th>Details</th></tr>"
+        for event in events {
+            let details = event.fields.map { "\($0.name)=\($0.value)" }.joined(separator: " ")
+            html += "<tr><td>\(date(event.time))</td><td>\(HTML.escape(event.event))</td>"
+            html += "<td>\(HTML.escape(details))</td></tr>"
+        }
+        return html + "</table>"
+    }
+
+    public static func mailboxes(_ boxes: [Maildirs.Mailbox]) -> String {
+        guard !boxes.isEmpty else { return page("Mailboxes", "<p id=\"empty\">No local mailboxes.</p>") }
+        var body = "<table id=\"mailboxes\"><tr><th>Mailbox</th><th>Messages</th></tr>"
+        for box in boxes {
+            let href = "/mailboxes/\(HTML.pathSegment(box.domain))/\(HTML.pathSegment(box.user))"
+            body += "<tr><td><a href=\"\(href)\">\(HTML.escape(box.user))@\(HTML.escape(box.domain))</a></td>"
+            body += "<td>\(box.count)</td></tr>"
+        }
+        return page("Mailboxes", body + "</table>")
+    }
+
+    public static func mailbox(domain: String, user: String, entries: [Maildirs.Entry]) -> String {
+        let base = "/mailboxes/\(HTML.pathSegment(domain))/\(HTML.pathSegment(user))"
+        var body = "<table id=\"messages\"><tr><th>Date</th><th>From</th><th>Subject</th><th>Size</th></tr>"
+        for entry in entries {
+            let headers = MailHeaders(fields: entry.headers, body: [])
+            let href = "\(base)/\(entry.folder)/\(HTML.pathSegment(entry.name))"
+            body += "<tr><td>\(date(entry.modified))</td><td>\(HTML.escape(headers.value("From") ?? ""))</td>"
+            body += "<td><a href=\"\(href)\">\(HTML.escape(headers.value("Subject") ?? "(no subject)"))</a></td>"
+            body += "<td>\(entry.size)</td></tr>"
+        }
+        return page("Mailbox \(user)@\(domain)", body + "</table>")
+    }
+
+    /// A message as text: its header fields in a table, the body as preformatted text, and a link to the raw file.
+    public static func mailMessage(_ bytes: [UInt8], rawLink: String) -> String {
+        let message = MailHeaders.parse(bytes)
+        var body = "<p><a id=\"raw\" href=\"\(rawLink)\">raw</a></p><table id=\"headers\">"
+        for field in message.fields {
+            body += "<tr><th>\(HTML.escape(field.name))</th><td>\(HTML.escape(field.value))</td></tr>"
+        }
+        body += "</table><pre id=\"body\">\(HTML.escape(bytes: message.body))</pre>"
+        return page(message.value("Subject") ?? "(no subject)", body)
+    }
+}

@@ -1,0 +1,97 @@
+import Foundation
+import Spool
+
+/// Maps a request to a page, a JSON document or `/metrics`. Read-only: every route is a GET (or HEAD).
+public struct ConsoleSite: Sendable {
+    public let source: any ConsoleSource
+
+    public init(source: any ConsoleSource) {
+        self.source = source
+    }
+
+    public func respond(_ request: HTTPRequest) -> HTTPResponse {
+        let segments = request.segments
+        switch segments.first {
+        case nil:
+            return .html(ConsolePages.overview(listeners: source.listeners(), queued: source.queued()))
+        case "metrics" where segments.count == 1:
+            return HTTPResponse(
+                status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8",
+                body: Array(source.metricsText().utf8))
+        case "queue" where segments.count == 1:
+            return .html(ConsolePages.queue(source.queued(), expires: source.expires))
+        case "message" where segments.count == 2:
+            guard let id = QueueID(segments[1]) else { return notFound }
+            let envelope = source.envelope(id)
+            let chain = source.chain(id) ?? []
+            guard envelope != nil || !chain.isEmpty else { return notFound }
+            return .html(
+                ConsolePages.message(id, envelope: envelope, expires: envelope.map(source.expires), chain: chain))
+        case "mailboxes":
+            return mailboxes(Array(segments.dropFirst()), json: false)
+        case "api":
+            return api(Array(segments.dropFirst()))
+        default:
+            return notFound
+        }
+    }
+
+    private var notFound: HTTPResponse { .text(.notFound, "not found\n") }
+
+    private func api(_ segments: [String]) -> HTTPResponse {
+        switch (segments.first, segments.count) {
+        case ("queue", 1):
+            return .json(source.queueJSON())
+        case ("message", 2):
+            return QueueID(segments[1]).flatMap(source.messageJSON).map(HTTPResponse.json) ?? notFound
+        case ("trace", 2):
+            return QueueID(segments[1]).flatMap(source.traceJSON).map(HTTPResponse.json) ?? notFound
+        case ("mailboxes", _):
+            return mailboxes(Array(segments.dropFirst()), json: true)
+        default:
+            return notFound
+        }
+    }
+
+    /// `/mailboxes`, `/mailboxes/DOMAIN/USER`, `/mailboxes/DOMAIN/USER/FOLDER/NAME[/raw]` (and the JSON lists).
+    private func mailboxes(_ path: [String], json: Bool) -> HTTPResponse {
+        let maildirs = Maildirs(root: source.mailboxDirectory)
+        switch path.count {
+        case 0:
+            let boxes = maildirs.mailboxes()
+            guard json else { return .html(ConsolePages.mailboxes(boxes)) }
+            return .json(
+                Self.jsonText(
+                    boxes.map { ["domain": $0.domain, "user": $0.user, "messages": $0.count] as [String: Any] }))
+        case 2:
+            guard let entries = maildirs.entries(domain: path[0], user: path[1]) else { return notFound }
+            guard json else { return .html(ConsolePages.mailbox(domain: path[0], user: path[1], entries: entries)) }
+            return .json(
+                Self.jsonText(
+                    entries.map { entry -> [String: Any] in
+                        let headers = MailHeaders(fields: entry.headers, body: [])
+                        return [
+                            "file": "\(entry.folder)/\(entry.name)", "size": entry.size,
+                            "modified": entry.modified, "from": headers.value("From") ?? "",
+                            "subject": headers.value("Subject") ?? "",
+                        ]
+                    }))
+        case 4, 5:
+            guard !json, path.count == 4 || path[4] == "raw",
+                let bytes = maildirs.message(domain: path[0], user: path[1], folder: path[2], name: path[3])
+            else { return notFound }
+            if path.count == 5 {
+                return HTTPResponse(status: .ok, contentType: "text/plain; charset=utf-8", body: bytes)
+            }
+            return .html(ConsolePages.mailMessage(bytes, rawLink: "\(HTML.pathSegment(path[3]))/raw"))
+        default:
+            return notFound
+        }
+    }
+
+    static func jsonText(_ object: Any) -> String {
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+        else { return "[]\n" }
+        return String(decoding: data, as: UTF8.self) + "\n"
+    }
+}

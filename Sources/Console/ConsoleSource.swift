@@ -1,0 +1,52 @@
+import Spool
+
+/// What the console shows, supplied by the daemon (Sources/MTA), so that the JSON is the CLI's own rendering and
+/// the pages read the same spool and journals as `dualmta queue` and `dualmta trace`.
+public protocol ConsoleSource: Sendable {
+    /// Prometheus exposition text for `/metrics`.
+    func metricsText() -> String
+    /// The listeners of the running daemon and the family each serves.
+    func listeners() -> [ConsoleListener]
+    /// The queued messages in arrival order.
+    func queued() -> [Envelope]
+    /// `dualmta queue list --json`.
+    func queueJSON() -> String
+    func envelope(_ id: QueueID) -> Envelope?
+    /// When the queue gives up on the message (from the configured lifetimes).
+    func expires(_ envelope: Envelope) -> Int64
+    /// `dualmta queue show --json` (when queued) plus the message's history; nil when neither exists.
+    func messageJSON(_ id: QueueID) -> String?
+    /// The report chain containing `id` (as `dualmta trace`), root first; nil without a journal.
+    func chain(_ id: QueueID) -> [ConsoleChainNode]?
+    /// `dualmta trace --json`.
+    func traceJSON(_ id: QueueID) -> String?
+    /// `<spool>/mailboxes`: the local Maildirs.
+    var mailboxDirectory: String { get }
+}
+
+public struct ConsoleListener: Equatable, Sendable {
+    public var name: String
+    public var address: String
+    public var family: String
+
+    public init(name: String, address: String, family: String) {
+        self.name = name
+        self.address = address
+        self.family = family
+    }
+}
+
+/// One message of a report chain: a message, the reports it caused (depth + 1), their double bounces.
+public struct ConsoleChainNode: Equatable, Sendable {
+    public var id: QueueID
+    public var reportOf: QueueID?
+    public var depth: Int
+    public var events: [HistoryEvent]
+
+    public init(id: QueueID, reportOf: QueueID?, depth: Int, events: [HistoryEvent]) {
+        self.id = id
+        self.reportOf = reportOf
+        self.depth = depth
+        self.events = events
+    }
+}

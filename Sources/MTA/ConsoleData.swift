@@ -1,0 +1,63 @@
+import Console
+import Metrics
+import NetAddress
+import Sockets
+import Spool
+
+/// The console's view of the running daemon: the spool, the journals and the configuration, rendered with the
+/// CLI's own functions (QueueInspector, MessageTrace) so `/api/...` and `--json` cannot drift apart.
+struct ConsoleData: ConsoleSource {
+    let configuration: Configuration
+    let spool: Spool
+
+    var history: MessageHistory { MessageHistory(stateDirectory: spool.stateDirectory) }
+
+    func metricsText() -> String {
+        if let queued = try? spool.queuedIDs() {
+            DualMTAMetrics.registry.set(DualMTAMetrics.queueSize, to: Double(queued.count))
+        }
+        return DualMTAMetrics.registry.exposition()
+    }
+
+    func listeners() -> [ConsoleListener] {
+        func rows(_ key: String, _ addresses: [SocketAddress]) -> [ConsoleListener] {
+            addresses.map { ConsoleListener(name: key, address: "\($0)", family: $0.family == .ipv6 ? "ipv6" : "ipv4") }
+        }
+        return rows("listen", configuration.listen) + rows("submission_listen", configuration.submissionListen)
+            + rows("submissions_listen", configuration.submissionsListen)
+            + rows("http_listen", configuration.httpListen.map { [$0] } ?? [])
+    }
+
+    func queued() -> [Envelope] {
+        (try? QueueInspector(spool: spool).envelopes().envelopes) ?? []
+    }
+
+    func queueJSON() -> String { QueueInspector.renderJSON(queued(), expiry: expires) }
+
+    func envelope(_ id: QueueID) -> Envelope? { try? spool.envelope(id) }
+
+    func expires(_ envelope: Envelope) -> Int64 { configuration.bounceSettings.expiry(of: envelope) }
+
+    func messageJSON(_ id: QueueID) -> String? {
+        let envelope = envelope(id)
+        let events = history.events(id)
+        guard envelope != nil || events != nil else { return nil }
+        var object: [String: Any] =
+            envelope.map { QueueInspector.showObject($0, expiry: expires) } ?? ["id": id.rawValue]
+        object["queued"] = envelope != nil
+        object["history"] = MessageTrace.eventObjects(events ?? [])
+        return QueueInspector.jsonText(object, empty: "{}\n")
+    }
+
+    func chain(_ id: QueueID) -> [ConsoleChainNode]? {
+        MessageTrace.chain(id, history: history)?.map {
+            ConsoleChainNode(id: $0.id, reportOf: $0.reportOf, depth: $0.depth, events: $0.events)
+        }
+    }
+
+    func traceJSON(_ id: QueueID) -> String? {
+        MessageTrace.chain(id, history: history).map(MessageTrace.renderJSON)
+    }
+
+    var mailboxDirectory: String { spool.mailboxDirectory }
+}
