@@ -135,7 +135,7 @@ public enum ConsolePages {
         let labelWidth = 330
         let step = 40
         let rowHeight = 28
-        let width = labelWidth + step * (attempts.count + 1)
+        let width = max(labelWidth + step * (attempts.count + 1), labelWidth + 520)
         let height = rowHeight * rows.count + 24
         var svg = "<svg id=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\" width=\"\(width)\" height=\"\(height)\""
         svg += " role=\"img\" aria-label=\"delivery attempts by address\">"
