@@ -14,7 +14,7 @@ public enum Stats {
         public var description: String {
             switch self {
             case .notConfigured:
-                return "metrics are not configured: http_listen is none; set it (e.g. 127.0.0.1:8025) and restart the daemon"
+                return "metrics are not configured: http_listen is none; set it (e.g. 127.0.0.1:8025) and restart"
             case .connect(let address, let error): return "cannot reach the metrics endpoint \(address): \(error)"
             case .timedOut(let address): return "no answer from the metrics endpoint \(address)"
             case .badResponse(let why): return "unexpected answer from the metrics endpoint: \(why)"
