@@ -18,5 +18,11 @@ let package = Package(
         .executableTarget(name: "FuzzMailbox", dependencies: ["SMTPProtocol"]),
         .executableTarget(name: "FuzzEnvelope", dependencies: ["Spool"]),
         .executableTarget(name: "FuzzReply", dependencies: ["SMTPProtocol"]),
+        // Only the console's pure files (parser, response, escaping): the rest of Console needs sockets.
+        .target(
+            name: "Console", path: "Modules/Console",
+            exclude: ["ConsolePages.swift", "ConsoleSite.swift", "ConsoleSource.swift", "HTTPServer.swift", "Maildirs.swift"],
+            sources: ["HTTPRequest.swift", "HTTPResponse.swift", "HTML.swift"]),
+        .executableTarget(name: "FuzzHTTP", dependencies: ["Console"]),
     ]
 )

@@ -50,12 +50,14 @@ public enum HTTPParseResult: Equatable, Sendable {
 /// The request-head parser: pure, byte based, so it can be table-tested and fuzzed without a socket.
 public enum HTTPRequestParser {
     public static func parse(_ bytes: [UInt8], limits: HTTPLimits = HTTPLimits()) -> HTTPParseResult {
+        // The request line is judged before the head's size, and both before the end arrives, so a server reading
+        // the head piece by piece refuses it with the same status as one that has it all.
         guard let end = headEnd(bytes, limit: limits.maxHeadBytes) else {
-            if bytes.count > limits.maxHeadBytes {
-                return .refused(.headerFieldsTooLarge, reason: "request head over \(limits.maxHeadBytes) bytes")
-            }
             if firstLineLength(bytes) > limits.maxRequestLine {
                 return .refused(.uriTooLong, reason: "request line over \(limits.maxRequestLine) bytes")
+            }
+            if bytes.count > limits.maxHeadBytes {
+                return .refused(.headerFieldsTooLarge, reason: "request head over \(limits.maxHeadBytes) bytes")
             }
             return .incomplete
         }
@@ -134,8 +136,10 @@ public enum HTTPRequestParser {
         return nil
     }
 
+    /// The request line's length so far, without its line ending (a CR that may yet be followed by LF included).
     private static func firstLineLength(_ bytes: [UInt8]) -> Int {
-        bytes.firstIndex(of: 0x0A) ?? bytes.count
+        let end = bytes.firstIndex(of: 0x0A) ?? bytes.count
+        return end > 0 && bytes[end - 1] == 0x0D ? end - 1 : end
     }
 
     private static func ascii(_ bytes: ArraySlice<UInt8>) -> String? {

@@ -73,6 +73,22 @@ import Testing
             Issue.record("long request line not refused before its end")
             return
         }
+        // A request line of exactly the limit is fine, also while its CR has arrived and its LF not yet.
+        let atLimit = "GET /" + String(repeating: "x", count: 26) + " HTTP/1.1"
+        #expect(atLimit.utf8.count == 40)
+        #expect(parse(atLimit + "\r", limits: limits) == .incomplete)
+        guard case .request = parse(atLimit + "\r\n\r\n", limits: limits) else {
+            Issue.record("request line at the limit refused")
+            return
+        }
+        // Piece by piece or all at once: the same refusal for a long line in an oversized head.
+        let longAndBig = "GET /" + String(repeating: "y", count: 200)
+        for count in [45, 120, 205] {
+            guard case .refused(.uriTooLong, _) = parse(String(longAndBig.prefix(count)), limits: limits) else {
+                Issue.record("prefix \(count) of a long request line not refused as 414")
+                return
+            }
+        }
         let exact = "GET /x HTTP/1.1\r\n" + String(repeating: "A: b\r\n", count: 3) + "\r\n"
         guard case .request = parse(exact, limits: limits) else {
             Issue.record("head within the limits refused")
