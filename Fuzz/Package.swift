@@ -21,7 +21,9 @@ let package = Package(
         // Only the console's pure files (parser, response, escaping): the rest of Console needs sockets.
         .target(
             name: "Console", path: "Modules/Console",
-            exclude: ["ConsolePages.swift", "ConsoleSite.swift", "ConsoleSource.swift", "HTTPServer.swift", "Maildirs.swift"],
+            exclude: [
+                "ConsolePages.swift", "ConsoleSite.swift", "ConsoleSource.swift", "HTTPServer.swift", "Maildirs.swift",
+            ],
             sources: ["HTTPRequest.swift", "HTTPResponse.swift", "HTML.swift"]),
         .executableTarget(name: "FuzzHTTP", dependencies: ["Console"]),
     ]

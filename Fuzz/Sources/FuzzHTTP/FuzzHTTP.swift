@@ -28,7 +28,9 @@ private struct SplitMix {
 
 private func checkEscaped(_ text: String) {
     let escaped = HTML.escape(text)
-    if escaped.contains(where: { "<>\"'".contains($0) }) { failure("escape left markup in \(escaped.debugDescription)") }
+    if escaped.contains(where: { "<>\"'".contains($0) }) {
+        failure("escape left markup in \(escaped.debugDescription)")
+    }
 }
 
 @_cdecl("LLVMFuzzerTestOneInput")
