@@ -10,6 +10,7 @@ public struct ConsoleSite: Sendable {
     }
 
     public func respond(_ request: HTTPRequest) -> HTTPResponse {
+        if request.method == "POST" { return action(request) }
         let segments = request.segments
         switch segments.first {
         case nil:
@@ -37,6 +38,45 @@ public struct ConsoleSite: Sendable {
     }
 
     private var notFound: HTTPResponse { .text(.notFound, "not found\n") }
+
+    /// `POST /api/queue/flush`, `POST /api/message/ID/ACTION`: only with a configured token and the right bearer.
+    func action(_ request: HTTPRequest) -> HTTPResponse {
+        let segments = request.segments
+        let target: (ConsoleAction, QueueID?)?
+        switch (segments.count, segments.first) {
+        case (3, "api") where segments[1] == "queue" && segments[2] == "flush":
+            target = (.flush, nil)
+        case (4, "api") where segments[1] == "message" && ConsoleAction(rawValue: segments[3]) != nil:
+            guard let id = QueueID(segments[2]) else { return notFound }
+            target = ConsoleAction(rawValue: segments[3]).map { ($0, id) }
+        default:
+            target = nil
+        }
+        guard let expected = source.actionToken, let (action, id) = target else {
+            var response = HTTPResponse.text(.methodNotAllowed, "read-only: only GET and HEAD here\n")
+            response.extraHeaders = [("Allow", "GET, HEAD")]
+            return response
+        }
+        guard let offered = BearerToken.parse(request.header("Authorization")),
+            BearerToken.matches(offered, expected)
+        else {
+            var response = HTTPResponse.text(.unauthorized, "a valid Authorization: Bearer token is needed\n")
+            response.extraHeaders = [("WWW-Authenticate", "Bearer realm=\"dualmta\"")]
+            return response
+        }
+        func answer(_ status: HTTPStatus, ok: Bool, _ text: String) -> HTTPResponse {
+            var object: [String: Any] = ["action": action.rawValue, "ok": ok, "output": text]
+            if let id { object["id"] = id.rawValue }
+            var response = HTTPResponse.json(Self.jsonText(object))
+            response.status = status
+            return response
+        }
+        switch source.perform(action, id: id) {
+        case .done(let text): return answer(.ok, ok: true, text)
+        case .notFound(let text): return answer(.notFound, ok: false, text)
+        case .failed(let text): return answer(.serviceUnavailable, ok: false, text)
+        }
+    }
 
     private func api(_ segments: [String]) -> HTTPResponse {
         switch (segments.first, segments.count) {

@@ -22,6 +22,10 @@ public protocol ConsoleSource: Sendable {
     func traceJSON(_ id: QueueID) -> String?
     /// `<spool>/mailboxes`: the local Maildirs.
     var mailboxDirectory: String { get }
+    /// The bearer token of the write actions; nil: there are none.
+    var actionToken: String? { get }
+    /// Runs a queue command on one message (or, for flush without an id, the whole queue).
+    func perform(_ action: ConsoleAction, id: QueueID?) -> ConsoleActionResult
 }
 
 public struct ConsoleListener: Equatable, Sendable {

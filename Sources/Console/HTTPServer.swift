@@ -69,7 +69,7 @@ public final class HTTPServer: Sendable {
         queue.async { exchange.start() }
     }
 
-    /// The answer to a parsed head, before the handler: only GET and HEAD reach it.
+    /// The answer to a parsed head, before the handler: only GET, HEAD and (bodiless) POST reach it.
     public static func respond(to result: HTTPParseResult, handler: Handler) -> (HTTPResponse, head: Bool)? {
         switch result {
         case .incomplete:
@@ -77,9 +77,9 @@ public final class HTTPServer: Sendable {
         case .refused(let status, let reason):
             return (.text(status, reason + "\n"), false)
         case .request(let request):
-            guard request.method == "GET" || request.method == "HEAD" else {
-                var response = HTTPResponse.text(.methodNotAllowed, "only GET and HEAD\n")
-                response.extraHeaders = [("Allow", "GET, HEAD")]
+            guard ["GET", "HEAD", "POST"].contains(request.method) else {
+                var response = HTTPResponse.text(.methodNotAllowed, "only GET, HEAD and POST\n")
+                response.extraHeaders = [("Allow", "GET, HEAD, POST")]
                 return (response, false)
             }
             return (handler(request), request.method == "HEAD")

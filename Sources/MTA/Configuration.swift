@@ -53,6 +53,8 @@ public struct Configuration: Sendable, Equatable {
     /// The key that set `httpListen` (`http_listen` or its alias `metrics_listen`); nil while it is the default,
     /// which is only a convenience: when its port is taken the daemon runs without the console.
     public var httpListenKey: String?
+    /// `http_token`: the console's queue actions exist only when set (POST with `Authorization: Bearer`).
+    public var httpToken: String?
 
     // TLS and submission (RFC 3207, RFC 6409, RFC 8314)
     public var tlsCertFile: String?
@@ -129,6 +131,7 @@ public struct Configuration: Sendable, Equatable {
             connectionAttemptDelay: .milliseconds(250),
             httpListen: SocketAddress(parsing: "127.0.0.1:8025"),
             httpListenKey: nil,
+            httpToken: nil,
             tlsCertFile: nil,
             tlsKeyFile: nil,
             smtpTLS: .may,

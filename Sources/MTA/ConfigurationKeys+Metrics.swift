@@ -12,6 +12,20 @@ extension ConfigurationKey {
             name: "metrics_listen",
             apply: { config, value throws(ValueError) in try applyHTTPListen(&config, value, key: "metrics_listen") },
             render: { render($0, key: "metrics_listen") }),
+        ConfigurationKey(
+            name: "http_token",
+            apply: { config, value throws(ValueError) in
+                guard !value.isEmpty else {
+                    config.httpToken = nil
+                    return
+                }
+                // A guessable token would hand the queue to anyone who can reach the port.
+                guard value.count >= 16, value.allSatisfy({ $0.isASCII && !$0.isWhitespace && $0 != "\"" }) else {
+                    throw ValueError("the token must be at least 16 printable ASCII characters without blanks")
+                }
+                config.httpToken = value
+            },
+            render: { $0.httpToken }),
     ]
 
     /// Rendered under the key that set it, so a rendered file reads back the same (the default renders as unset).

@@ -60,4 +60,28 @@ struct ConsoleData: ConsoleSource {
     }
 
     var mailboxDirectory: String { spool.mailboxDirectory }
+
+    var actionToken: String? { configuration.httpToken }
+
+    /// The CLI's own queue command, so the console's actions lock, edit, journal and wake exactly as it does.
+    func perform(_ action: ConsoleAction, id: QueueID?) -> ConsoleActionResult {
+        let value = id?.rawValue
+        let command: QueueCommand
+        switch action {
+        case .flush: command = .flush(value)
+        case .hold: command = .hold(value ?? "")
+        case .release: command = .release(value ?? "")
+        case .delete: command = .delete(value ?? "")
+        case .bounce: command = .bounce(value ?? "")
+        }
+        var output = ""
+        let status = QueueControl.execute(
+            command, spoolDirectory: spool.directory, lifetimes: configuration.bounceSettings,
+            out: { output += $0 }, err: { output += $0 })
+        switch status {
+        case SysExit.ok: return .done(output)
+        case SysExit.unavailable, SysExit.dataError: return .notFound(output)
+        default: return .failed(output)
+        }
+    }
 }

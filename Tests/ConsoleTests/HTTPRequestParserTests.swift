@@ -96,10 +96,10 @@ import Testing
         }
     }
 
-    @Test("method gate: POST and others 405 with Allow; HEAD answers without a body")
+    @Test("method gate: PUT and others 405 with Allow; HEAD answers without a body")
     func methods() {
         let handler: HTTPServer.Handler = { _ in .text(.ok, "hello\n") }
-        let post = HTTPServer.respond(to: parse("POST /x HTTP/1.1\r\n\r\n"), handler: handler)
+        let post = HTTPServer.respond(to: parse("PUT /x HTTP/1.1\r\n\r\n"), handler: handler)
         #expect(post?.0.status == .methodNotAllowed)
         #expect(post?.0.extraHeaders.first?.0 == "Allow")
         let head = HTTPServer.respond(to: parse("HEAD /x HTTP/1.1\r\n\r\n"), handler: handler)

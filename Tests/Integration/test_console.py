@@ -245,3 +245,42 @@ def test_a_configured_console_address_that_cannot_be_bound_is_fatal(tmp_path):
         with pytest.raises(ServerStartError) as failure:
             server.start()
         assert f"http_listen 127.0.0.1:{taken}" in str(failure.value), str(failure.value)
+
+
+def post(url: str, token: str | None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, method="POST", data=b"")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=DEADLINE) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_actions_need_the_token_and_act_like_the_cli(start_server):
+    token = "lab-token-0123456789"
+    http_port = free_port()
+    srv = start_server(**outbound_settings(routes=f"remote.example=[127.0.0.1]:{free_port()}", retry_schedule="1h",
+                                           http_listen=f"127.0.0.1:{http_port}", http_token=token))
+    srv.wait_log(r"http-listening")
+    qid = submit(srv, "alice@src.test", ["bob@remote.example"])
+    wait_event(srv, "deferred", id=qid)
+    base = f"http://127.0.0.1:{http_port}"
+
+    def held() -> bool:
+        return json.loads(srv.cli("queue", "show", "--json", qid).stdout)["held"]
+
+    assert post(f"{base}/api/message/{qid}/hold", None)[0] == 401
+    assert post(f"{base}/api/message/{qid}/hold", token + "x")[0] == 401
+    assert not held()
+    status, body = post(f"{base}/api/message/{qid}/hold", token)
+    assert status == 200 and json.loads(body)["ok"] is True, body
+    assert held()
+    assert get(f"{base}/api/message/{qid}/hold")[0] == 404  # GET never acts
+    status, body = post(f"{base}/api/message/{qid}/release", token)
+    assert status == 200 and not held(), body
+    status, body = post(f"{base}/api/message/{qid}/delete", token)
+    assert status == 200 and json.loads(body)["output"] == f"{qid}: deleted\n", body
+    wait_queue_empty(srv)
+    assert post(f"{base}/api/message/{qid}/hold", token)[0] == 404

@@ -40,4 +40,13 @@ import Testing
         #expect(try ConfigurationFile.parse(ConfigurationFile.render(both)) == both)
         #expect(try ConfigurationFile.parse(ConfigurationFile.render(.defaults)).httpListenKey == nil)
     }
+
+    @Test("http_token: unset by default, at least 16 printable characters")
+    func token() throws {
+        #expect(Configuration.defaults.httpToken == nil)
+        #expect(try ConfigurationFile.parse("http_token = lab-token-0123456789\n").httpToken == "lab-token-0123456789")
+        for bad in ["http_token = short", "http_token = \"with blank 0123456789\""] {
+            #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse(bad + "\n") }
+        }
+    }
 }
