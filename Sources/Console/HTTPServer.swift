@@ -4,7 +4,7 @@ import Synchronization
 
 /// The console's HTTP/1.1 listener (`http_listen`): one request per connection, answered and closed. The same
 /// defences as the SMTP side: the head is capped (HTTPLimits), must arrive within `requestTimeout` (a slow client
-/// costs one descriptor for that long at most), connections beyond `maxConnections` get 503 and are closed, and
+/// costs one descriptor for that long at most), connections beyond `maxConnections` get 503 (see `admission`), and
 /// answers go out through Connection's bounded output buffer.
 public final class HTTPServer: Sendable {
     public struct Settings: Sendable {
@@ -20,7 +20,8 @@ public final class HTTPServer: Sendable {
 
     public let localAddress: SocketAddress
     private let listener: Listener
-    private let open = Mutex(0)
+    /// Connections being served, and connections being refused.
+    private let open = Mutex((0, 0))
 
     private init(listener: Listener) {
         self.listener = listener
@@ -42,32 +43,54 @@ public final class HTTPServer: Sendable {
         return server
     }
 
-    public var openConnections: Int { open.withLock { $0 } }
+    public var openConnections: Int { open.withLock { $0.0 } }
 
     public func close() {
         listener.close()
     }
 
+    /// How a new connection is taken: served, told 503, or (beyond even the refusal slots) closed at once.
+    enum Admission: Equatable {
+        case serve, refuse, drop
+    }
+
+    /// Pure: `maxConnections` are served; as many again get 503 (after their head arrived, so the answer is not
+    /// lost to a reset from unread bytes), within a short deadline; anything beyond is closed unanswered.
+    static func admission(open: Int, refusing: Int, maxConnections: Int) -> Admission {
+        if open < maxConnections { return .serve }
+        return refusing < maxConnections ? .refuse : .drop
+    }
+
     private func accepted(_ socket: AcceptedSocket, settings: Settings, handler: @escaping Handler) {
-        let admitted = open.withLock { count in
-            guard count < settings.maxConnections else { return false }
-            count += 1
-            return true
+        let admission = open.withLock { counts in
+            let admission = Self.admission(open: counts.0, refusing: counts.1, maxConnections: settings.maxConnections)
+            switch admission {
+            case .serve: counts.0 += 1
+            case .refuse: counts.1 += 1
+            case .drop: break
+            }
+            return admission
         }
+        guard admission != .drop else { return socket.close() }
         let queue = DispatchQueue(label: "dualmta.http.connection")
         let connection = Connection(socket: socket, queue: queue)
-        guard admitted else {
-            queue.async {
-                connection.write(HTTPResponse.text(.serviceUnavailable, "too many connections\n").serialized())
-                connection.close(afterFlush: true, drainTimeout: settings.requestTimeout)
-            }
-            return
+        var exchangeSettings = settings
+        var exchangeHandler = handler
+        if admission == .refuse {
+            exchangeSettings.requestTimeout = min(settings.requestTimeout, Self.refusalTimeout)
+            exchangeHandler = { _ in .text(.serviceUnavailable, "too many connections\n") }
         }
-        let exchange = HTTPExchange(connection: connection, settings: settings, handler: handler) { [self] in
-            open.withLock { $0 -= 1 }
+        let exchange = HTTPExchange(connection: connection, settings: exchangeSettings, handler: exchangeHandler) {
+            [self] in
+            open.withLock { counts in
+                if admission == .serve { counts.0 -= 1 } else { counts.1 -= 1 }
+            }
         }
         queue.async { exchange.start() }
     }
+
+    /// How long a connection that is to be refused may take to send its head.
+    static let refusalTimeout: Duration = .seconds(1)
 
     /// The answer to a parsed head, before the handler: only GET, HEAD and (bodiless) POST reach it.
     public static func respond(to result: HTTPParseResult, handler: Handler) -> (HTTPResponse, head: Bool)? {

@@ -48,6 +48,15 @@ extension ConsoleIO {
             #expect(again.hasPrefix("HTTP/1.1 200 OK\r\n"))
         }
 
+        @Test("admission: served up to the limit, refused with 503 up to as many again, then closed at once")
+        func admission() {
+            #expect(HTTPServer.admission(open: 0, refusing: 0, maxConnections: 2) == .serve)
+            #expect(HTTPServer.admission(open: 1, refusing: 5, maxConnections: 2) == .serve)
+            #expect(HTTPServer.admission(open: 2, refusing: 0, maxConnections: 2) == .refuse)
+            #expect(HTTPServer.admission(open: 2, refusing: 1, maxConnections: 2) == .refuse)
+            #expect(HTTPServer.admission(open: 2, refusing: 2, maxConnections: 2) == .drop)
+        }
+
         @Test("an oversized head is refused with 431 before its end arrives")
         func oversized() throws {
             let server = try HTTPServer.start(on: try address("127.0.0.1:0")) { _ in .text(.ok, "ok\n") }

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+import time
 import subprocess
 import urllib.error
 import urllib.request
@@ -284,3 +285,35 @@ def test_actions_need_the_token_and_act_like_the_cli(start_server):
     assert status == 200 and json.loads(body)["output"] == f"{qid}: deleted\n", body
     wait_queue_empty(srv)
     assert post(f"{base}/api/message/{qid}/hold", token)[0] == 404
+
+
+def test_connection_flood_gets_503_and_the_slots_come_back(start_server):
+    """32 clients that send half a request head hold every slot; the next connection is answered 503 at once and
+    closed; once the holders hang up, the console answers again. The SMTP side keeps working throughout."""
+    http_port = free_port()
+    srv = start_server(http_listen=f"127.0.0.1:{http_port}")
+    srv.wait_log(r"http-listening")
+    holders = []
+    try:
+        for _ in range(32):
+            s = socket.create_connection(("127.0.0.1", http_port), timeout=DEADLINE)
+            s.sendall(b"GET / HT")
+            holders.append(s)
+        # The accept queue admits connections in order; poll until the 33rd is refused (all 32 admitted).
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            reply = raw_exchange(http_port, b"GET / HTTP/1.1\r\n\r\n")
+            if reply.startswith(b"HTTP/1.1 503 "):
+                break
+            assert time.monotonic() < deadline, reply[:80]
+            time.sleep(0.02)
+        with srv.session() as c:
+            c.cmd(b"QUIT")
+    finally:
+        for s in holders:
+            s.close()
+    deadline = time.monotonic() + DEADLINE
+    while not raw_exchange(http_port, b"GET / HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 200 "):
+        assert time.monotonic() < deadline, "the console did not free its slots after the clients hung up"
+        time.sleep(0.02)
+    srv.assert_alive()
