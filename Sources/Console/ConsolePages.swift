@@ -55,9 +55,32 @@ public enum ConsolePages {
         return page("dualmta", body)
     }
 
-    public static func queue(_ envelopes: [Envelope], expires: (Envelope) -> Int64) -> String {
-        guard !envelopes.isEmpty else { return page("Queue", "<p id=\"empty\">The queue is empty.</p>") }
-        var body = "<table id=\"queue\"><tr><th>Id</th><th>Arrival</th><th>Sender</th><th>Recipients</th>"
+    public static func queue(_ envelopes: [Envelope], filter: QueueFilter, expires: (Envelope) -> Int64) -> String {
+        var form = "<form id=\"filter\" method=\"get\" action=\"/queue\"><label>State <select name=\"state\">"
+        form += "<option value=\"\">any</option>"
+        for state in RecipientState.allCases {
+            let selected = filter.state == state ? " selected" : ""
+            form += "<option value=\"\(state.rawValue)\"\(selected)>\(state.rawValue)</option>"
+        }
+        form += "</select></label>"
+        for (name, label, value) in [
+            ("sender", "Sender", filter.sender), ("rcpt", "Recipient", filter.recipient),
+            ("domain", "Domain", filter.domain),
+        ] {
+            form +=
+                " <label>\(label) <input name=\"\(name)\" value=\"\(HTML.escape(value ?? ""))\" size=\"16\"></label>"
+        }
+        form += " <label>Sort <select name=\"sort\">"
+        for order in QueueFilter.Order.allCases {
+            let selected = filter.sort == order ? " selected" : ""
+            form += "<option value=\"\(order.rawValue)\"\(selected)>\(order.rawValue)</option>"
+        }
+        form += "</select></label> <button type=\"submit\">Show</button></form>"
+        guard !envelopes.isEmpty else {
+            let text = filter.isEmpty ? "The queue is empty." : "No queued message matches."
+            return page("Queue", form + "<p id=\"empty\">\(text)</p>")
+        }
+        var body = form + "<table id=\"queue\"><tr><th>Id</th><th>Arrival</th><th>Sender</th><th>Recipients</th>"
         body += "<th>Next attempt</th><th>Expires</th></tr>"
         for envelope in envelopes {
             let recipients = envelope.recipients.map { "\(HTML.escape($0.address)) (\($0.state.rawValue))" }

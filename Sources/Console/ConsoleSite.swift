@@ -20,7 +20,8 @@ public struct ConsoleSite: Sendable {
                 status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8",
                 body: Array(source.metricsText().utf8))
         case "queue" where segments.count == 1:
-            return .html(ConsolePages.queue(source.queued(), expires: source.expires))
+            guard let filter = QueueFilter(request) else { return .text(.badRequest, "unknown state or sort\n") }
+            return .html(ConsolePages.queue(filter.apply(source.queued()), filter: filter, expires: source.expires))
         case "message" where segments.count == 2:
             guard let id = QueueID(segments[1]) else { return notFound }
             let envelope = source.envelope(id)
@@ -31,7 +32,7 @@ public struct ConsoleSite: Sendable {
         case "mailboxes":
             return mailboxes(Array(segments.dropFirst()), json: false)
         case "api":
-            return api(Array(segments.dropFirst()))
+            return api(Array(segments.dropFirst()), request)
         default:
             return notFound
         }
@@ -78,10 +79,12 @@ public struct ConsoleSite: Sendable {
         }
     }
 
-    private func api(_ segments: [String]) -> HTTPResponse {
+    private func api(_ segments: [String], _ request: HTTPRequest) -> HTTPResponse {
         switch (segments.first, segments.count) {
         case ("queue", 1):
-            return .json(source.queueJSON())
+            guard let filter = QueueFilter(request) else { return .text(.badRequest, "unknown state or sort\n") }
+            // Unfiltered, it is exactly `queue list --json`; a filter narrows the same rendering.
+            return .json(filter.isEmpty ? source.queueJSON() : source.queueJSON(filter.apply(source.queued())))
         case ("message", 2):
             return QueueID(segments[1]).flatMap(source.messageJSON).map(HTTPResponse.json) ?? notFound
         case ("trace", 2):

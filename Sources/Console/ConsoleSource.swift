@@ -11,6 +11,8 @@ public protocol ConsoleSource: Sendable {
     func queued() -> [Envelope]
     /// `dualmta queue list --json`.
     func queueJSON() -> String
+    /// The same rendering for a subset (a filtered queue).
+    func queueJSON(_ envelopes: [Envelope]) -> String
     func envelope(_ id: QueueID) -> Envelope?
     /// When the queue gives up on the message (from the configured lifetimes).
     func expires(_ envelope: Envelope) -> Int64

@@ -32,7 +32,9 @@ struct ConsoleData: ConsoleSource {
         (try? QueueInspector(spool: spool).envelopes().envelopes) ?? []
     }
 
-    func queueJSON() -> String { QueueInspector.renderJSON(queued(), expiry: expires) }
+    func queueJSON() -> String { queueJSON(queued()) }
+
+    func queueJSON(_ envelopes: [Envelope]) -> String { QueueInspector.renderJSON(envelopes, expiry: expires) }
 
     func envelope(_ id: QueueID) -> Envelope? { try? spool.envelope(id) }
 

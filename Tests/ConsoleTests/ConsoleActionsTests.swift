@@ -15,6 +15,7 @@ private final class RecordingSource: ConsoleSource {
     func listeners() -> [ConsoleListener] { [] }
     func queued() -> [Envelope] { [] }
     func queueJSON() -> String { "[]\n" }
+    func queueJSON(_ envelopes: [Envelope]) -> String { "[]\n" }
     func envelope(_ id: QueueID) -> Envelope? { nil }
     func expires(_ envelope: Envelope) -> Int64 { 0 }
     func messageJSON(_ id: QueueID) -> String? { nil }

@@ -272,6 +272,13 @@ def test_actions_need_the_token_and_act_like_the_cli(start_server):
     def held() -> bool:
         return json.loads(srv.cli("queue", "show", "--json", qid).stdout)["held"]
 
+    # The queue filter, in the API and on the page.
+    assert [m["id"] for m in json.loads(get(f"{base}/api/queue?domain=REMOTE.example&state=pending")[2])] == [qid]
+    assert json.loads(get(f"{base}/api/queue?rcpt=nobody*")[2]) == []
+    assert get(f"{base}/queue?state=lost")[0] == 400
+    status, _, page = get(f"{base}/queue?sender=alice@*&sort=next")
+    assert status == 200 and f'data-id="{qid}"'.encode() in page
+
     assert post(f"{base}/api/message/{qid}/hold", None)[0] == 401
     assert post(f"{base}/api/message/{qid}/hold", token + "x")[0] == 401
     assert not held()
