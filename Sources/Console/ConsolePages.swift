@@ -40,7 +40,7 @@ public enum ConsolePages {
 
     static func date(_ seconds: Int64) -> String { HTML.escape(MailDate.iso8601(seconds)) }
 
-    public static func overview(listeners: [ConsoleListener], queued: [Envelope]) -> String {
+    public static func overview(listeners: [ConsoleListener], queued: [Envelope], lastHour: FamilyCounts) -> String {
         var body = "<h2>Listeners</h2><table id=\"listeners\"><tr><th>Key</th><th>Address</th><th>Family</th></tr>"
         for listener in listeners {
             body += "<tr><td>\(HTML.escape(listener.name))</td><td>\(HTML.escape(listener.address))</td>"
@@ -52,7 +52,34 @@ public enum ConsolePages {
         body +=
             "<tr><th>Messages</th><td>\(queued.count)</td></tr><tr><th>Pending recipients</th><td>\(pending)</td></tr>"
         body += "<tr><th>Held</th><td>\(held)</td></tr></table>"
+        body += "<h2>Remote attempts in the last hour</h2>" + familyChart(lastHour)
         return page("dualmta", body)
+    }
+
+    /// One bar per family: the sent part filled in the family's colour, the rest as an outline; numbers beside.
+    static func familyChart(_ counts: FamilyCounts) -> String {
+        guard !counts.byFamily.isEmpty else { return "<p id=\"no-recent\">None.</p>" }
+        let most = max(1, counts.byFamily.values.map(\.attempts).max() ?? 1)
+        let barWidth = 300
+        var svg = "<svg id=\"families\" xmlns=\"http://www.w3.org/2000/svg\" width=\"620\""
+        svg += " height=\"\(counts.families.count * 28 + 8)\" role=\"img\" aria-label=\"attempts by family\">"
+        for (index, family) in counts.families.enumerated() {
+            guard let count = counts.byFamily[family] else { continue }
+            let y = index * 28 + 4
+            let total = barWidth * count.attempts / most
+            let sent = barWidth * count.sent / most
+            let colour = colour(family: family)
+            svg += "<g class=\"family\" data-family=\"\(HTML.escape(family))\" data-attempts=\"\(count.attempts)\""
+            svg += " data-sent=\"\(count.sent)\"><text x=\"0\" y=\"\(y + 15)\" font-size=\"13\" fill=\"\(colour)\">"
+            svg += "\(HTML.escape(family))</text>"
+            svg +=
+                "<rect x=\"60\" y=\"\(y)\" width=\"\(max(total, 1))\" height=\"20\" fill=\"#fff\" stroke=\"\(colour)\"/>"
+            svg += "<rect x=\"60\" y=\"\(y)\" width=\"\(sent)\" height=\"20\" fill=\"\(colour)\"/>"
+            svg += "<text x=\"\(70 + barWidth)\" y=\"\(y + 15)\" font-size=\"13\">\(count.attempts) attempts, "
+            svg += "\(count.sent) sent, \(count.failed) not sent</text></g>"
+        }
+        return svg + "</svg>"
+
     }
 
     public static func queue(_ envelopes: [Envelope], filter: QueueFilter, expires: (Envelope) -> Int64) -> String {

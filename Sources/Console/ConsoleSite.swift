@@ -1,4 +1,5 @@
 import Foundation
+import SMTPProtocol
 import Spool
 
 /// Maps a request to a page, a JSON document or `/metrics`. Read-only: every route is a GET (or HEAD).
@@ -14,7 +15,11 @@ public struct ConsoleSite: Sendable {
         let segments = request.segments
         switch segments.first {
         case nil:
-            return .html(ConsolePages.overview(listeners: source.listeners(), queued: source.queued()))
+            let now = source.now()
+            let recent = source.events(since: now - 3600).map(\.event)
+            return .html(
+                ConsolePages.overview(
+                    listeners: source.listeners(), queued: source.queued(), lastHour: FamilyCounts(recent)))
         case "metrics" where segments.count == 1:
             return HTTPResponse(
                 status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8",
@@ -87,6 +92,19 @@ public struct ConsoleSite: Sendable {
             return .json(filter.isEmpty ? source.queueJSON() : source.queueJSON(filter.apply(source.queued())))
         case ("message", 2):
             return QueueID(segments[1]).flatMap(source.messageJSON).map(HTTPResponse.json) ?? notFound
+        case ("events", 1):
+            let text = request.parameter("since") ?? "0"
+            guard let since = Int64(text), since >= 0 else { return .text(.badRequest, "since must be unix seconds\n") }
+            let events = source.events(since: since)
+            let objects = events.map { item -> [String: String] in
+                var fields = [
+                    "id": item.id.rawValue, "time": MailDate.iso8601(item.event.time), "event": item.event.event,
+                ]
+                for field in item.event.fields where fields[field.name] == nil { fields[field.name] = field.value }
+                return fields
+            }
+            let cursor = events.last.map(\.event.time) ?? since
+            return .json(Self.jsonText(["cursor": cursor, "events": objects] as [String: Any]))
         case ("trace", 2):
             return QueueID(segments[1]).flatMap(source.traceJSON).map(HTTPResponse.json) ?? notFound
         case ("mailboxes", _):

@@ -22,6 +22,10 @@ public protocol ConsoleSource: Sendable {
     func chain(_ id: QueueID) -> [ConsoleChainNode]?
     /// `dualmta trace --json`.
     func traceJSON(_ id: QueueID) -> String?
+    /// Every journal event at or after `since` (unix seconds), each with its message id, oldest first.
+    func events(since: Int64) -> [ConsoleEvent]
+    /// The current time in unix seconds (the overview's "last hour").
+    func now() -> Int64
     /// `<spool>/mailboxes`: the local Maildirs.
     var mailboxDirectory: String { get }
     /// The bearer token of the write actions; nil: there are none.
@@ -39,6 +43,17 @@ public struct ConsoleListener: Equatable, Sendable {
         self.name = name
         self.address = address
         self.family = family
+    }
+}
+
+/// One journal event and the message it belongs to.
+public struct ConsoleEvent: Equatable, Sendable {
+    public var id: QueueID
+    public var event: HistoryEvent
+
+    public init(id: QueueID, event: HistoryEvent) {
+        self.id = id
+        self.event = event
     }
 }
 

@@ -1,4 +1,6 @@
 import Console
+import Foundation
+import Glibc
 import Metrics
 import NetAddress
 import Sockets
@@ -62,6 +64,28 @@ struct ConsoleData: ConsoleSource {
     }
 
     var mailboxDirectory: String { spool.mailboxDirectory }
+
+    func now() -> Int64 { Int64(Date().timeIntervalSince1970) }
+
+    /// Reads the journals written to at or after `since` (a journal's last write bounds its newest event).
+    func events(since: Int64) -> [ConsoleEvent] {
+        let history = self.history
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: history.directory)) ?? []
+        var result: [ConsoleEvent] = []
+        for name in names where name.hasSuffix(".log") {
+            guard let id = QueueID(String(name.dropLast(4))) else { continue }
+            var info = stat()
+            guard stat("\(history.directory)/\(name)", &info) == 0, Int64(info.st_mtim.tv_sec) >= since else {
+                continue
+            }
+            for event in history.events(id) ?? [] where event.time >= since {
+                result.append(ConsoleEvent(id: id, event: event))
+            }
+        }
+        // Stable: events of one message keep their journal order within a second.
+        return result.enumerated().sorted { ($0.element.event.time, $0.offset) < ($1.element.event.time, $1.offset) }
+            .map(\.element)
+    }
 
     var actionToken: String? { configuration.httpToken }
 

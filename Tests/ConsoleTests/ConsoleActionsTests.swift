@@ -22,6 +22,8 @@ private final class RecordingSource: ConsoleSource {
     func chain(_ id: QueueID) -> [ConsoleChainNode]? { nil }
     func traceJSON(_ id: QueueID) -> String? { nil }
     var mailboxDirectory: String { "/nonexistent" }
+    func events(since: Int64) -> [ConsoleEvent] { [] }
+    func now() -> Int64 { 0 }
 
     func perform(_ action: ConsoleAction, id: QueueID?) -> ConsoleActionResult {
         performed.withLock { $0.append("\(action.rawValue) \(id?.rawValue ?? "-")") }

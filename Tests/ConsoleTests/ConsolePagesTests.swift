@@ -30,6 +30,21 @@ import Testing
         #expect(ConsolePages.timeline([]).contains("No remote attempts"))
     }
 
+    @Test("the last hour by family: attempts and sent counted per family, IPv6 first, drawn as bars")
+    func families() {
+        let counts = FamilyCounts([
+            attempt("[192.0.2.1]", "ipv4", "sent"), attempt("[2001:db8::1]", "ipv6", "failed"),
+            attempt("[2001:db8::1]", "ipv6", "deferred"), attempt("[2001:db8::2]", "ipv6", "sent"),
+            HistoryEvent(time: 1, event: "received"),
+        ])
+        #expect(counts.families == ["ipv6", "ipv4"])
+        #expect(counts.byFamily["ipv6"] == FamilyCounts.Count(attempts: 3, sent: 1))
+        #expect(counts.byFamily["ipv4"]?.failed == 0)
+        let svg = ConsolePages.familyChart(counts)
+        #expect(svg.contains("data-family=\"ipv6\" data-attempts=\"3\" data-sent=\"1\""))
+        #expect(ConsolePages.familyChart(FamilyCounts([])).contains("None."))
+    }
+
     @Test("a hostile journal renders as text")
     func hostile() throws {
         let id = try #require(QueueID("0123456789ABCD"))

@@ -145,6 +145,9 @@ def test_overview_queue_and_mailbox_pages(story_server, browser, tmp_path):
     browser.get(base + "/")
     listeners = browser.find_elements("css selector", "#listeners tr td:nth-child(3)")
     assert {cell.text for cell in listeners} >= {"ipv6", "ipv4"}
+    bars = {g.get_attribute("data-family"): (int(g.get_attribute("data-attempts")), int(g.get_attribute("data-sent")))
+            for g in browser.find_elements("css selector", "#families g.family")}
+    assert bars["ipv6"] == (2, 0) and bars["ipv4"][1] >= 2, bars  # bob and the bounce to src.test were sent
     screenshot(browser, tmp_path, "overview")
     browser.get(base + "/queue")
     assert browser.find_element("id", "empty").text == "The queue is empty."
@@ -182,6 +185,14 @@ def test_json_api_is_the_cli_json(story_server):
     status, _, body = get(f"{base}/api/mailboxes/{LOCAL_DOMAIN}/dana")
     [entry] = json.loads(body)
     assert entry["subject"] == HOSTILE_SUBJECT
+    status, _, body = get(f"{base}/api/events?since=0")
+    feed = json.loads(body)
+    mine = [e for e in feed["events"] if e["id"] in (qid, report)]
+    assert [e["event"] for e in mine if e["id"] == qid][0] == "received"
+    assert {e["id"] for e in mine} == {qid, report}
+    later = json.loads(get(f"{base}/api/events?since={feed['cursor'] + 1}")[2])
+    assert later["events"] == [] and later["cursor"] == feed["cursor"] + 1
+    assert get(f"{base}/api/events?since=yesterday")[0] == 400
     status, headers, body = get(f"{base}/metrics")
     assert status == 200 and b"dualmta_queue_messages 0" in body
     assert get(f"{base}/api/message/NOTANID")[0] == 404
