@@ -271,7 +271,10 @@ public enum ConsolePages {
     /// A message as text: its header fields in a table, the body as preformatted text, and a link to the raw file.
     public static func mailMessage(_ bytes: [UInt8], rawLink: String) -> String {
         let message = MailHeaders.parse(bytes)
-        var body = "<p><a id=\"raw\" href=\"\(rawLink)\">raw</a></p><table id=\"headers\">"
+        let download = rawLink.dropLast(3) + "eml"
+        var body =
+            "<p><a id=\"raw\" href=\"\(rawLink)\">raw</a> <a id=\"eml\" href=\"\(download)\">download .eml</a></p>"
+        body += "<table id=\"headers\">"
         for field in message.fields {
             body += "<tr><th>\(HTML.escape(field.name))</th><td>\(HTML.escape(field.value))</td></tr>"
         }

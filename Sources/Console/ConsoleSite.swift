@@ -138,9 +138,19 @@ public struct ConsoleSite: Sendable {
                         ]
                     }))
         case 4, 5:
-            guard !json, path.count == 4 || path[4] == "raw",
+            guard !json, path.count == 4 || path[4] == "raw" || path[4] == "eml",
                 let bytes = maildirs.message(domain: path[0], user: path[1], folder: path[2], name: path[3])
             else { return notFound }
+            if path.count == 5, path[4] == "eml" {
+                // The file name is our own Maildir name, cut to characters that need no quoting in the header.
+                let name = String(
+                    path[3].unicodeScalars.filter {
+                        $0.isASCII && ($0.properties.isAlphabetic || "0123456789.-_".unicodeScalars.contains($0))
+                    })
+                return HTTPResponse(
+                    status: .ok, contentType: "message/rfc822", body: bytes,
+                    extraHeaders: [("Content-Disposition", "attachment; filename=\"\(name.prefix(100)).eml\"")])
+            }
             if path.count == 5 {
                 return HTTPResponse(status: .ok, contentType: "text/plain; charset=utf-8", body: bytes)
             }

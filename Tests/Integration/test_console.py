@@ -195,6 +195,10 @@ def test_json_api_is_the_cli_json(story_server):
     assert get(f"{base}/api/events?since=yesterday")[0] == 400
     status, headers, body = get(f"{base}/metrics")
     assert status == 200 and b"dualmta_queue_messages 0" in body
+    [name] = [p.name for p in (srv.spool / "mailboxes" / LOCAL_DOMAIN / "dana" / "new").iterdir()]
+    status, headers, body = get(f"{base}/mailboxes/{LOCAL_DOMAIN}/dana/new/{name}/eml")
+    assert status == 200 and headers["Content-Type"] == "message/rfc822"
+    assert headers["Content-Disposition"].startswith('attachment; filename="') and body.startswith(b"Return-Path:")
     assert get(f"{base}/api/message/NOTANID")[0] == 404
     assert get(f"{base}/mailboxes/..%2F..%2Fetc/passwd")[0] == 404
 
