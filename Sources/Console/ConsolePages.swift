@@ -261,8 +261,10 @@ public enum ConsolePages {
         for entry in entries {
             let headers = MailHeaders(fields: entry.headers, body: [])
             let href = "\(base)/\(entry.folder)/\(HTML.pathSegment(entry.name))"
-            body += "<tr><td>\(date(entry.modified))</td><td>\(HTML.escape(headers.value("From") ?? ""))</td>"
-            body += "<td><a href=\"\(href)\">\(HTML.escape(headers.value("Subject") ?? "(no subject)"))</a></td>"
+            body +=
+                "<tr><td>\(date(entry.modified))</td><td>\(HTML.escape(EncodedWords.decode(headers.value("From") ?? "")))</td>"
+            body +=
+                "<td><a href=\"\(href)\">\(HTML.escape(EncodedWords.decode(headers.value("Subject") ?? "(no subject)")))</a></td>"
             body += "<td>\(entry.size)</td></tr>"
         }
         return page("Mailbox \(user)@\(domain)", body + "</table>")
@@ -276,9 +278,10 @@ public enum ConsolePages {
             "<p><a id=\"raw\" href=\"\(rawLink)\">raw</a> <a id=\"eml\" href=\"\(download)\">download .eml</a></p>"
         body += "<table id=\"headers\">"
         for field in message.fields {
-            body += "<tr><th>\(HTML.escape(field.name))</th><td>\(HTML.escape(field.value))</td></tr>"
+            body +=
+                "<tr><th>\(HTML.escape(field.name))</th><td>\(HTML.escape(EncodedWords.decode(field.value)))</td></tr>"
         }
         body += "</table><pre id=\"body\">\(HTML.escape(bytes: message.body))</pre>"
-        return page(message.value("Subject") ?? "(no subject)", body)
+        return page(EncodedWords.decode(message.value("Subject") ?? "(no subject)"), body)
     }
 }

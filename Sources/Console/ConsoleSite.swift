@@ -133,8 +133,8 @@ public struct ConsoleSite: Sendable {
                         let headers = MailHeaders(fields: entry.headers, body: [])
                         return [
                             "file": "\(entry.folder)/\(entry.name)", "size": entry.size,
-                            "modified": entry.modified, "from": headers.value("From") ?? "",
-                            "subject": headers.value("Subject") ?? "",
+                            "modified": entry.modified, "from": EncodedWords.decode(headers.value("From") ?? ""),
+                            "subject": EncodedWords.decode(headers.value("Subject") ?? ""),
                         ]
                     }))
         case 4, 5:

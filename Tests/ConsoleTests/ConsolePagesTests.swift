@@ -73,3 +73,29 @@ import Testing
         #expect(Maildirs.isPlainName("user"))
     }
 }
+
+@Suite struct EncodedWordsTests {
+    @Test(
+        "RFC 2047 words decode for display; what does not decode stays as written",
+        arguments: [
+            ("=?utf-8?q?=3Cscript=3Ealert(1)=3C/script=3E?=", "<script>alert(1)</script>"),
+            ("=?UTF-8?B?PGltZyBvbmVycm9yPTE+?=", "<img onerror=1>"),
+            ("a =?iso-8859-1?q?caf=E9?= b", "a café b"),
+            ("=?utf-8?q?a?= =?utf-8?q?b?=", "ab"),
+            ("=?utf-8?q?a_b?=  tail", "a b  tail"),
+            ("=?koi8-r?q?x?=", "=?koi8-r?q?x?="),
+            ("=?utf-8?q?=ZZ?=", "=?utf-8?q?=ZZ?="),
+            ("plain =? text", "plain =? text"),
+        ])
+    func decode(input: String, expected: String) {
+        #expect(EncodedWords.decode(input) == expected)
+    }
+
+    @Test("decoded markup in a header is escaped on the page")
+    func escapedOnThePage() {
+        let page = ConsolePages.mailMessage(
+            Array("Subject: =?utf-8?q?=3Cscript=3Ex=3C/script=3E?=\r\n\r\nbody\r\n".utf8), rawLink: "m/raw")
+        #expect(page.contains("&lt;script&gt;x&lt;/script&gt;"))
+        #expect(!page.contains("<script"))
+    }
+}

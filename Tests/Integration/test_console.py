@@ -83,7 +83,8 @@ def story_server(start_server, peers, lab_dns):  # noqa: F811
         dns_servers=lab_dns.server, allow_loopback_mx="yes", http_listen=f"127.0.0.1:{http_port}"))
     srv.wait_log(r"http-listening")
     qid = submit(srv, "alice@src.test", ["bob@remote.example", "carol@remote.example", f"dana@{LOCAL_DOMAIN}"],
-                 subject=HOSTILE_SUBJECT, extra_headers=b"X-Eight-Bit: caf\xe9 \xff<b>bold</b>\r\n")
+                 subject=HOSTILE_SUBJECT, extra_headers=b"X-Eight-Bit: caf\xe9 \xff<b>bold</b>\r\n"
+                 b"X-Encoded: =?utf-8?q?=3Cscript=3Ewindow.=5F=5Fpwned=3D'2047'=3C/script=3E?=\r\n")
     bounce = wait_event(srv, "bounce", id=qid)[0]
     wait_event(srv, "removed", id=bounce["ndr"])
     wait_queue_empty(srv)
@@ -160,6 +161,7 @@ def test_overview_queue_and_mailbox_pages(story_server, browser, tmp_path):
                for row in browser.find_elements("css selector", "#headers tr")}
     assert headers["Subject"] == HOSTILE_SUBJECT
     assert "\ufffd<b>bold</b>" in headers["X-Eight-Bit"]
+    assert headers["X-Encoded"] == "<script>window.__pwned='2047'</script>"  # RFC 2047 decoded, shown as text
     assert_no_script_ran(browser)
     screenshot(browser, tmp_path, "mailbox-message")
     browser.find_element("id", "raw").click()
