@@ -3,6 +3,17 @@ import Spool
 
 /// The HTML pages (pure: data in, markup out). Every value from a message, a peer or the spool goes through
 /// `HTML.escape`; the markup itself is fixed text. No script, no external asset: a page works on its own.
+/// Where a live page stands in the journal: the second it was drawn and how many events from that second on it saw.
+public struct LiveCursor: Equatable, Sendable {
+    public var since: Int64
+    public var seen: Int
+
+    public init(since: Int64, seen: Int) {
+        self.since = since
+        self.seen = seen
+    }
+}
+
 public enum ConsolePages {
     /// The colour of each address family on the time line and in tables.
     public static func colour(family: String) -> String {
@@ -20,18 +31,30 @@ public enum ConsolePages {
         .ipv6{color:#2563eb}.ipv4{color:#ea580c}.current{font-weight:bold}ul.chain li{list-style:none}
         """
 
-    static func page(_ title: String, _ body: String) -> String {
-        """
-        <!DOCTYPE html>
-        <html lang="en"><head><meta charset="utf-8"><title>\(HTML.escape(title)) - dualmta</title>
-        <style>\(style)</style></head><body>
-        <nav><a href="/">Overview</a><a href="/queue">Queue</a><a href="/mailboxes">Mailboxes</a>\
-        <a href="/metrics">Metrics</a></nav>
-        <h1>\(HTML.escape(title))</h1>
-        \(body)
-        </body></html>
+    /// The one script of the console: polls `/api/events` and reloads the page when something happened after it was
+    /// drawn (more events from the page's second on than it saw, `data-since`/`data-seen`: journal times are whole
+    /// seconds). Fixed text, allowed by its hash in the CSP; the pages work the same without it.
+    public static let liveScript =
+        "document.body.dataset.live='on';var page=document.body.dataset;setInterval(function(){"
+        + "fetch('/api/events?since='+page.since).then(function(r){return r.json()}).then(function(j){"
+        + "if(j.events.length>Number(page.seen))location.reload()}).catch(function(){})},2000);"
+    /// `sha256-` of `liveScript` (base64), as the Content-Security-Policy names it; the browser test checks both.
+    public static let liveScriptHash = "sha256-Vh17EvC21lVnsKLM+ZEV8xjp8zumQ5EGIWQMO6jimxI="
 
-        """
+    static func page(_ title: String, _ body: String, live: LiveCursor? = nil) -> String {
+        let open = live.map { "<body data-since=\"\($0.since)\" data-seen=\"\($0.seen)\">" } ?? "<body>"
+        let script = live == nil ? "" : "<script>\(liveScript)</script>"
+        return """
+            <!DOCTYPE html>
+            <html lang="en"><head><meta charset="utf-8"><title>\(HTML.escape(title)) - dualmta</title>
+            <style>\(style)</style></head>\(open)
+            <nav><a href="/">Overview</a><a href="/queue">Queue</a><a href="/mailboxes">Mailboxes</a>\
+            <a href="/metrics">Metrics</a></nav>
+            <h1>\(HTML.escape(title))</h1>
+            \(body)
+            \(script)</body></html>
+
+            """
     }
 
     static func link(_ id: QueueID) -> String {
@@ -40,7 +63,9 @@ public enum ConsolePages {
 
     static func date(_ seconds: Int64) -> String { HTML.escape(MailDate.iso8601(seconds)) }
 
-    public static func overview(listeners: [ConsoleListener], queued: [Envelope], lastHour: FamilyCounts) -> String {
+    public static func overview(
+        listeners: [ConsoleListener], queued: [Envelope], lastHour: FamilyCounts, live: LiveCursor? = nil
+    ) -> String {
         var body = "<h2>Listeners</h2><table id=\"listeners\"><tr><th>Key</th><th>Address</th><th>Family</th></tr>"
         for listener in listeners {
             body += "<tr><td>\(HTML.escape(listener.name))</td><td>\(HTML.escape(listener.address))</td>"
@@ -53,7 +78,7 @@ public enum ConsolePages {
             "<tr><th>Messages</th><td>\(queued.count)</td></tr><tr><th>Pending recipients</th><td>\(pending)</td></tr>"
         body += "<tr><th>Held</th><td>\(held)</td></tr></table>"
         body += "<h2>Remote attempts in the last hour</h2>" + familyChart(lastHour)
-        return page("dualmta", body)
+        return page("dualmta", body, live: live)
     }
 
     /// One bar per family: the sent part filled in the family's colour, the rest as an outline; numbers beside.
@@ -82,7 +107,9 @@ public enum ConsolePages {
 
     }
 
-    public static func queue(_ envelopes: [Envelope], filter: QueueFilter, expires: (Envelope) -> Int64) -> String {
+    public static func queue(
+        _ envelopes: [Envelope], filter: QueueFilter, expires: (Envelope) -> Int64, live: LiveCursor? = nil
+    ) -> String {
         var form = "<form id=\"filter\" method=\"get\" action=\"/queue\"><label>State <select name=\"state\">"
         form += "<option value=\"\">any</option>"
         for state in RecipientState.allCases {
@@ -105,7 +132,7 @@ public enum ConsolePages {
         form += "</select></label> <button type=\"submit\">Show</button></form>"
         guard !envelopes.isEmpty else {
             let text = filter.isEmpty ? "The queue is empty." : "No queued message matches."
-            return page("Queue", form + "<p id=\"empty\">\(text)</p>")
+            return page("Queue", form + "<p id=\"empty\">\(text)</p>", live: live)
         }
         var body = form + "<table id=\"queue\"><tr><th>Id</th><th>Arrival</th><th>Sender</th><th>Recipients</th>"
         body += "<th>Next attempt</th><th>Expires</th></tr>"
@@ -117,14 +144,14 @@ public enum ConsolePages {
             body +=
                 "<td>\(envelope.held ? "held" : date(envelope.nextAttempt))</td><td>\(date(expires(envelope)))</td></tr>"
         }
-        return page("Queue", body + "</table>")
+        return page("Queue", body + "</table>", live: live)
     }
 
     static func display(sender: String) -> String { sender.isEmpty ? "<>" : sender }
 
     /// The message page: the envelope when queued, the attempts on a time line, the report chain and the journal.
     public static func message(
-        _ id: QueueID, envelope: Envelope?, expires: Int64?, chain: [ConsoleChainNode]
+        _ id: QueueID, envelope: Envelope?, expires: Int64?, chain: [ConsoleChainNode], live: LiveCursor? = nil
     ) -> String {
         var body = ""
         let events = chain.first { $0.id == id }?.events ?? []
@@ -164,7 +191,7 @@ public enum ConsolePages {
         body += "<h2>Attempts</h2>" + timeline(events)
         body += "<h2>Reports</h2>" + chainList(chain, current: id)
         body += "<h2>History</h2>" + journal(events)
-        return page("Message \(id.rawValue)", body)
+        return page("Message \(id.rawValue)", body, live: live)
     }
 
     static func reportOfLink(_ original: QueueID) -> String {

@@ -19,21 +19,25 @@ public struct ConsoleSite: Sendable {
             let recent = source.events(since: now - 3600).map(\.event)
             return .html(
                 ConsolePages.overview(
-                    listeners: source.listeners(), queued: source.queued(), lastHour: FamilyCounts(recent)))
+                    listeners: source.listeners(), queued: source.queued(), lastHour: FamilyCounts(recent),
+                    live: liveCursor()))
         case "metrics" where segments.count == 1:
             return HTTPResponse(
                 status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8",
                 body: Array(source.metricsText().utf8))
         case "queue" where segments.count == 1:
             guard let filter = QueueFilter(request) else { return .text(.badRequest, "unknown state or sort\n") }
-            return .html(ConsolePages.queue(filter.apply(source.queued()), filter: filter, expires: source.expires))
+            return .html(
+                ConsolePages.queue(
+                    filter.apply(source.queued()), filter: filter, expires: source.expires, live: liveCursor()))
         case "message" where segments.count == 2:
             guard let id = QueueID(segments[1]) else { return notFound }
             let envelope = source.envelope(id)
             let chain = source.chain(id) ?? []
             guard envelope != nil || !chain.isEmpty else { return notFound }
             return .html(
-                ConsolePages.message(id, envelope: envelope, expires: envelope.map(source.expires), chain: chain))
+                ConsolePages.message(
+                    id, envelope: envelope, expires: envelope.map(source.expires), chain: chain, live: liveCursor()))
         case "mailboxes":
             return mailboxes(Array(segments.dropFirst()), json: false)
         case "api":
@@ -41,6 +45,11 @@ public struct ConsoleSite: Sendable {
         default:
             return notFound
         }
+    }
+
+    private func liveCursor() -> LiveCursor {
+        let now = source.now()
+        return LiveCursor(since: now, seen: source.events(since: now).count)
     }
 
     private var notFound: HTTPResponse { .text(.notFound, "not found\n") }

@@ -34,8 +34,11 @@ public struct HTTPResponse: Equatable, Sendable {
     public var body: [UInt8]
     public var extraHeaders: [(String, String)] = []
 
-    /// Pages load nothing from anywhere and run no script; styles are inline.
-    public static let contentSecurityPolicy = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'"
+    /// Pages load nothing from elsewhere; styles are inline; the only script that may run is the console's own
+    /// live-refresh script, named by its hash, and it may only fetch from this origin.
+    public static let contentSecurityPolicy =
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; connect-src 'self'; "
+        + "script-src '\(ConsolePages.liveScriptHash)'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 
     public init(status: HTTPStatus, contentType: String, body: [UInt8], extraHeaders: [(String, String)] = []) {
         self.status = status

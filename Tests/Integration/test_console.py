@@ -7,6 +7,8 @@ Also: the JSON API against the CLI's --json, the HTTP limits over a raw socket."
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import shutil
@@ -103,10 +105,19 @@ def get(url: str) -> tuple[int, dict, bytes]:
         return error.code, dict(error.headers), error.read()
 
 
-def assert_no_script_ran(driver) -> None:
+def assert_no_script_ran(driver, live: bool = False) -> None:
+    """No hostile script ran and no hostile element exists; on a live page the only script is the console's own,
+    allowed by the hash in the Content-Security-Policy, and it did run."""
     assert driver.execute_script("return window.__pwned === undefined"), driver.execute_script(
         "return window.__pwned")
-    assert driver.find_elements("tag name", "script") == []
+    scripts = driver.find_elements("tag name", "script")
+    assert len(scripts) == (1 if live else 0), [s.get_attribute("innerHTML")[:80] for s in scripts]
+    if live:
+        source = scripts[0].get_attribute("innerHTML")
+        digest = base64.b64encode(hashlib.sha256(source.encode()).digest()).decode()
+        assert driver.execute_script("return document.body.dataset.live") == "on"
+        _, headers, _ = get(driver.current_url)
+        assert f"script-src 'sha256-{digest}'" in headers["Content-Security-Policy"], headers
     assert driver.find_elements("tag name", "img") == []
 
 
@@ -126,7 +137,7 @@ def test_message_page_shows_the_time_line_the_report_and_escapes_everything(stor
     assert sent and all(m.get_attribute("fill") == IPV4_COLOUR for m in sent)
     # The hostile values are on the page as text.
     assert "window.__pwned='reply'" in browser.find_element("id", "journal").text
-    assert_no_script_ran(browser)
+    assert_no_script_ran(browser, live=True)
     path = screenshot(browser, tmp_path, "message")
     assert os.path.getsize(path) > 1000
 
@@ -152,10 +163,19 @@ def test_overview_queue_and_mailbox_pages(story_server, browser, tmp_path):
     screenshot(browser, tmp_path, "overview")
     browser.get(base + "/queue")
     assert browser.find_element("id", "empty").text == "The queue is empty."
+    assert_no_script_ran(browser, live=True)
+    # Live refresh: a new message makes the page reload itself (the marker set on this page instance vanishes).
+    browser.execute_script("window.__marker = 1")
+    submit(srv, "alice@src.test", [f"dana@{LOCAL_DOMAIN}"], subject="live refresh")
+    deadline = time.monotonic() + DEADLINE
+    while browser.execute_script("return window.__marker === 1"):
+        assert time.monotonic() < deadline, "the queue page did not refresh after new journal events"
+        time.sleep(0.1)
     browser.get(base + "/mailboxes")
     browser.find_element("link text", f"dana@{LOCAL_DOMAIN}").click()
-    subject_link = browser.find_element("css selector", "#messages td a")
-    assert subject_link.text == HOSTILE_SUBJECT
+    subjects = browser.find_elements("css selector", "#messages td a")
+    assert sorted(a.text for a in subjects) == sorted([HOSTILE_SUBJECT, "live refresh"])
+    [subject_link] = [a for a in subjects if a.text == HOSTILE_SUBJECT]
     subject_link.click()
     headers = {row.find_element("tag name", "th").text: row.find_element("tag name", "td").text
                for row in browser.find_elements("css selector", "#headers tr")}
