@@ -22,9 +22,10 @@ let package = Package(
         .target(
             name: "Console", path: "Modules/Console",
             exclude: [
-                "ConsolePages.swift", "ConsoleSite.swift", "ConsoleSource.swift", "HTTPServer.swift", "Maildirs.swift",
+                "ConsoleActions.swift", "ConsolePages.swift", "ConsoleSite.swift", "ConsoleSource.swift",
+                "EncodedWords.swift", "FamilyCounts.swift", "HTTPServer.swift", "Maildirs.swift", "QueueFilter.swift",
             ],
-            sources: ["HTTPRequest.swift", "HTTPResponse.swift", "HTML.swift"]),
+            sources: ["HTTPRequest.swift", "HTTPResponse.swift", "HTML.swift", "LiveScript.swift"]),
         .executableTarget(name: "FuzzHTTP", dependencies: ["Console"]),
     ]
 )

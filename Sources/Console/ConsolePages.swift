@@ -31,19 +31,9 @@ public enum ConsolePages {
         .ipv6{color:#2563eb}.ipv4{color:#ea580c}.current{font-weight:bold}ul.chain li{list-style:none}
         """
 
-    /// The one script of the console: polls `/api/events` and reloads the page when something happened after it was
-    /// drawn (more events from the page's second on than it saw, `data-since`/`data-seen`: journal times are whole
-    /// seconds). Fixed text, allowed by its hash in the CSP; the pages work the same without it.
-    public static let liveScript =
-        "document.body.dataset.live='on';var page=document.body.dataset;setInterval(function(){"
-        + "fetch('/api/events?since='+page.since).then(function(r){return r.json()}).then(function(j){"
-        + "if(j.events.length>Number(page.seen))location.reload()}).catch(function(){})},2000);"
-    /// `sha256-` of `liveScript` (base64), as the Content-Security-Policy names it; the browser test checks both.
-    public static let liveScriptHash = "sha256-Vh17EvC21lVnsKLM+ZEV8xjp8zumQ5EGIWQMO6jimxI="
-
     static func page(_ title: String, _ body: String, live: LiveCursor? = nil) -> String {
         let open = live.map { "<body data-since=\"\($0.since)\" data-seen=\"\($0.seen)\">" } ?? "<body>"
-        let script = live == nil ? "" : "<script>\(liveScript)</script>"
+        let script = live == nil ? "" : "<script>\(LiveScript.text)</script>"
         return """
             <!DOCTYPE html>
             <html lang="en"><head><meta charset="utf-8"><title>\(HTML.escape(title)) - dualmta</title>

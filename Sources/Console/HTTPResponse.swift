@@ -38,7 +38,7 @@ public struct HTTPResponse: Equatable, Sendable {
     /// live-refresh script, named by its hash, and it may only fetch from this origin.
     public static let contentSecurityPolicy =
         "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; connect-src 'self'; "
-        + "script-src '\(ConsolePages.liveScriptHash)'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+        + "script-src '\(LiveScript.hash)'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 
     public init(status: HTTPStatus, contentType: String, body: [UInt8], extraHeaders: [(String, String)] = []) {
         self.status = status
