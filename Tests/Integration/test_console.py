@@ -302,7 +302,7 @@ def post(url: str, token: str | None) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
-def test_actions_need_the_token_and_act_like_the_cli(start_server):
+def test_actions_need_the_token_and_act_like_the_cli(start_server, browser, tmp_path):
     token = "lab-token-0123456789"
     http_port = free_port()
     srv = start_server(**outbound_settings(routes=f"remote.example=[127.0.0.1]:{free_port()}", retry_schedule="1h",
@@ -314,6 +314,18 @@ def test_actions_need_the_token_and_act_like_the_cli(start_server):
 
     def held() -> bool:
         return json.loads(srv.cli("queue", "show", "--json", qid).stdout)["held"]
+
+    # A queued message's page: envelope with expires, the pending recipient, the refused IPv4 attempt.
+    browser.get(f"{base}/message/{qid}")
+    envelope = {row.find_element("tag name", "th").text: row.find_element("tag name", "td").text
+                for row in browser.find_elements("css selector", "#envelope tr")}
+    assert envelope["Sender"] == "alice@src.test" and envelope["Expires"].endswith("Z"), envelope
+    cells = [td.text for td in browser.find_elements("css selector", "#recipients tr td")]
+    assert cells[:2] == ["bob@remote.example", "pending"], cells
+    [mark] = browser.find_elements("css selector", "#timeline circle.mark")
+    assert (mark.get_attribute("data-family"), mark.get_attribute("data-result")) == ("ipv4", "failed")
+    assert_no_script_ran(browser, live=True)
+    screenshot(browser, tmp_path, "queued-message")
 
     # The queue filter, in the API and on the page.
     assert [m["id"] for m in json.loads(get(f"{base}/api/queue?domain=REMOTE.example&state=pending")[2])] == [qid]
