@@ -88,7 +88,8 @@ public enum ConsolePages {
             svg += " data-sent=\"\(count.sent)\"><text x=\"0\" y=\"\(y + 15)\" font-size=\"13\" fill=\"\(colour)\">"
             svg += "\(HTML.escape(family))</text>"
             svg +=
-                "<rect x=\"60\" y=\"\(y)\" width=\"\(max(total, 1))\" height=\"20\" fill=\"#fff\" stroke=\"\(colour)\"/>"
+                "<rect x=\"60\" y=\"\(y)\" width=\"\(max(total, 1))\" height=\"20\" fill=\"#fff\""
+                + " stroke=\"\(colour)\"/>"
             svg += "<rect x=\"60\" y=\"\(y)\" width=\"\(sent)\" height=\"20\" fill=\"\(colour)\"/>"
             svg += "<text x=\"\(70 + barWidth)\" y=\"\(y + 15)\" font-size=\"13\">\(count.attempts) attempts, "
             svg += "\(count.sent) sent, \(count.failed) not sent</text></g>"
@@ -132,7 +133,8 @@ public enum ConsolePages {
             body += "<td>\(date(envelope.arrival))</td><td>\(HTML.escape(display(sender: envelope.sender)))</td>"
             body += "<td>\(recipients.joined(separator: "<br>"))</td>"
             body +=
-                "<td>\(envelope.held ? "held" : date(envelope.nextAttempt))</td><td>\(date(expires(envelope)))</td></tr>"
+                "<td>\(envelope.held ? "held" : date(envelope.nextAttempt))</td>"
+                + "<td>\(date(expires(envelope)))</td></tr>"
         }
         return page("Queue", body + "</table>", live: live)
     }
@@ -278,10 +280,10 @@ public enum ConsolePages {
         for entry in entries {
             let headers = MailHeaders(fields: entry.headers, body: [])
             let href = "\(base)/\(entry.folder)/\(HTML.pathSegment(entry.name))"
-            body +=
-                "<tr><td>\(date(entry.modified))</td><td>\(HTML.escape(EncodedWords.decode(headers.value("From") ?? "")))</td>"
-            body +=
-                "<td><a href=\"\(href)\">\(HTML.escape(EncodedWords.decode(headers.value("Subject") ?? "(no subject)")))</a></td>"
+            let from = HTML.escape(EncodedWords.decode(headers.value("From") ?? ""))
+            let subject = HTML.escape(EncodedWords.decode(headers.value("Subject") ?? "(no subject)"))
+            body += "<tr><td>\(date(entry.modified))</td><td>\(from)</td>"
+            body += "<td><a href=\"\(href)\">\(subject)</a></td>"
             body += "<td>\(entry.size)</td></tr>"
         }
         return page("Mailbox \(user)@\(domain)", body + "</table>")
