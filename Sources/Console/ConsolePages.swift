@@ -54,16 +54,27 @@ public enum ConsolePages {
     static func date(_ seconds: Int64) -> String { HTML.escape(MailDate.iso8601(seconds)) }
 
     public static func overview(
-        listeners: [ConsoleListener], queued: [Envelope], lastHour: FamilyCounts, live: LiveCursor? = nil
+        listeners: [ConsoleListener], selfCheck: ConsoleSelfCheck? = nil, queued: [Envelope], lastHour: FamilyCounts,
+        live: LiveCursor? = nil
     ) -> String {
         var body = "<h2>Listeners</h2><table id=\"listeners\"><tr><th>Key</th><th>Address</th><th>Family</th></tr>"
         for listener in listeners {
             body += "<tr><td>\(HTML.escape(listener.name))</td><td>\(HTML.escape(listener.address))</td>"
             body += "<td class=\"\(HTML.escape(listener.family))\">\(HTML.escape(listener.family))</td></tr>"
         }
+        body += "</table><h2>Self-check</h2>"
+        if let selfCheck {
+            body += "<ul id=\"selfcheck\">"
+            for line in selfCheck.listeners { body += "<li class=\"listener\">\(HTML.escape(line))</li>" }
+            for line in selfCheck.warnings { body += "<li class=\"warning\"><b>warning</b> \(HTML.escape(line))</li>" }
+            for line in selfCheck.notes { body += "<li class=\"note\">note: \(HTML.escape(line))</li>" }
+            body += "</ul>"
+        } else {
+            body += "<p id=\"selfcheck-pending\">Still running.</p>"
+        }
         let pending = queued.reduce(0) { $0 + $1.recipients.filter { $0.state == .pending }.count }
         let held = queued.filter(\.held).count
-        body += "</table><h2>Queue</h2><table id=\"counts\">"
+        body += "<h2>Queue</h2><table id=\"counts\">"
         body +=
             "<tr><th>Messages</th><td>\(queued.count)</td></tr><tr><th>Pending recipients</th><td>\(pending)</td></tr>"
         body += "<tr><th>Held</th><td>\(held)</td></tr></table>"

@@ -19,7 +19,8 @@ public struct ConsoleSite: Sendable {
             let recent = source.events(since: now - 3600).map(\.event)
             return .html(
                 ConsolePages.overview(
-                    listeners: source.listeners(), queued: source.queued(), lastHour: FamilyCounts(recent),
+                    listeners: source.listeners(), selfCheck: source.selfCheck(), queued: source.queued(),
+                    lastHour: FamilyCounts(recent),
                     live: liveCursor()))
         case "metrics" where segments.count == 1:
             return HTTPResponse(

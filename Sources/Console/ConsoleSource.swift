@@ -24,6 +24,8 @@ public protocol ConsoleSource: Sendable {
     func traceJSON(_ id: QueueID) -> String?
     /// Every journal event at or after `since` (unix seconds), each with its message id, oldest first.
     func events(since: Int64) -> [ConsoleEvent]
+    /// The start-up self-check (listener families, warnings, notes); nil while it is still running.
+    func selfCheck() -> ConsoleSelfCheck?
     /// The current time in unix seconds (the overview's "last hour").
     func now() -> Int64
     /// `<spool>/mailboxes`: the local Maildirs.
@@ -43,6 +45,19 @@ public struct ConsoleListener: Equatable, Sendable {
         self.name = name
         self.address = address
         self.family = family
+    }
+}
+
+/// What the daemon's start-up self-check found (the lines it logged).
+public struct ConsoleSelfCheck: Equatable, Sendable {
+    public var listeners: [String]
+    public var warnings: [String]
+    public var notes: [String]
+
+    public init(listeners: [String], warnings: [String], notes: [String]) {
+        self.listeners = listeners
+        self.warnings = warnings
+        self.notes = notes
     }
 }
 

@@ -11,6 +11,12 @@ import Spool
 struct ConsoleData: ConsoleSource {
     let configuration: Configuration
     let spool: Spool
+    /// The self-check's report once it has run (it runs off the start path).
+    let selfCheckReport: @Sendable () -> SelfCheck.Report?
+
+    func selfCheck() -> ConsoleSelfCheck? {
+        selfCheckReport().map { ConsoleSelfCheck(listeners: $0.listeners, warnings: $0.warnings, notes: $0.notes) }
+    }
 
     var history: MessageHistory { MessageHistory(stateDirectory: spool.stateDirectory) }
 

@@ -23,6 +23,8 @@ public final class MTAService: Sendable {
     let controlChannel = Mutex<ControlChannel?>(nil)
     /// The web console (`http_listen`, also `/metrics`), when bound; set by start(), cleared by stop().
     let console = Mutex<HTTPServer?>(nil)
+    /// The start-up self-check's findings, for the console's overview; nil until it has run.
+    let selfCheckReport = Mutex<SelfCheck.Report?>(nil)
     /// The settings in force: `configuration` until a SIGHUP reload replaces them.
     let live: Mutex<Configuration>
 
@@ -78,8 +80,10 @@ public final class MTAService: Sendable {
         runner.start()
         startControlChannel()
         // The self-check asks DNS about our own name: off the start path, but at start (its lines follow `ready`).
-        DispatchQueue.global(qos: .utility).async { [configuration, logger] in
-            SelfCheck.log(SelfCheck.run(configuration), logger: logger)
+        DispatchQueue.global(qos: .utility).async { [self] in
+            let report = SelfCheck.run(configuration)
+            SelfCheck.log(report, logger: logger)
+            selfCheckReport.withLock { $0 = report }
         }
         logger.info(
             "ready",
@@ -132,7 +136,10 @@ public final class MTAService: Sendable {
     /// daemon says so and runs without the console.
     func startConsole() throws(StartupError) {
         guard let address = configuration.httpListen else { return }
-        let site = ConsoleSite(source: ConsoleData(configuration: configuration, spool: spool))
+        let site = ConsoleSite(
+            source: ConsoleData(
+                configuration: configuration, spool: spool,
+                selfCheckReport: { [weak self] in self?.selfCheckReport.withLock { $0 } ?? nil }))
         do throws(SocketError) {
             let server = try HTTPServer.start(on: address) { request in site.respond(request) }
             console.withLock { $0 = server }

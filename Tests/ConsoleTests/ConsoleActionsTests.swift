@@ -24,6 +24,7 @@ private final class RecordingSource: ConsoleSource {
     var mailboxDirectory: String { "/nonexistent" }
     func events(since: Int64) -> [ConsoleEvent] { [] }
     func now() -> Int64 { 0 }
+    func selfCheck() -> ConsoleSelfCheck? { nil }
 
     func perform(_ action: ConsoleAction, id: QueueID?) -> ConsoleActionResult {
         performed.withLock { $0.append("\(action.rawValue) \(id?.rawValue ?? "-")") }

@@ -162,6 +162,13 @@ def test_overview_queue_and_mailbox_pages(story_server, browser, tmp_path):
     browser.get(base + "/")
     listeners = browser.find_elements("css selector", "#listeners tr td:nth-child(3)")
     assert {cell.text for cell in listeners} >= {"ipv6", "ipv4"}
+    deadline = time.monotonic() + DEADLINE
+    while not browser.find_elements("id", "selfcheck"):  # the self-check runs off the start path
+        assert time.monotonic() < deadline, "the self-check never reached the overview"
+        time.sleep(0.1)
+        browser.get(base + "/")
+    lines = [li.text for li in browser.find_elements("css selector", "#selfcheck li.listener")]
+    assert any("serves ipv6" in line for line in lines) and any("serves ipv4" in line for line in lines), lines
     bars = {g.get_attribute("data-family"): (int(g.get_attribute("data-attempts")), int(g.get_attribute("data-sent")))
             for g in browser.find_elements("css selector", "#families g.family")}
     assert bars["ipv6"] == (2, 0) and bars["ipv4"][1] == 1, bars  # only bob's copy was sent
