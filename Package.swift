@@ -29,7 +29,7 @@ let package = Package(
         .target(name: "TLS", dependencies: ["COpenSSL"]),
         .target(name: "DNS", dependencies: ["CResolv", "NetAddress"]),
         .target(name: "Routing", dependencies: ["DNS", "NetAddress", "SMTPProtocol", log]),
-        .target(name: "Console", dependencies: ["Sockets", "Metrics"]),
+        .target(name: "Console", dependencies: ["Sockets", "Metrics", "Spool", "SMTPProtocol"]),
         // Layer 2
         .target(
             name: "SMTPServer",
@@ -57,7 +57,7 @@ let package = Package(
         .testTarget(name: "SpoolTests", dependencies: ["Spool", "SMTPProtocol"], exclude: ["Fixtures"]),
         .testTarget(name: "SocketsTests", dependencies: ["Sockets"]),
         .testTarget(name: "MetricsTests", dependencies: ["Metrics"]),
-        .testTarget(name: "ConsoleTests", dependencies: ["Console", "Sockets"]),
+        .testTarget(name: "ConsoleTests", dependencies: ["Console", "Sockets", "Spool", "SMTPProtocol"]),
         .testTarget(name: "TLSTests", dependencies: ["TLS"]),
         .testTarget(name: "DNSTests", dependencies: ["DNS"]),
         .testTarget(name: "RoutingTests", dependencies: ["Routing", log]),

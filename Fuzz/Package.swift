@@ -18,5 +18,14 @@ let package = Package(
         .executableTarget(name: "FuzzMailbox", dependencies: ["SMTPProtocol"]),
         .executableTarget(name: "FuzzEnvelope", dependencies: ["Spool"]),
         .executableTarget(name: "FuzzReply", dependencies: ["SMTPProtocol"]),
+        // Only the console's pure files (parser, response, escaping): the rest of Console needs sockets.
+        .target(
+            name: "Console", path: "Modules/Console",
+            exclude: [
+                "ConsoleActions.swift", "ConsolePages.swift", "ConsoleSite.swift", "ConsoleSource.swift",
+                "EncodedWords.swift", "FamilyCounts.swift", "HTTPServer.swift", "Maildirs.swift", "QueueFilter.swift",
+            ],
+            sources: ["HTTPRequest.swift", "HTTPResponse.swift", "HTML.swift", "LiveScript.swift"]),
+        .executableTarget(name: "FuzzHTTP", dependencies: ["Console"]),
     ]
 )

@@ -48,8 +48,14 @@ public struct Configuration: Sendable, Equatable {
     /// Happy Eyeballs: how long an attempt runs alone before the next address starts (RFC 8305 §5).
     public var connectionAttemptDelay: Duration
 
-    // Metrics (Prometheus text format over HTTP/1.0)
-    public var metricsListen: SocketAddress?
+    // The web console, its JSON API and `/metrics` (HTTP/1.1)
+    /// `http_listen`; nil when turned off with `none`.
+    public var httpListen: SocketAddress?
+    /// The key that set `httpListen` (`http_listen` or its alias `metrics_listen`); nil while it is the default,
+    /// which is only a convenience: when its port is taken the daemon runs without the console.
+    public var httpListenKey: String?
+    /// `http_token`: the console's queue actions exist only when set (POST with `Authorization: Bearer`).
+    public var httpToken: String?
 
     // TLS and submission (RFC 3207, RFC 6409, RFC 8314)
     public var tlsCertFile: String?
@@ -127,7 +133,9 @@ public struct Configuration: Sendable, Equatable {
             allowLoopbackMX: false,
             connectStrategy: .sequential,
             connectionAttemptDelay: .milliseconds(250),
-            metricsListen: nil,
+            httpListen: SocketAddress(parsing: "127.0.0.1:8025"),
+            httpListenKey: nil,
+            httpToken: nil,
             tlsCertFile: nil,
             tlsKeyFile: nil,
             smtpTLS: .may,

@@ -16,8 +16,8 @@ enum ListenerConflicts {
         result += configuration.listen.map { Listener(key: "listen", address: $0) }
         result += configuration.submissionListen.map { Listener(key: "submission_listen", address: $0) }
         result += configuration.submissionsListen.map { Listener(key: "submissions_listen", address: $0) }
-        if let metrics = configuration.metricsListen {
-            result.append(Listener(key: "metrics_listen", address: metrics))
+        if let console = configuration.httpListen, let key = configuration.httpListenKey {
+            result.append(Listener(key: key, address: console))
         }
         return result
     }

@@ -22,8 +22,10 @@ public final class MTAService: Sendable {
     let runner: QueueRunner
     /// The control socket (`dualmta queue flush`, `dualmta send`); set by start(), cleared by stop().
     let controlChannel = Mutex<ControlChannel?>(nil)
-    /// The `metrics_listen` responder, when configured; set by start(), cleared by stop().
-    let metricsResponder = Mutex<MetricsResponder?>(nil)
+    /// The web console (`http_listen`, also `/metrics`), when bound; set by start(), cleared by stop().
+    let console = Mutex<HTTPServer?>(nil)
+    /// The start-up self-check's findings, for the console's overview; nil until it has run.
+    let selfCheckReport = Mutex<SelfCheck.Report?>(nil)
     /// The settings in force: `configuration` until a SIGHUP reload replaces them.
     let live: Mutex<Configuration>
     /// The fault rules in force: the config's `fault =` lines and those added with `dualmta fault add`.
@@ -82,8 +84,10 @@ public final class MTAService: Sendable {
         runner.start()
         startControlChannel()
         // The self-check asks DNS about our own name: off the start path, but at start (its lines follow `ready`).
-        DispatchQueue.global(qos: .utility).async { [configuration, logger] in
-            SelfCheck.log(SelfCheck.run(configuration), logger: logger)
+        DispatchQueue.global(qos: .utility).async { [self] in
+            let report = SelfCheck.run(configuration)
+            SelfCheck.log(report, logger: logger)
+            selfCheckReport.withLock { $0 = report }
         }
         logger.info(
             "ready",
@@ -128,23 +132,30 @@ public final class MTAService: Sendable {
         } catch {
             throw .server(error)
         }
-        try startMetrics()
+        try startConsole()
     }
 
-    /// Serves `GET /metrics` on `metrics_listen` (the queue size is read from the spool at each scrape).
-    func startMetrics() throws(StartupError) {
-        guard let address = configuration.metricsListen else { return }
+    /// Serves the web console, its JSON API and `/metrics` on `http_listen`. A configured address that cannot be
+    /// bound stops the start; the default one (127.0.0.1:8025) is a convenience, so when its port is taken the
+    /// daemon says so and runs without the console.
+    func startConsole() throws(StartupError) {
+        guard let address = configuration.httpListen else { return }
+        let site = ConsoleSite(
+            source: ConsoleData(
+                configuration: configuration, spool: spool,
+                selfCheckReport: { [weak self] in self?.selfCheckReport.withLock { $0 } ?? nil }))
         do throws(SocketError) {
-            let responder = try MetricsResponder.start(on: address) { [spool] in
-                if let queued = try? spool.queuedIDs() {
-                    DualMTAMetrics.registry.set(DualMTAMetrics.queueSize, to: Double(queued.count))
-                }
-                return DualMTAMetrics.registry.exposition()
-            }
-            metricsResponder.withLock { $0 = responder }
-            logger.info("metrics-listening", metadata: ["addr": "\(responder.localAddress)"])
+            let server = try HTTPServer.start(on: address) { request in site.respond(request) }
+            console.withLock { $0 = server }
+            logger.info("http-listening", metadata: ["addr": "\(server.localAddress)"])
         } catch {
-            throw .metrics("metrics_listen \(address): \(error)")
+            guard let key = configuration.httpListenKey else {
+                logger.warning(
+                    "http-disabled",
+                    metadata: ["addr": "\(address)", "reason": "\(error)", "hint": "set http_listen or none"])
+                return
+            }
+            throw .metrics("\(key) \(address): \(error)")
         }
     }
 
@@ -184,9 +195,9 @@ public final class MTAService: Sendable {
             channel?.close()
             channel = nil
         }
-        metricsResponder.withLock { responder in
-            responder?.close()
-            responder = nil
+        console.withLock { server in
+            server?.close()
+            server = nil
         }
         let clock = ContinuousClock()
         let end = clock.now + deadline
@@ -231,7 +242,7 @@ public enum StartupError: Error, CustomStringConvertible {
     case server(ServerError)
     /// The configured certificate or key cannot be used, or TLS is missing where submission needs it.
     case tls(String)
-    /// `metrics_listen` cannot be bound.
+    /// A configured `http_listen` (or `metrics_listen`) cannot be bound.
     case metrics(String)
     /// `run_as_user` could not be applied.
     case privileges(String)

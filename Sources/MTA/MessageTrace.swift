@@ -61,16 +61,21 @@ public enum MessageTrace {
         let objects: [[String: Any]] = nodes.map { node in
             var object: [String: Any] = [
                 "id": node.id.rawValue, "depth": node.depth,
-                "events": node.events.map { event -> [String: String] in
-                    var fields = ["time": MailDate.iso8601(event.time), "event": event.event]
-                    for field in event.fields { fields[field.name] = field.value }
-                    return fields
-                },
+                "events": eventObjects(node.events),
             ]
             if let parent = node.reportOf { object["report_of"] = parent.rawValue }
             return object
         }
         return QueueInspector.jsonText(["chain": objects], empty: "{}\n")
+    }
+
+    /// Journal events as JSON objects: time, event and the event's own fields.
+    static func eventObjects(_ events: [HistoryEvent]) -> [[String: String]] {
+        events.map { event in
+            var fields = ["time": MailDate.iso8601(event.time), "event": event.event]
+            for field in event.fields { fields[field.name] = field.value }
+            return fields
+        }
     }
 
     /// Runs the command; returns the exit status (65 bad id, 69 no journal for the id).

@@ -89,6 +89,11 @@ public struct QueueInspector {
 
     /// `queue show --json`: the list object plus client, HELO, protocol, extra fields and every attempt.
     public static func renderShowJSON(_ envelope: Envelope, expiry: Expiry) -> String {
+        jsonText(showObject(envelope, expiry: expiry), empty: "{}\n")
+    }
+
+    /// The object `queue show --json` prints (the console adds the history to it).
+    static func showObject(_ envelope: Envelope, expiry: Expiry) -> [String: Any] {
         var object = listObject(envelope, expiry: expiry)
         object["helo"] = envelope.heloName
         object["protocol"] = envelope.protocolName
@@ -102,7 +107,7 @@ public struct QueueInspector {
                 "result": attempt.result, "reply": attempt.reply, "ms": attempt.milliseconds,
             ]
         }
-        return jsonText(object, empty: "{}\n")
+        return object
     }
 
     /// `queue show`: the envelope, each recipient's state, status and last reply, and every delivery attempt.

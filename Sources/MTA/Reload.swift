@@ -51,7 +51,7 @@ extension MTAService {
         keep("spool_dir", \.spoolDirectory)
         keep("log_format", \.logFormat)
         keep("log_file", \.logFile)
-        keep("metrics_listen", \.metricsListen)
+        keep("http_listen", \.httpListen)
         return kept
     }
 

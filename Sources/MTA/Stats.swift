@@ -3,7 +3,7 @@ import Foundation
 import NetAddress
 import Sockets
 
-/// `dualmta stats`: fetches `GET /metrics` from the running daemon's `metrics_listen` address and prints it.
+/// `dualmta stats`: fetches `GET /metrics` from the running daemon's `http_listen` address and prints it.
 public enum Stats {
     public enum Failure: Error, CustomStringConvertible {
         case notConfigured
@@ -14,7 +14,7 @@ public enum Stats {
         public var description: String {
             switch self {
             case .notConfigured:
-                return "metrics are not configured: set metrics_listen (e.g. 127.0.0.1:9125) and restart the daemon"
+                return "metrics are not configured: http_listen is none; set it (e.g. 127.0.0.1:8025) and restart"
             case .connect(let address, let error): return "cannot reach the metrics endpoint \(address): \(error)"
             case .timedOut(let address): return "no answer from the metrics endpoint \(address)"
             case .badResponse(let why): return "unexpected answer from the metrics endpoint: \(why)"
@@ -22,7 +22,7 @@ public enum Stats {
         }
     }
 
-    /// Where to connect for `metrics_listen`: a wildcard becomes the loopback address of its family.
+    /// Where to connect for `http_listen`: a wildcard becomes the loopback address of its family.
     public static func endpoint(for listen: SocketAddress) -> SocketAddress {
         guard listen.ip.addressClass == .unspecified else { return listen }
         let loopback = listen.family == .ipv6 ? IPAddress("::1") : IPAddress("127.0.0.1")
@@ -32,7 +32,7 @@ public enum Stats {
     /// The exposition text from the daemon.
     public static func fetch(_ configuration: Configuration, timeout: Duration = .seconds(5)) throws(Failure) -> String
     {
-        guard let listen = configuration.metricsListen else { throw .notConfigured }
+        guard let listen = configuration.httpListen else { throw .notConfigured }
         let address = endpoint(for: listen)
         let queue = DispatchQueue(label: "dualmta.stats")
         let done = DispatchSemaphore(value: 0)

@@ -1,7 +1,7 @@
 import NetAddress
 
-/// The metrics dualmta exports (`metrics_listen`, `dualmta stats`), in one process-wide registry. Modules count
-/// at their existing log points; labels are the address family (`ipv4`/`ipv6`) and the MX rank (1 = the most
+/// The metrics dualmta exports (`/metrics` on `http_listen`, `dualmta stats`), in one process-wide registry. Modules
+/// count at their existing log points; labels are the address family (`ipv4`/`ipv6`) and the MX rank (1 = the most
 /// preferred level of the route plan, 2 = the next, ...), so every label has a small, bounded set of values.
 public enum DualMTAMetrics {
     public static let connectAttempts = MetricFamily(

@@ -292,7 +292,7 @@ struct CheckCommand: ParsableCommand {
 
 struct StatsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "stats", abstract: "Print the running daemon's metrics (fetched from metrics_listen).")
+        commandName: "stats", abstract: "Print the running daemon's metrics (fetched from http_listen).")
 
     @OptionGroup var options: ConfigOption
     @Flag(help: "Print the full Prometheus text, with HELP, TYPE and histogram buckets.") var raw = false

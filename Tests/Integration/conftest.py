@@ -638,6 +638,9 @@ def default_settings(spool: Path) -> dict[str, str | None]:
         # lookup is a temporary failure (4.4.3) and remote mail stays queued unless a test sets routes or its own
         # lab DNS server.
         "dns_servers": "127.0.0.1:9",
+        # The web console's default port is shared by every daemon on the machine: tests that want the console
+        # give it a port of their own.
+        "http_listen": "none",
     }
 
 
