@@ -39,7 +39,7 @@ public enum ConsolePages {
             <html lang="en"><head><meta charset="utf-8"><title>\(HTML.escape(title)) - dualmta</title>
             <style>\(style)</style></head>\(open)
             <nav><a href="/">Overview</a><a href="/queue">Queue</a><a href="/mailboxes">Mailboxes</a>\
-            <a href="/metrics">Metrics</a></nav>
+            <a href="/faults">Faults</a><a href="/metrics">Metrics</a></nav>
             <h1>\(HTML.escape(title))</h1>
             \(body)
             \(script)</body></html>
@@ -205,7 +205,9 @@ public enum ConsolePages {
     /// One row per address (in the order first tried), one mark per attempt in time order, coloured by family:
     /// a filled mark for a sent attempt, a ring for any other result; the title carries time, result and reply.
     public static func timeline(_ events: [HistoryEvent]) -> String {
-        let attempts = events.filter { $0.event == "attempt" }
+        // Attempts, plus the Happy Eyeballs connects that lost a race (they never carried a session, so they have
+        // no attempt of their own); won and failed connects are already attempts.
+        let attempts = events.filter { $0.event == "attempt" || ($0.event == "connect" && $0["result"] == "lost") }
         guard !attempts.isEmpty else { return "<p id=\"no-attempts\">No remote attempts.</p>" }
         var rows: [String] = []
         for attempt in attempts {
@@ -233,9 +235,10 @@ public enum ConsolePages {
                 let colour = colour(family: attempt["family"] ?? family)
                 let x = labelWidth + step * (sequence + 1)
                 let fill = result == "sent" ? colour : "#fff"
+                let dashes = result == "lost" ? " stroke-dasharray=\"3 3\"" : ""
                 svg += "<circle class=\"mark\" data-seq=\"\(sequence)\" data-result=\"\(HTML.escape(result))\""
                 svg += " data-family=\"\(HTML.escape(attempt["family"] ?? family))\" cx=\"\(x)\" cy=\"\(y)\" r=\"8\""
-                svg += " fill=\"\(fill)\" stroke=\"\(colour)\" stroke-width=\"3\"><title>"
+                svg += " fill=\"\(fill)\" stroke=\"\(colour)\" stroke-width=\"3\"\(dashes)><title>"
                 let detail = attempt["reply"] ?? attempt["reason"] ?? ""
                 svg += HTML.escape(
                     "\(MailDate.iso8601(attempt.time)) \(attempt["rcpt"] ?? "") \(result) \(detail) "
@@ -245,7 +248,8 @@ public enum ConsolePages {
             svg += "</g>"
         }
         svg += "<text x=\"\(labelWidth)\" y=\"\(height - 4)\" font-size=\"11\" fill=\"#555\">"
-        svg += "attempts in time order; filled = sent, ring = not sent; blue = IPv6, orange = IPv4</text></svg>"
+        svg += "attempts in time order; filled = sent, ring = not sent, dashed = lost a Happy Eyeballs race; "
+        svg += "blue = IPv6, orange = IPv4</text></svg>"
         return svg
     }
 
@@ -313,5 +317,28 @@ public enum ConsolePages {
         }
         body += "</table><pre id=\"body\">\(HTML.escape(bytes: message.body))</pre>"
         return page(EncodedWords.decode(message.value("Subject") ?? "(no subject)"), body)
+    }
+
+    /// `/faults`: the fault rules in force, and how often each matched and fired.
+    public static func faults(_ rules: [ConsoleFault], writable: Bool) -> String {
+        var body = ""
+        if rules.isEmpty {
+            body += "<p>No fault rules: nothing fails on purpose.</p>\n"
+        } else {
+            body +=
+                "<table id=\"faults\"><tr><th>id</th><th>from</th><th>matched</th><th>fired</th><th>rule</th></tr>\n"
+            for rule in rules {
+                body += "<tr><td>\(HTML.escape(rule.id))</td><td>\(HTML.escape(rule.origin))</td>"
+                body +=
+                    "<td>\(rule.matched)</td><td>\(rule.fired)</td><td><code>\(HTML.escape(rule.rule))</code></td></tr>\n"
+            }
+            body += "</table>\n"
+        }
+        body +=
+            writable
+            ? "<p>Change them with <code>POST /api/faults/add?rule=RULE</code>, <code>/api/faults/ID/delete</code> or "
+                + "<code>/api/faults/clear</code> (bearer token), or <code>dualmta fault</code>.</p>\n"
+            : "<p>Change them with <code>dualmta fault add|delete|clear</code>.</p>\n"
+        return page("Fault rules", body)
     }
 }

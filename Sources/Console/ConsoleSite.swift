@@ -41,6 +41,8 @@ public struct ConsoleSite: Sendable {
                     id, envelope: envelope, expires: envelope.map(source.expires), chain: chain, live: liveCursor()))
         case "mailboxes":
             return mailboxes(Array(segments.dropFirst()), json: false)
+        case "faults" where segments.count == 1:
+            return .html(ConsolePages.faults(source.faults(), writable: source.actionToken != nil))
         case "api":
             return api(Array(segments.dropFirst()), request)
         default:
@@ -58,6 +60,7 @@ public struct ConsoleSite: Sendable {
     /// `POST /api/queue/flush`, `POST /api/message/ID/ACTION`: only with a configured token and the right bearer.
     func action(_ request: HTTPRequest) -> HTTPResponse {
         let segments = request.segments
+        if segments.count >= 3, segments[0] == "api", segments[1] == "faults" { return faultAction(request) }
         let target: (ConsoleAction, QueueID?)?
         switch (segments.count, segments.first) {
         case (3, "api") where segments[1] == "queue" && segments[2] == "flush":
@@ -119,6 +122,13 @@ public struct ConsoleSite: Sendable {
             return QueueID(segments[1]).flatMap(source.traceJSON).map(HTTPResponse.json) ?? notFound
         case ("mailboxes", _):
             return mailboxes(Array(segments.dropFirst()), json: true)
+        case ("faults", 1):
+            return .json(
+                Self.jsonText(
+                    source.faults().map {
+                        ["id": $0.id, "origin": $0.origin, "matched": $0.matched, "fired": $0.fired, "rule": $0.rule]
+                            as [String: Any]
+                    }))
         default:
             return notFound
         }
@@ -174,5 +184,42 @@ public struct ConsoleSite: Sendable {
         guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
         else { return "[]\n" }
         return String(decoding: data, as: UTF8.self) + "\n"
+    }
+
+    /// `POST /api/faults/add?rule=RULE`, `POST /api/faults/ID/delete`, `POST /api/faults/clear`: the
+    /// `dualmta fault` commands, with the same token rules as the queue actions.
+    func faultAction(_ request: HTTPRequest) -> HTTPResponse {
+        let segments = request.segments
+        let change: ConsoleFaultChange?
+        switch (segments.count, segments[2]) {
+        case (3, "add"): change = request.parameter("rule").map(ConsoleFaultChange.add)
+        case (3, "clear"): change = .clear
+        case (4, _) where segments[3] == "delete": change = .delete(segments[2])
+        default: change = nil
+        }
+        guard let expected = source.actionToken else {
+            var response = HTTPResponse.text(.methodNotAllowed, "read-only: only GET and HEAD here\n")
+            response.extraHeaders = [("Allow", "GET, HEAD")]
+            return response
+        }
+        guard let offered = BearerToken.parse(request.header("Authorization")),
+            BearerToken.matches(offered, expected)
+        else {
+            var response = HTTPResponse.text(.unauthorized, "a valid Authorization: Bearer token is needed\n")
+            response.extraHeaders = [("WWW-Authenticate", "Bearer realm=\"dualmta\"")]
+            return response
+        }
+        guard let change else { return .text(.badRequest, "use add?rule=RULE, clear or ID/delete\n") }
+        func answer(_ status: HTTPStatus, ok: Bool, _ text: String) -> HTTPResponse {
+            var response = HTTPResponse.json(
+                Self.jsonText(["action": "fault", "ok": ok, "output": text] as [String: Any]))
+            response.status = status
+            return response
+        }
+        switch source.changeFaults(change) {
+        case .done(let text): return answer(.ok, ok: true, text)
+        case .notFound(let text): return answer(.notFound, ok: false, text)
+        case .failed(let text): return answer(.badRequest, ok: false, text)
+        }
     }
 }

@@ -34,6 +34,35 @@ public protocol ConsoleSource: Sendable {
     var actionToken: String? { get }
     /// Runs a queue command on one message (or, for flush without an id, the whole queue).
     func perform(_ action: ConsoleAction, id: QueueID?) -> ConsoleActionResult
+    /// The fault rules in force and how often each matched and fired (`dualmta fault list`).
+    func faults() -> [ConsoleFault]
+    /// `dualmta fault add|delete|clear` on the running daemon's rules.
+    func changeFaults(_ change: ConsoleFaultChange) -> ConsoleActionResult
+}
+
+/// One fault rule as `dualmta fault list` shows it.
+public struct ConsoleFault: Equatable, Sendable {
+    public var id: String
+    /// `config` (a `fault =` line) or `added` (at run time).
+    public var origin: String
+    public var matched: Int
+    public var fired: Int
+    public var rule: String
+
+    public init(id: String, origin: String, matched: Int, fired: Int, rule: String) {
+        self.id = id
+        self.origin = origin
+        self.matched = matched
+        self.fired = fired
+        self.rule = rule
+    }
+}
+
+/// A change to the fault rules over the console (POST with the bearer token).
+public enum ConsoleFaultChange: Equatable, Sendable {
+    case add(String)
+    case delete(String)
+    case clear
 }
 
 public struct ConsoleListener: Equatable, Sendable {

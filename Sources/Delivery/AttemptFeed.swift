@@ -23,9 +23,11 @@ struct AttemptFeed {
 
     let strategy: ConnectStrategy
     let delay: Duration
-    /// Runs the attempts the feed decides to make; the `connect` lines of a race go to `logger`.
+    /// Runs the attempts the feed decides to make; the `connect` lines of a race go to `logger` and, for the
+    /// console's time line, to the run's journal.
     let maker: AttemptMaker
     let logger: Logger
+    var history: HistoryBuffer? = nil
     /// Per level, the attempts not yet judged (in Happy Eyeballs order for that strategy).
     private var levels: [(rank: Int, remaining: [PlannedAttempt])]
     private var levelIndex = 0
@@ -142,6 +144,15 @@ struct AttemptFeed {
                         rank: rank))
             }
             logger.info("connect", metadata: metadata)
+            var fields = [
+                HistoryEvent.Field("mx", attempt.mxHost), HistoryEvent.Field("pref", "\(attempt.preference)"),
+                HistoryEvent.Field("addr", attempt.address.description),
+                HistoryEvent.Field("family", attempt.family.rawValue),
+                HistoryEvent.Field("result", report.result.label), HistoryEvent.Field("ms", "\(report.milliseconds)"),
+            ]
+            if let reason = metadata["reason"] { fields.append(HistoryEvent.Field("reason", "\(reason)")) }
+            if let fault { fields.append(HistoryEvent.Field("fault", fault)) }
+            history?.add([HistoryEvent(time: Int64(Date().timeIntervalSince1970), event: "connect", fields: fields)])
         }
         levels[levelIndex].remaining = attempts.enumerated().filter { !judged.contains($0.offset) }.map(\.element)
 

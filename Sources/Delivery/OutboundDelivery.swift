@@ -81,6 +81,7 @@ struct OutboundDelivery: Sendable {
             plan: plan,
             maker: AttemptMaker(configuration: configuration, spool: spool, sevenBitBody: sevenBitBody),
             logger: logger)
+        feed.history = history
         let started = ContinuousClock.now
         while !run.isDone,
             let fed = await feed.next(

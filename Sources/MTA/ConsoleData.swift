@@ -1,4 +1,5 @@
 import Console
+import Faults
 import Foundation
 import Glibc
 import Metrics
@@ -11,6 +12,8 @@ import Spool
 struct ConsoleData: ConsoleSource {
     let configuration: Configuration
     let spool: Spool
+    /// The running daemon's fault rules (the same book `dualmta fault` changes).
+    let faultBook: FaultBook
     /// The self-check's report once it has run (it runs off the start path).
     let selfCheckReport: @Sendable () -> SelfCheck.Report?
 
@@ -115,5 +118,27 @@ struct ConsoleData: ConsoleSource {
         case SysExit.unavailable, SysExit.dataError: return .notFound(output)
         default: return .failed(output)
         }
+    }
+
+    func faults() -> [ConsoleFault] {
+        faultBook.entries.map {
+            ConsoleFault(
+                id: $0.id, origin: $0.configured ? "config" : "added", matched: $0.matches, fired: $0.fired,
+                rule: $0.rule.text)
+        }
+    }
+
+    func changeFaults(_ change: ConsoleFaultChange) -> ConsoleActionResult {
+        let command: FaultControlCommand
+        switch change {
+        case .add(let text): command = .add(text)
+        case .delete(let id): command = .delete(id)
+        case .clear: command = .clear
+        }
+        let reply = command.execute(on: faultBook)
+        guard reply.hasPrefix("ok") else {
+            return reply.contains("no fault rule") ? .notFound(reply) : .failed(reply)
+        }
+        return .done(reply)
     }
 }

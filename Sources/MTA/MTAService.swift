@@ -142,7 +142,7 @@ public final class MTAService: Sendable {
         guard let address = configuration.httpListen else { return }
         let site = ConsoleSite(
             source: ConsoleData(
-                configuration: configuration, spool: spool,
+                configuration: configuration, spool: spool, faultBook: faults,
                 selfCheckReport: { [weak self] in self?.selfCheckReport.withLock { $0 } ?? nil }))
         do throws(SocketError) {
             let server = try HTTPServer.start(on: address) { request in site.respond(request) }

@@ -30,17 +30,29 @@ private final class RecordingSource: ConsoleSource {
         performed.withLock { $0.append("\(action.rawValue) \(id?.rawValue ?? "-")") }
         return .done("ok\n")
     }
+
+    func faults() -> [ConsoleFault] {
+        [ConsoleFault(id: "F1", origin: "config", matched: 3, fired: 2, rule: "inbound rcpt reply 451 <b>x</b>")]
+    }
+
+    func changeFaults(_ change: ConsoleFaultChange) -> ConsoleActionResult {
+        performed.withLock { $0.append("fault \(change)") }
+        if case .delete("F9") = change { return .notFound("error: no fault rule F9\n") }
+        return .done("ok\n")
+    }
 }
 
 @Suite struct ConsoleActionsTests {
     static let token = "0123456789abcdef-lab"
     static let id = "0123456789ABCD"
 
-    func post(_ path: String, authorization: String?, token: String?) -> (HTTPStatus, [String]) {
+    func post(
+        _ path: String, authorization: String?, token: String?, query: [HTTPRequest.Parameter] = []
+    ) -> (HTTPStatus, [String]) {
         let source = RecordingSource(token: token)
         var headers: [HTTPRequest.Header] = []
         if let authorization { headers.append(.init(name: "Authorization", value: authorization)) }
-        let request = HTTPRequest(method: "POST", path: path, query: [], version: "HTTP/1.1", headers: headers)
+        let request = HTTPRequest(method: "POST", path: path, query: query, version: "HTTP/1.1", headers: headers)
         let response = ConsoleSite(source: source).respond(request)
         return (response.status, source.performed.withLock { $0 })
     }
@@ -73,5 +85,39 @@ private final class RecordingSource: ConsoleSource {
         #expect(!BearerToken.matches("abd", "abc"))
         #expect(!BearerToken.matches("ab", "abc"))
         #expect(!BearerToken.matches("abcd", "abc"))
+    }
+
+    @Test(
+        "fault rules: add, delete and clear need the token; the list is read-only JSON and an escaped page",
+        arguments: [
+            (
+                "/api/faults/add", "Bearer \(token)" as String?, token as String?, HTTPStatus.ok,
+                ["fault add(\"inbound rcpt reply 451\")"]
+            ),
+            ("/api/faults/F2/delete", "Bearer \(token)", token, .ok, ["fault delete(\"F2\")"]),
+            ("/api/faults/F9/delete", "Bearer \(token)", token, .notFound, ["fault delete(\"F9\")"]),
+            ("/api/faults/clear", "Bearer \(token)", token, .ok, ["fault clear"]),
+            ("/api/faults/clear", nil, token, .unauthorized, []),
+            ("/api/faults/clear", "Bearer \(token)", nil, .methodNotAllowed, []),
+            ("/api/faults/explode", "Bearer \(token)", token, .badRequest, []),
+        ] as [(String, String?, String?, HTTPStatus, [String])])
+    func faultActions(path: String, authorization: String?, token: String?, status: HTTPStatus, done: [String]) {
+        let (got, performed) = post(
+            path, authorization: authorization, token: token,
+            query: [.init(name: "rule", value: "inbound rcpt reply 451")])
+        #expect(got == status)
+        #expect(performed == done)
+    }
+
+    @Test func faultListIsJSONAndAnEscapedPage() {
+        let site = ConsoleSite(source: RecordingSource(token: nil))
+        let json = site.respond(
+            HTTPRequest(method: "GET", path: "/api/faults", query: [], version: "HTTP/1.1", headers: []))
+        let text = String(decoding: json.body, as: UTF8.self)
+        #expect(json.status == .ok && text.contains("\"fired\" : 2") && text.contains("\"id\" : \"F1\""))
+        let page = site.respond(
+            HTTPRequest(method: "GET", path: "/faults", query: [], version: "HTTP/1.1", headers: []))
+        let html = String(decoding: page.body, as: UTF8.self)
+        #expect(html.contains("&lt;b&gt;x&lt;/b&gt;") && !html.contains("<b>x</b>"))
     }
 }

@@ -30,6 +30,25 @@ import Testing
         #expect(ConsolePages.timeline([]).contains("No remote attempts"))
     }
 
+    @Test(
+        "time line: a Happy Eyeballs connect that lost the race is a dashed mark; won and failed ones are not drawn twice"
+    )
+    func lostRaces() {
+        func connect(_ addr: String, _ family: String, _ result: String) -> HistoryEvent {
+            HistoryEvent(
+                time: 1_700_000_000, event: "connect",
+                fields: [.init("addr", addr), .init("family", family), .init("result", result), .init("ms", "250")])
+        }
+        let svg = ConsolePages.timeline([
+            connect("2001:db8::1", "ipv6", "lost"), connect("192.0.2.1", "ipv4", "won"),
+            attempt("192.0.2.1", "ipv4", "sent"),
+        ])
+        #expect(svg.components(separatedBy: "class=\"mark\"").count == 3)
+        #expect(svg.contains("data-seq=\"0\" data-result=\"lost\" data-family=\"ipv6\""))
+        #expect(svg.contains("stroke-dasharray"))
+        #expect(svg.contains("data-seq=\"1\" data-result=\"sent\""))
+    }
+
     @Test("the last hour by family: attempts and sent counted per family, IPv6 first, drawn as bars")
     func families() {
         let counts = FamilyCounts([

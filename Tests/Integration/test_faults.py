@@ -319,6 +319,10 @@ def test_happy_eyeballs_moves_on_from_a_blackholed_ipv6(start_server, peers, lab
     connects = [(c["family"], c["result"], c.get("fault")) for c in events(srv, "connect", id=qid)]
     assert connects == [("ipv4", "won", None), ("ipv6", "lost", "F1")] or \
         connects == [("ipv6", "lost", "F1"), ("ipv4", "won", None)], connects
+    # The journal keeps the race too (the console draws the lost connect on the message's time line).
+    journal = [json.loads(line) for line in (srv.spool / "state" / "history" / f"{qid}.log").read_text().splitlines()]
+    raced = sorted((e["family"], e["result"]) for e in journal if e["event"] == "connect")
+    assert raced == [("ipv4", "won"), ("ipv6", "lost")], journal
     assert len(v4.wait_messages(1, DEADLINE)) == 1
     assert v6.connection_count == 0
 
@@ -477,3 +481,50 @@ def test_paper_test3_bounce_path_with_an_inbound_rule(start_server, lab_dns, tmp
     wait_event(receiver, "fault", fault="F1", stage="rcpt", action="reply")
     wait_queue_empty(sender)
     assert len(maildir(sender.spool, "mx.lab.example", "postmaster")) == 1, story(sender, qid)
+
+
+def test_console_lists_the_rules_and_changes_them_with_the_token(start_server):
+    """The web console's /faults page and /api/faults show the rules in force and how often each fired; with
+    `http_token`, POST /api/faults/add?rule=... adds one (the CLI's parser and ids) and .../ID/delete removes it."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    http_port = free_port()
+    token = "lab-token-0123456789"
+    srv = start_server(fault=rules("inbound rcpt rcpt=nobody@* reply 550 5.1.1 <b>no</b> such user"),
+                       http_listen=f"127.0.0.1:{http_port}", http_token=token)
+    with smtplib.SMTP("127.0.0.1", srv.port, timeout=DEADLINE) as c:
+        c.ehlo("console.example")
+        c.mail("a@r.example")
+        assert c.rcpt("nobody@lab.example")[0] == 550
+    base = f"http://127.0.0.1:{http_port}"
+
+    def get(path: str) -> bytes:
+        with urllib.request.urlopen(base + path, timeout=DEADLINE) as response:
+            return response.read()
+
+    def post(path: str, authorization: str | None) -> tuple[int, dict]:
+        request = urllib.request.Request(base + path, method="POST")
+        if authorization:
+            request.add_header("Authorization", authorization)
+        try:
+            with urllib.request.urlopen(request, timeout=DEADLINE) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, {}
+
+    rules_now = json.loads(get("/api/faults"))
+    assert [(r["id"], r["origin"], r["fired"]) for r in rules_now] == [("F1", "config", 1)], rules_now
+    page = get("/faults").decode()
+    assert "F1" in page and "&lt;b&gt;no&lt;/b&gt;" in page and "<b>no</b>" not in page
+    assert post("/api/faults/clear", None)[0] == 401
+    added = urllib.parse.quote("outbound connect family=ipv6 unreachable")
+    status, answer = post(f"/api/faults/add?rule={added}", f"Bearer {token}")
+    assert status == 200 and answer["ok"] and "F2" in answer["output"], answer
+    bad = urllib.parse.quote("inbound rcpt explode")
+    assert post(f"/api/faults/add?rule={bad}", f"Bearer {token}")[0] == 400
+    assert [r["id"] for r in json.loads(get("/api/faults"))] == ["F1", "F2"]
+    assert post("/api/faults/F2/delete", f"Bearer {token}")[0] == 200
+    assert post("/api/faults/F2/delete", f"Bearer {token}")[0] == 404
+    assert [r["id"] for r in json.loads(get("/api/faults"))] == ["F1"]
+    srv.assert_alive()
