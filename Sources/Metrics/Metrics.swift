@@ -1,7 +1,7 @@
-import Synchronization
+import Glibc
 
 // Metrics: a small thread-safe registry of counters, gauges and histograms, rendered in the Prometheus text
-// exposition format 0.0.4. Pure: the standard library only; the HTTP responder that serves it is in Console.
+// exposition format 0.0.4. No I/O (the C library only for its mutex); the HTTP server that serves it is in Console.
 
 /// One metric family: a name, its help text and its type. Samples of a family differ by their labels.
 public struct MetricFamily: Sendable, Hashable {
@@ -65,7 +65,7 @@ public final class MetricsRegistry: @unchecked Sendable {
         var count: UInt64 = 0
     }
 
-    private let lock = Mutex(())
+    private let lock = RegistryLock()
     private var families: [MetricFamily] = []
     private var scalars: [String: [LabelSet: Double]] = [:]
     private var histograms: [String: [LabelSet: HistogramValue]] = [:]
@@ -76,7 +76,7 @@ public final class MetricsRegistry: @unchecked Sendable {
 
     /// Declares a family so it is listed (HELP and TYPE) even before its first sample. Idempotent by name.
     public func register(_ family: MetricFamily) {
-        lock.withLock { _ in
+        lock.withLock {
             guard !families.contains(where: { $0.name == family.name }) else { return }
             families.append(family)
         }
@@ -87,7 +87,7 @@ public final class MetricsRegistry: @unchecked Sendable {
     public func increment(_ family: MetricFamily, _ labels: [String: String] = [:], by amount: Double = 1) {
         guard amount >= 0 else { return }
         let key = LabelSet(labels)
-        lock.withLock { _ in
+        lock.withLock {
             registerLocked(family)
             scalars[family.name, default: [:]][key, default: 0] += amount
         }
@@ -96,7 +96,7 @@ public final class MetricsRegistry: @unchecked Sendable {
     /// Sets a gauge.
     public func set(_ family: MetricFamily, _ labels: [String: String] = [:], to value: Double) {
         let key = LabelSet(labels)
-        lock.withLock { _ in
+        lock.withLock {
             registerLocked(family)
             scalars[family.name, default: [:]][key] = value
         }
@@ -106,7 +106,7 @@ public final class MetricsRegistry: @unchecked Sendable {
     public func observe(_ family: MetricFamily, _ labels: [String: String] = [:], _ value: Double) {
         guard case .histogram(let buckets) = family.kind, !value.isNaN else { return }
         let key = LabelSet(labels)
-        lock.withLock { _ in
+        lock.withLock {
             registerLocked(family)
             var histogram =
                 histograms[family.name]?[key]
@@ -121,19 +121,19 @@ public final class MetricsRegistry: @unchecked Sendable {
     /// The current value of a counter or gauge sample, nil if it never got one.
     public func value(_ family: MetricFamily, _ labels: [String: String] = [:]) -> Double? {
         let key = LabelSet(labels)
-        return lock.withLock { _ in scalars[family.name]?[key] }
+        return lock.withLock { scalars[family.name]?[key] }
     }
 
     /// How many observations a histogram sample has, nil if none.
     public func observationCount(_ family: MetricFamily, _ labels: [String: String] = [:]) -> UInt64? {
         let key = LabelSet(labels)
-        return lock.withLock { _ in histograms[family.name]?[key]?.count }
+        return lock.withLock { histograms[family.name]?[key]?.count }
     }
 
     /// Everything in the Prometheus text format (version 0.0.4): per family `# HELP`, `# TYPE`, then its samples
     /// sorted by label set; families in registration order. Ends with a newline.
     public func exposition() -> String {
-        lock.withLock { _ in
+        lock.withLock {
             var lines: [String] = []
             for family in families {
                 lines.append("# HELP \(family.name) \(escapeHelp(family.help))")
@@ -203,5 +203,29 @@ extension String {
             if character == target { out += replacement } else { out.append(character) }
         }
         return out
+    }
+}
+
+/// A pthread mutex. Not `Synchronization.Mutex`: on Linux that one is built on raw futexes, which
+/// ThreadSanitizer does not see, so every locked access was reported as a race; pthread's it intercepts.
+private final class RegistryLock: @unchecked Sendable {
+    // @unchecked Sendable: the pthread mutex is the synchronisation; the pointer never changes.
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+
+    init() {
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    func withLock<R>(_ body: () throws -> R) rethrows -> R {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
     }
 }
