@@ -218,7 +218,7 @@ public enum ConsolePages {
         let step = 40
         let rowHeight = 28
         let width = max(labelWidth + step * (attempts.count + 1), labelWidth + 520)
-        let height = rowHeight * rows.count + 24
+        let height = rowHeight * rows.count + 38
         var svg = "<svg id=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\" width=\"\(width)\" height=\"\(height)\""
         svg += " role=\"img\" aria-label=\"delivery attempts by address\">"
         for (index, address) in rows.enumerated() {
@@ -247,8 +247,9 @@ public enum ConsolePages {
             }
             svg += "</g>"
         }
+        svg += "<text x=\"\(labelWidth)\" y=\"\(height - 18)\" font-size=\"11\" fill=\"#555\">"
+        svg += "attempts in time order; filled = sent, ring = not sent, dashed = lost a Happy Eyeballs race</text>"
         svg += "<text x=\"\(labelWidth)\" y=\"\(height - 4)\" font-size=\"11\" fill=\"#555\">"
-        svg += "attempts in time order; filled = sent, ring = not sent, dashed = lost a Happy Eyeballs race; "
         svg += "blue = IPv6, orange = IPv4</text></svg>"
         return svg
     }

@@ -386,3 +386,33 @@ def test_connection_flood_gets_503_and_the_slots_come_back(start_server):
         assert time.monotonic() < deadline, "the console did not free its slots after the clients hung up"
         time.sleep(0.02)
     srv.assert_alive()
+
+
+def test_paper_test1_story_on_the_time_line(start_server, lab_dns, browser, tmp_path):  # noqa: F811
+    """The paper's Test 1 on loopback (fault rules as in test_faults.py: mx10's three AAAA unreachable, its two A
+    refused, mx20 reached over IPv6): the message page draws the six attempts, one row per address in the order
+    tried, five rings then the filled IPv6 mark of mx20."""
+    from test_faults import rules
+    port = free_port("::1", "127.0.0.21")
+    start_server(spool=tmp_path / "mx20", port=port, listen=f"[::1]:{port}, 127.0.0.21:{port}",
+                 hostname="mx20.paper1.example.test", local_domains="paper1.example.test")
+    http_port = free_port()
+    sender = start_server(**outbound_settings(
+        dns_servers=lab_dns.server, mx_port=str(port), allow_loopback_mx="yes", bind_address6="::1",
+        http_listen=f"127.0.0.1:{http_port}",
+        fault=rules("outbound connect family=ipv6 mx=mx10.paper1.example.test unreachable",
+                    "outbound connect family=ipv4 mx=mx10.paper1.example.test refuse")))
+    sender.wait_log(r"http-listening")
+    qid = submit(sender, "alice@src.test", ["user@paper1.example.test"], subject="paper test 1")
+    wait_event(sender, "removed", id=qid)
+    browser.get(f"http://127.0.0.1:{http_port}/message/{qid}")
+    rows = browser.find_elements("css selector", "#timeline g.row")
+    assert [(r.get_attribute("data-addr"), r.get_attribute("data-family")) for r in rows] == [
+        ("2001:db8:10::1", "ipv6"), ("2001:db8:10::2", "ipv6"), ("2001:db8:10::3", "ipv6"),
+        ("127.0.0.11", "ipv4"), ("127.0.0.12", "ipv4"), ("::1", "ipv6")], story(sender, qid)
+    marks = sorted(browser.find_elements("css selector", "#timeline circle.mark"),
+                   key=lambda m: int(m.get_attribute("data-seq")))
+    assert [(m.get_attribute("data-family"), m.get_attribute("data-result")) for m in marks] == \
+        [("ipv6", "failed")] * 3 + [("ipv4", "failed")] * 2 + [("ipv6", "sent")]
+    assert marks[-1].get_attribute("fill") == IPV6_COLOUR
+    screenshot(browser, tmp_path, "paper-test1")
