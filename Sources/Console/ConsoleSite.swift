@@ -71,18 +71,8 @@ public struct ConsoleSite: Sendable {
         default:
             target = nil
         }
-        guard let expected = source.actionToken, let (action, id) = target else {
-            var response = HTTPResponse.text(.methodNotAllowed, "read-only: only GET and HEAD here\n")
-            response.extraHeaders = [("Allow", "GET, HEAD")]
-            return response
-        }
-        guard let offered = BearerToken.parse(request.header("Authorization")),
-            BearerToken.matches(offered, expected)
-        else {
-            var response = HTTPResponse.text(.unauthorized, "a valid Authorization: Bearer token is needed\n")
-            response.extraHeaders = [("WWW-Authenticate", "Bearer realm=\"dualmta\"")]
-            return response
-        }
+        guard let (action, id) = target else { return Self.readOnly }
+        if let refusal = refusal(request) { return refusal }
         func answer(_ status: HTTPStatus, ok: Bool, _ text: String) -> HTTPResponse {
             var object: [String: Any] = ["action": action.rawValue, "ok": ok, "output": text]
             if let id { object["id"] = id.rawValue }
@@ -197,18 +187,7 @@ public struct ConsoleSite: Sendable {
         case (4, _) where segments[3] == "delete": change = .delete(segments[2])
         default: change = nil
         }
-        guard let expected = source.actionToken else {
-            var response = HTTPResponse.text(.methodNotAllowed, "read-only: only GET and HEAD here\n")
-            response.extraHeaders = [("Allow", "GET, HEAD")]
-            return response
-        }
-        guard let offered = BearerToken.parse(request.header("Authorization")),
-            BearerToken.matches(offered, expected)
-        else {
-            var response = HTTPResponse.text(.unauthorized, "a valid Authorization: Bearer token is needed\n")
-            response.extraHeaders = [("WWW-Authenticate", "Bearer realm=\"dualmta\"")]
-            return response
-        }
+        if let refusal = refusal(request) { return refusal }
         guard let change else { return .text(.badRequest, "use add?rule=RULE, clear or ID/delete\n") }
         func answer(_ status: HTTPStatus, ok: Bool, _ text: String) -> HTTPResponse {
             var response = HTTPResponse.json(
@@ -221,5 +200,25 @@ public struct ConsoleSite: Sendable {
         case .notFound(let text): return answer(.notFound, ok: false, text)
         case .failed(let text): return answer(.badRequest, ok: false, text)
         }
+    }
+
+    /// Why a write action is refused, or nil when it may run: without `http_token` there are no actions (405), and
+    /// with one the request must carry it as `Authorization: Bearer` (401).
+    func refusal(_ request: HTTPRequest) -> HTTPResponse? {
+        guard let expected = source.actionToken else { return Self.readOnly }
+        guard let offered = BearerToken.parse(request.header("Authorization")),
+            BearerToken.matches(offered, expected)
+        else {
+            var response = HTTPResponse.text(.unauthorized, "a valid Authorization: Bearer token is needed\n")
+            response.extraHeaders = [("WWW-Authenticate", "Bearer realm=\"dualmta\"")]
+            return response
+        }
+        return nil
+    }
+
+    static var readOnly: HTTPResponse {
+        var response = HTTPResponse.text(.methodNotAllowed, "read-only: only GET and HEAD here\n")
+        response.extraHeaders = [("Allow", "GET, HEAD")]
+        return response
     }
 }

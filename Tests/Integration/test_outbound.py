@@ -96,7 +96,7 @@ def test_swaks_to_smtp_sink_via_static_route(start_server, tmp_path):
         wait_queue_empty(srv)
         end = time.monotonic() + DEADLINE
         while not sink.files() and time.monotonic() < end:
-            time.sleep(0.02)
+            time.sleep(0.02)  # between polls only, inside the deadline loop
         files = sink.files()
         assert len(files) == 1, f"smtp-sink dumps: {files}"
         dump = files[0].read_text(errors="replace")
@@ -117,7 +117,7 @@ def test_relay_to_second_dualmta_over_ipv6(start_server, tmp_path):
     wait_queue_empty(relay)
     end = time.monotonic() + DEADLINE
     while not maildir(final.spool, "dest.example", "bob") and time.monotonic() < end:
-        time.sleep(0.02)
+        time.sleep(0.02)  # between polls only, inside the deadline loop
     files = maildir(final.spool, "dest.example", "bob")
     assert len(files) == 1, files
     delivered = parse_delivered(files[0])
