@@ -28,6 +28,8 @@ public struct Configuration: Sendable, Equatable {
     public var commandTimeout: Duration
     public var logFormat: LogFormat
     public var logFile: String?
+    /// `hold_incoming`: every message accepted over SMTP is queued on hold (released with `dualmta queue release`).
+    public var holdIncoming = false
 
     // Outbound (RFC 3974 engine)
     public var inetProtocols: Set<AddressFamily>

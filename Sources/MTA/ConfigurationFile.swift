@@ -217,6 +217,10 @@ struct ConfigurationKey: Sendable {
             name: "log_file",
             apply: { config, value throws(ValueError) in config.logFile = value.isEmpty ? nil : value },
             render: { $0.logFile }),
+        ConfigurationKey(
+            name: "hold_incoming",
+            apply: { config, value throws(ValueError) in config.holdIncoming = try ValueParser.boolean(value) },
+            render: { $0.holdIncoming ? "yes" : "no" }),
     ]
 }
 

@@ -64,11 +64,13 @@ public final class MTAService: Sendable {
         var session = ServerSession.Configuration(
             hostname: configuration.hostname, maxMessageSize: configuration.messageSizeLimit, policy: policy)
         session.maxRecipients = configuration.recipientLimit
-        return ServerConfiguration(
+        var server = ServerConfiguration(
             listen: configuration.listen, session: session, relayNetworks: configuration.relayNetworks,
             maxConnections: configuration.maxConnections,
             maxConnectionsPerClient: configuration.maxConnectionsPerClient,
             commandTimeout: configuration.commandTimeout)
+        server.holdIncoming = configuration.holdIncoming
+        return server
     }
 
     /// Recovers the spool, binds the listeners, starts the queue runner. Throws before anything listens if the

@@ -51,6 +51,9 @@ public struct ServerConfiguration: Sendable {
     public var senderCheck: (@Sendable (String) -> SenderCheckResult)?
     /// Lab fault rules; nil or empty, and sessions never consult them.
     public var faults: FaultBook?
+    /// Queue every accepted message on hold: it gets no delivery attempt until released (lab inspection, and the
+    /// benchmark's accept-only runs).
+    public var holdIncoming = false
 
     public init(
         listen: [SocketAddress], session: ServerSession.Configuration, relayNetworks: [CIDR], maxConnections: Int,

@@ -368,7 +368,7 @@ final class SessionDriver: @unchecked Sendable {
         }
         self.message = nil
         connection.pauseReading()
-        let envelope = Envelope(
+        var arriving = Envelope(
             arriving: message.id, sender: transaction.reversePath.description,
             recipients: transaction.recipients.map {
                 RecipientRecord(
@@ -378,6 +378,8 @@ final class SessionDriver: @unchecked Sendable {
             protocolName: transaction.protocolName, bodyType: transaction.bodyType?.rawValue,
             smtpUTF8: transaction.smtpUTF8, messageSize: message.size, now: Int64(Date().timeIntervalSince1970),
             dsnReturn: transaction.dsnReturn, envelopeID: transaction.envelopeID)
+        arriving.held = server.configuration.holdIncoming
+        let envelope = arriving
         server.groupCommit.submit(message, envelope: envelope) { [self] result in
             queue.async { [self] in committed(envelope, result: result) }
         }
@@ -399,6 +401,7 @@ final class SessionDriver: @unchecked Sendable {
             if let user = session.authenticatedUser, PasswordHash.isValidUserName(user) {
                 metadata["user"] = "\(user)"
             }
+            if envelope.held { metadata["held"] = "yes" }
             logger.info("accepted", metadata: metadata)
             DualMTAMetrics.registry.increment(
                 DualMTAMetrics.messagesAccepted, ["family": connection.local.family.rawValue])

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DEADLINE, Spool, server_binary
+from peers import peers  # noqa: F401  (fixture)
 from mtalog import events, maildir, parse_dsn, submit, wait_event, wait_queue_empty
 
 SENDER = "sender@lab.example"
@@ -192,3 +193,21 @@ def test_mailq_symlink_lists_the_queue(qsrv, tmp_path):
     assert run.returncode == 0, run.stderr
     assert run.stdout.decode() == cli_ok(qsrv, "queue", "list")
     assert qid in run.stdout.decode() and f"<{RCPT}>" in run.stdout.decode()
+
+
+def test_hold_incoming_queues_on_hold_until_released(start_server, peers):
+    dest = peers(name="dest")
+    srv = start_server(routes=f"remote.example=[127.0.0.1]:{dest.port}", hold_incoming="yes")
+    qid = submit(srv, SENDER, [RCPT])
+    (accepted,) = wait_event(srv, "accepted", id=qid)
+    assert accepted.fields.get("held") == "yes", accepted.line
+    shown = show_json(srv, qid)
+    assert shown["held"] is True and shown["attempts"] == [], shown
+    assert f"{qid} (held)" in cli_ok(srv, "queue", "list")
+
+    out = cli_ok(srv, "queue", "release", qid)
+    assert out.startswith(f"{qid}: released"), out
+    wait_event(srv, "removed", id=qid)
+    # The peer saw exactly one transaction: nothing went out while the message was held.
+    assert [m.rcpts for m in dest.messages] == [[RCPT]], dest.messages
+    assert attempts(srv, qid) == 1
