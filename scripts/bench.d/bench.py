@@ -1,20 +1,23 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark of dualmta against Postfix on one machine, in one run (issue 7).
+"""Side-by-side benchmark of dualmta against Postfix on one machine, in one run (issues 7 and 17).
 
 Started by scripts/bench, which installs Postfix and builds dualmta in release mode first. Everything runs on
-loopback under one temporary directory: two smtp-sink relay targets, dualmta, and a private Postfix instance
-(its own config and queue directories). Runs alternate between the two MTAs (A B A B ...), so slow drift of a
-shared, busy machine hits both alike. Measured per run:
+loopback under one temporary directory: two smtp-sink relay targets, and two pairs of MTAs, one pair running at a
+time: dualmta and a private Postfix instance (its own config and queue directories) relaying everything to their
+sink, and the same two configured to queue every message on hold (the accept-only rows). Runs alternate between
+the two MTAs (A B A B ...), so slow drift of a shared, busy machine hits both alike. Measured per run:
 
   acceptance  messages/s from smtp-source's start (first connect) to its exit (last 250)
   relay       messages/s from the same start to the last message counted by the MTA's smtp-sink
-  cpu         CPU seconds of the MTA per 1,000 messages, accept + relay (Postfix: master plus every child,
+  cpu         CPU milliseconds of the MTA per message, accept + relay (Postfix: master plus every child,
               reaped ones included through the master's cutime/cstime)
   memory      peak resident (sum of VmRSS; for Postfix over all its processes) sampled every 0.25 s
 
-plus idle connections held and memory per connection, the time a new session waits for its 220 while they are
-held, the disk's own fsync rate, and the issue-2 load (smtp-source -s 20 -m 5000 -l 4096). A benchmark reports:
-this script exits 0 unless it cannot run at all, and every process it starts is stopped at the end.
+each with every process on both CPUs (shared) and pinned (smtp-source and smtp-sink on CPU 0, the MTA on CPU 1:
+the MTA's own capacity per core); then idle connections held and memory per connection, the time a new session
+waits for its 220 while they are held, the issue-2 load (smtp-source -s 20 -m 5000 -l 4096) and the disk's own
+fsync rate. A benchmark reports: this script exits 0 unless it cannot run at all, and every process it starts is
+stopped at the end.
 
 Also the helper process for the idle-connection test: `bench.py hold HOST PORT COUNT SECONDS`.
 """
@@ -37,16 +40,32 @@ SENDER = "bench@client.example"
 RECIPIENT = "rcpt@relay.example"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-# (size in bytes, sessions) -> messages per run. The disk of the reference VM does ~120 fsync/s with one writer,
-# so these keep one run to a few seconds; --scale multiplies them.
+# (kind, size in bytes, sessions) -> messages per run; --scale multiplies them. 1 KiB at 20 and 200 sessions is the
+# size of the issue's own measurements (1,500 messages), a few seconds per run on the reference VM.
 MESSAGE_COUNTS = {
-    (1024, 1): 150,
-    (1024, 20): 600,
-    (1024, 200): 800,
-    (102400, 1): 80,
-    (102400, 20): 250,
-    (102400, 200): 400,
+    ("relay", 1024, 1): 800,
+    ("relay", 1024, 20): 1500,
+    ("relay", 1024, 200): 1500,
+    ("accept", 1024, 1): 800,
+    ("accept", 1024, 20): 1500,
+    ("relay", 102400, 1): 80,
+    ("relay", 102400, 20): 250,
+    ("relay", 102400, 200): 400,
 }
+
+
+def plan_cells(pinned_too, extras):
+    """The measured cells, in order: the issue's rows (1 KiB over 127.0.0.1, shared and pinned), then extras."""
+    cells = []
+    for kind, sessions_list in (("relay", (1, 20, 200)), ("accept", (1, 20))):
+        for pinned in ((False, True) if pinned_too else (False,)):
+            for sessions in sessions_list:
+                cells.append((kind, 1024, sessions, "127.0.0.1", pinned))
+    if extras:
+        cells.append(("relay", 1024, 20, "::1", False))
+        for sessions in (1, 20, 200):
+            cells.append(("relay", 102400, sessions, "127.0.0.1", False))
+    return cells
 
 
 def log(message):
@@ -195,11 +214,12 @@ class Sink:
 class DualMTA:
     name = "dualmta"
 
-    def __init__(self, binary, root, port, sink_port):
-        self.binary, self.port = binary, port
-        self.spool = os.path.join(root, "dualmta-spool")
-        self.conf = os.path.join(root, "dualmta.conf")
-        self.logpath = os.path.join(root, "dualmta.log")
+    def __init__(self, binary, root, port, sink_port, hold=False):
+        self.binary, self.port, self.hold = binary, port, hold
+        tag = "dualmta-hold" if hold else "dualmta"
+        self.spool = os.path.join(root, f"{tag}-spool")
+        self.conf = os.path.join(root, f"{tag}.conf")
+        self.logpath = os.path.join(root, f"{tag}.log")
         with open(self.conf, "w") as f:
             f.write(
                 "hostname = dualmta-bench.localdomain\n"
@@ -212,7 +232,9 @@ class DualMTA:
                 "delivery_concurrency = 20\n"
                 # The idle test holds 10,000 sessions and then probes with one more.
                 "max_connections = 10100\n"
-                "max_connections_per_client = 10100\n")
+                "max_connections_per_client = 10100\n"
+                # Accept-only runs: every message is queued on hold, like Postfix's HOLD action below.
+                f"hold_incoming = {'yes' if hold else 'no'}\n")
         self.proc = None
 
     def start(self):
@@ -224,6 +246,13 @@ class DualMTA:
 
     def pids(self):
         return [self.proc.pid]
+
+    def empty_queue(self):
+        """Accept-only runs leave every message held: stop, remove the spool, start again (not measured), so each
+        run starts from an empty queue, as Postfix's does after `postsuper -d ALL hold`."""
+        self.stop()
+        shutil.rmtree(self.spool, ignore_errors=True)
+        self.start()
 
     def cpu_ticks(self):
         st = proc_stat(self.proc.pid)
@@ -254,9 +283,9 @@ class DualMTA:
 class Postfix:
     name = "postfix"
 
-    def __init__(self, root, port, sink_port):
-        self.port = port
-        self.dir = os.path.join(root, "postfix")
+    def __init__(self, root, port, sink_port, hold=False):
+        self.port, self.hold = port, hold
+        self.dir = os.path.join(root, "postfix-hold" if hold else "postfix")
         self.etc = os.path.join(self.dir, "etc")
         self.queue = os.path.join(self.dir, "queue")
         data = os.path.join(self.dir, "data")
@@ -303,7 +332,8 @@ class Postfix:
                 # wait for a PTR query to the system resolver (/etc/hosts often has no ::1 line).
                 "smtpd_peername_lookup = no\n"
                 "smtputf8_enable = no\n"
-                "biff = no\n")
+                + ("smtpd_client_restrictions = check_client_access static:HOLD\n" if hold else "")
+                + "biff = no\n")
         self.master = None
 
     def postfix(self, *args):
@@ -334,6 +364,11 @@ class Postfix:
             if st:
                 total += st[1] + st[2]
         return total
+
+    def empty_queue(self):
+        r = subprocess.run(["postsuper", "-c", self.etc, "-d", "ALL", "hold"], capture_output=True, text=True)
+        if r.returncode != 0:
+            log(f"postsuper -d ALL hold: {r.stderr.strip()}")
 
     def queue_size(self):
         n = 0
@@ -379,16 +414,57 @@ class MemorySampler:
 # --- measurements --------------------------------------------------------------------------------------------
 
 
-def one_run(mta, sink, host, sessions, count, size, drain_timeout):
-    """One smtp-source load against one MTA; acceptance, relay, CPU and memory of that run."""
+ALL_CPUS = frozenset(os.sched_getaffinity(0))
+LOAD_CPU, MTA_CPU = frozenset({0}), frozenset({1})
+
+
+def set_affinity(pids, cpus):
+    """Every thread of every process in pids on cpus (a process's affinity is per thread; new threads and
+    children inherit it from their creator)."""
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                os.sched_setaffinity(int(tid), cpus)
+            except OSError:
+                pass  # the thread ended meanwhile
+
+
+def settle_cpu(mta, deadline):
+    """Wait until the MTA has used no CPU for 0.2 s (work it does after the last 250, e.g. waking the queue
+    runner for a held message), so its CPU row includes that work."""
+    last = mta.cpu_ticks()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = mta.cpu_ticks()
+        if now == last:
+            return
+        last = now
+
+
+def one_run(mta, sink, cell, count, drain_timeout):
+    """One smtp-source load against one MTA; acceptance, relay, CPU and memory of that run.
+
+    cell: kind ("relay": the MTA relays to its sink while it accepts; "accept": it queues every message on hold),
+    size, sessions, host, pinned (smtp-source and the sink on CPU 0, every thread of the MTA on CPU 1)."""
+    kind, size, sessions, host, pinned = cell
     family_flag = "-6" if ":" in host else "-4"
+    if kind == "accept":
+        mta.empty_queue()
+    if pinned:
+        set_affinity(mta.pids(), MTA_CPU)
+        set_affinity([sink.proc.pid], LOAD_CPU)
     target = sink.count + count
     cpu0 = mta.cpu_ticks()
     sampler = MemorySampler(mta)
     t0 = time.monotonic()
     src = spawn(["smtp-source", family_flag, "-s", str(sessions), "-m", str(count), "-l", str(size),
                  "-f", SENDER, "-t", RECIPIENT, "-M", "client.example", f"{host}:{mta.port}"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                preexec_fn=(lambda: os.sched_setaffinity(0, LOAD_CPU)) if pinned else None)
     try:
         _, err = src.communicate(timeout=drain_timeout)
     except subprocess.TimeoutExpired:
@@ -396,17 +472,25 @@ def one_run(mta, sink, host, sessions, count, size, drain_timeout):
         _, err = src.communicate()
     t1 = time.monotonic()
     STARTED.remove(src)
-    result = {"mta": mta.name, "host": host, "sessions": sessions, "size": size, "count": count,
-              "accept_s": t1 - t0, "source_rc": src.returncode, "source_err": err.decode(errors="replace")[-300:]}
+    result = {"mta": mta.name, "kind": kind, "host": host, "sessions": sessions, "size": size, "count": count,
+              "pinned": pinned, "accept_s": t1 - t0, "source_rc": src.returncode,
+              "source_err": err.decode(errors="replace")[-300:]}
     result["accept_rate"] = count / (t1 - t0) if src.returncode == 0 else None
-    t_last = sink.wait_for(target, t1 + drain_timeout)
-    result["relay_rate"] = count / (t_last - t0) if t_last else None
-    # Let the queue empty (envelope clean-up after delivery) so the next run starts from the same state.
-    deadline = time.monotonic() + 10
-    while mta.queue_size() > 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    result["cpu_per_1000"] = (mta.cpu_ticks() - cpu0) / CLK_TCK * 1000 / count
+    result["relay_rate"] = None
+    if kind == "relay":
+        t_last = sink.wait_for(target, t1 + drain_timeout)
+        result["relay_rate"] = count / (t_last - t0) if t_last else None
+        # Let the queue empty (envelope clean-up after delivery) so the next run starts from the same state.
+        deadline = time.monotonic() + 10
+        while mta.queue_size() > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    else:
+        settle_cpu(mta, time.monotonic() + 3)
+    result["cpu_ms_per_msg"] = (mta.cpu_ticks() - cpu0) / CLK_TCK * 1000 / count
     result["peak_rss_kb"], result["peak_pss_kb"] = sampler.finish()
+    if pinned:
+        set_affinity(mta.pids(), ALL_CPUS)
+        set_affinity([sink.proc.pid], ALL_CPUS)
     return result
 
 
@@ -554,35 +638,104 @@ def cell(values, digits=1):
     return spread + (f" [{missing} failed]" if missing else ""), med
 
 
+def cell_label(key):
+    kind, size, sessions, host, pinned = key
+    where = "pinned" if pinned else "shared"
+    return f"{kind:<6} {size // 1024:>3} KiB {sessions:>3} sess {host:<9} {where}"
+
+
+# The issue-17 targets: (kind, size, sessions, what, wanted). what: "rate" = dualmta/Postfix msg/s at least wanted;
+# "cpu" = dualmta/Postfix CPU per message at most wanted.
+TARGETS = [
+    ("relay", 1024, 20, "rate", 1.5), ("relay", 1024, 1, "rate", 1.2), ("relay", 1024, 200, "rate", 3.0),
+    ("relay", 1024, 1, "cpu", 0.5), ("relay", 1024, 20, "cpu", 0.5),
+    ("accept", 1024, 1, "rate", 1.2), ("accept", 1024, 20, "rate", 1.5),
+]
+
+
 def build_table(runs, idle, disk, issue2, notes):
-    lines = []
+    keys = []
+    for r in runs:
+        k = (r["kind"], r["size"], r["sessions"], r["host"], r["pinned"])
+        if k not in keys:
+            keys.append(k)
+
+    def values(key, mta, field):
+        kind, size, sessions, host, pinned = key
+        return [r[field] for r in runs if r["mta"] == mta and r["kind"] == kind and r["size"] == size
+                and r["sessions"] == sessions and r["host"] == host and r["pinned"] == pinned]
+
+    def rate_field(key):
+        return "relay_rate" if key[0] == "relay" else "accept_rate"
+
+    def medians(key):
+        out = {}
+        for mta in ("dualmta", "postfix"):
+            out[mta] = (summary(values(key, mta, rate_field(key)))[0],
+                        summary(values(key, mta, "cpu_ms_per_msg"))[0])
+        return out
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    lines = ["## Summary (medians; ratio = dualmta / Postfix; relay = end to end, accept = queued on hold)", "",
+             "| load | size | sessions | host | CPUs | n | dualmta msg/s | Postfix msg/s | ratio "
+             "| dualmta CPU ms/msg | Postfix CPU ms/msg | CPU ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for key in keys:
+        kind, size, sessions, host, pinned = key
+        m = medians(key)
+        (dr, dc), (pr, pc) = m["dualmta"], m["postfix"]
+        n = next(r["count"] for r in runs if (r["kind"], r["size"], r["sessions"], r["host"], r["pinned"]) == key)
+        where = "pinned: load on CPU 0, MTA on CPU 1" if pinned else "shared (2)"
+        lines.append(f"| {kind} | {size // 1024} KiB | {sessions} | {host} | {where} | {n} | {fmt(dr)} | {fmt(pr)} "
+                     f"| {fmt(ratio(dr, pr), 2)} | {fmt(dc, 2)} | {fmt(pc, 2)} | {fmt(ratio(dc, pc), 2)} |")
+
+    lines += ["", "## Targets (127.0.0.1, 1 KiB)", ""]
+    for kind, size, sessions, what, wanted in TARGETS:
+        for pinned in (False, True):
+            key = (kind, size, sessions, "127.0.0.1", pinned)
+            if key not in keys:
+                continue
+            m = medians(key)
+            index = 0 if what == "rate" else 1
+            got = ratio(m["dualmta"][index], m["postfix"][index])
+            if got is None:
+                verdict = "no result"
+            elif what == "rate":
+                verdict = "met" if got >= wanted else "missed"
+            else:
+                verdict = "met" if got <= wanted else "missed"
+            label = "msg/s ratio" if what == "rate" else "CPU/msg ratio"
+            sign = ">=" if what == "rate" else "<="
+            lines.append(f"- {kind} {sessions} sess ({'pinned' if pinned else 'shared'}): {label} {fmt(got, 2)} "
+                         f"(target {sign} {wanted}): {verdict}")
+
+    lines += ["", "## Every cell, median (min-max) of the runs", "", "```"]
     header = f"{'row':<44} {'dualmta median (min-max)':>28} {'postfix median (min-max)':>28} {'ratio d/p':>9}"
     lines += [header, "-" * len(header)]
 
     def row(label, dvals, pvals, digits=1):
         dtext, dmed = cell(dvals, digits)
         ptext, pmed = cell(pvals, digits)
-        ratio = f"{dmed / pmed:.2f}" if dmed is not None and pmed else "-"
-        lines.append(f"{label:<44} {dtext:>28} {ptext:>28} {ratio:>9}")
+        r = f"{dmed / pmed:.2f}" if dmed is not None and pmed else "-"
+        lines.append(f"{label:<44} {dtext:>28} {ptext:>28} {r:>9}")
 
-    keys = []
-    for r in runs:
-        k = (r["size"], r["sessions"], r["host"])
-        if k not in keys:
-            keys.append(k)
-    sections = [("accept msg/s", "accept_rate", 1), ("relay msg/s", "relay_rate", 1),
-                ("CPU s/1000 msgs (lower is better)", "cpu_per_1000", 2),
+    sections = [("accept msg/s (smtp-source start to exit)", "accept_rate", 1),
+                ("relay msg/s (start to the sink's last message)", "relay_rate", 1),
+                ("CPU ms per message (lower is better)", "cpu_ms_per_msg", 2),
                 ("peak RSS MB, sum over processes (lower is better)", "peak_rss_kb", 1),
                 ("peak PSS MB, sum over processes (lower is better)", "peak_pss_kb", 1)]
     for title, field, digits in sections:
         lines.append(f"== {title}")
-        for size, sessions, host in keys:
+        for key in keys:
+            if field == "relay_rate" and key[0] != "relay":
+                continue
+
             def pick(mta):
-                vals = [r[field] for r in runs if r["mta"] == mta and r["size"] == size
-                        and r["sessions"] == sessions and r["host"] == host]
-                return [v / 1024 if (v is not None and field.endswith("_kb")) else v for v in vals]
-            label = f"{size // 1024:>3} KiB  {sessions:>3} sess  {host:<9} n={runs_count(runs, size, sessions)}"
-            row(label, pick("dualmta"), pick("postfix"), digits)
+                return [v / 1024 if (v is not None and field.endswith("_kb")) else v
+                        for v in values(key, mta, field)]
+            row(cell_label(key), pick("dualmta"), pick("postfix"), digits)
     if idle:
         lines.append("== idle connections (from a separate process, 127.0.0.1)")
         d, p = idle.get("dualmta"), idle.get("postfix")
@@ -608,27 +761,8 @@ def build_table(runs, idle, disk, issue2, notes):
             [x["accept_s"] for x in issue2 if x["mta"] == "postfix"])
     lines.append("== disk (the spool's filesystem): new 1 KiB files written and fsynced per second")
     lines.append(f"   1 thread: {fmt(disk.get(1))}/s   8 threads: {fmt(disk.get(8))}/s")
-    for size, sessions, host in keys:
-        if host != "127.0.0.1":
-            continue
-        limit = disk.get(1 if sessions == 1 else 8)
-        parts = []
-        for mta in ("dualmta", "postfix"):
-            med, *_ = summary([r["accept_rate"] for r in runs if r["mta"] == mta and r["size"] == size
-                               and r["sessions"] == sessions and r["host"] == host])
-            if med is not None and limit:
-                parts.append(f"{mta} {fmt(med)} msg/s = {100 * med / limit:.0f}%")
-        lines.append(f"   {size // 1024:>3} KiB {sessions:>3} sess vs {'1' if sessions == 1 else '8'}-thread fsync "
-                     f"rate: " + ", ".join(parts))
-    lines += ["== notes"] + [f"   {n}" for n in notes]
+    lines += ["```", "", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines)
-
-
-def runs_count(runs, size, sessions):
-    for r in runs:
-        if r["size"] == size and r["sessions"] == sessions:
-            return r["count"]
-    return 0
 
 
 # --- main ----------------------------------------------------------------------------------------------------
@@ -639,12 +773,16 @@ def main():
     ap.add_argument("--binary", required=True)
     ap.add_argument("--runs", type=int, default=3, help="runs per MTA and cell (default 3)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the per-run message counts")
-    ap.add_argument("--budget", type=float, default=720, help="seconds for all measurements (default 720)")
+    ap.add_argument("--budget", type=float, default=900, help="seconds for all measurements (default 900)")
     ap.add_argument("--out", default="/tmp/dualmta-bench-results.txt")
     ap.add_argument("--idle", type=int, default=10000, help="idle sessions to open against dualmta")
     ap.add_argument("--idle-postfix", type=int, default=1000, help="idle sessions to open against Postfix")
     ap.add_argument("--no-issue2", action="store_true", help="skip smtp-source -s 20 -m 5000 -l 4096")
-    ap.add_argument("--only", help="comma list of cells SIZEK/SESSIONS, e.g. 1/20,100/1 (development)")
+    ap.add_argument("--no-extras", action="store_true",
+                    help="only the 1 KiB rows over 127.0.0.1 (no ::1, 100 KiB, idle sessions, issue-2 load)")
+    ap.add_argument("--no-pinned", action="store_true", help="skip the pinned (taskset) rows")
+    ap.add_argument("--only", help="comma list of cells KIND/SIZEK/SESSIONS, e.g. relay/1/20,accept/1/1 "
+                    "(development)")
     args = ap.parse_args()
 
     start = time.monotonic()
@@ -652,6 +790,15 @@ def main():
 
     def left():
         return args.budget - (time.monotonic() - start)
+
+    pinned_too = not args.no_pinned
+    if pinned_too and not {0, 1} <= ALL_CPUS:
+        pinned_too = False
+        notes.append(f"pinned rows skipped: this process may run on CPUs {sorted(ALL_CPUS)} only, not 0 and 1")
+    cells = plan_cells(pinned_too, not args.no_extras)
+    if args.only:
+        wanted = set(args.only.split(","))
+        cells = [c for c in cells if f"{c[0]}/{c[1] // 1024}/{c[2]}" in wanted]
 
     root = tempfile.mkdtemp(prefix="dualmta-bench.")
     os.chmod(root, 0o755)  # Postfix's unprivileged daemons must reach their queue below it
@@ -667,43 +814,54 @@ def main():
 
         used = set()
         ports = {}
-        for k in ("dualmta", "postfix", "sink_d", "sink_p"):
+        for k in ("dualmta", "postfix", "dualmta_hold", "postfix_hold", "sink_d", "sink_p"):
             ports[k] = free_port(used)
             used.add(ports[k])
         sink_d, sink_p = Sink(ports["sink_d"]), Sink(ports["sink_p"])
         sinks += [sink_d, sink_p]
-        dual = DualMTA(os.path.abspath(args.binary), root, ports["dualmta"], ports["sink_d"])
-        pf = Postfix(root, ports["postfix"], ports["sink_p"])
-        mtas += [dual, pf]
-        dual.start()
-        pf.start()
-        log(f"dualmta pid {dual.proc.pid} on port {dual.port}, postfix master pid {pf.master} on port {pf.port}")
         sink_of = {"dualmta": sink_d, "postfix": sink_p}
+        binary = os.path.abspath(args.binary)
+        relaying = (DualMTA(binary, root, ports["dualmta"], ports["sink_d"]),
+                    Postfix(root, ports["postfix"], ports["sink_p"]))
+        holding = (DualMTA(binary, root, ports["dualmta_hold"], ports["sink_d"], hold=True),
+                   Postfix(root, ports["postfix_hold"], ports["sink_p"], hold=True))
+        mtas += [*relaying, *holding]
 
-        for mta in (dual, pf):  # warm-up, not recorded
-            one_run(mta, sink_of[mta.name], "127.0.0.1", 5, 20, 1024, 30)
+        # One pair runs at a time: the relaying pair for relay cells, the holding pair for accept cells.
+        active = None
 
-        cells = []
-        for size in (1024, 102400):
-            for sessions in (1, 20, 200):
-                if args.only and f"{size // 1024}/{sessions}" not in args.only.split(","):
-                    continue
-                for host in ("127.0.0.1", "::1"):
-                    cells.append((size, sessions, host))
+        def use(pair):
+            nonlocal active
+            if active is pair:
+                return
+            if active is not None:
+                for mta in active:
+                    mta.stop()
+            for mta in pair:
+                mta.start()
+            log(f"dualmta pid {pair[0].proc.pid} on port {pair[0].port}, postfix master pid {pair[1].master} on "
+                f"port {pair[1].port}" + (" (queueing on hold)" if pair[0].hold else ""))
+            for mta in pair:  # warm-up, not recorded
+                one_run(mta, sink_of[mta.name], ("relay" if not mta.hold else "accept", 1024, 5, "127.0.0.1",
+                                                  False), 20, 30)
+            active = pair
+
         runs = []
-        reserve = 150 if not args.no_issue2 else 60  # idle test (+ issue-2 load) after the matrix
-        for i, (size, sessions, host) in enumerate(cells):
-            count = max(sessions, int(MESSAGE_COUNTS[(size, sessions)] * args.scale))
+        reserve = (150 if not args.no_issue2 else 60) if not args.no_extras else 0
+        for kind, size, sessions, host, pinned in cells:
+            count = max(sessions, int(MESSAGE_COUNTS[(kind, size, sessions)] * args.scale))
+            use(relaying if kind == "relay" else holding)
             for r in range(args.runs):
                 if left() < reserve:
-                    notes.append(f"time budget reached: skipped the rest from {size} B/{sessions} sess/{host} run {r}")
+                    notes.append(f"time budget reached: skipped the rest from {kind} {size} B/{sessions} sess/"
+                                 f"{host}{' pinned' if pinned else ''} run {r}")
                     break
-                for mta in (dual, pf):
-                    res = one_run(mta, sink_of[mta.name], host, sessions, count, size, 60)
+                for mta in active:
+                    res = one_run(mta, sink_of[mta.name], (kind, size, sessions, host, pinned), count, 60)
                     runs.append(res)
-                    log(f"{mta.name:8} {size // 1024:>3}K s={sessions:<3} {host:<9} n={count:<4} "
+                    log(f"{mta.name:8} {cell_label((kind, size, sessions, host, pinned))} n={count:<4} "
                         f"accept {fmt(res['accept_rate'])}/s relay {fmt(res['relay_rate'])}/s "
-                        f"cpu {fmt(res['cpu_per_1000'], 2)}s/1k rss {res['peak_rss_kb'] // 1024}MB"
+                        f"cpu {fmt(res['cpu_ms_per_msg'], 2)} ms/msg rss {res['peak_rss_kb'] // 1024}MB"
                         + (f" smtp-source rc={res['source_rc']}: {res['source_err'].strip()[-120:]}"
                            if res["source_rc"] else ""))
             else:
@@ -711,24 +869,31 @@ def main():
             break
 
         idle = {}
-        if left() > 30:
-            idle["dualmta"] = idle_test(dual, args.idle, 60)
-            log(f"idle dualmta: {idle['dualmta']}")
-            time.sleep(1)
-            idle["postfix"] = idle_test(pf, args.idle_postfix, 8)
-            log(f"idle postfix: {idle['postfix']}")
-        else:
-            notes.append("time budget reached: idle-connection test skipped")
-
         issue2 = []
-        if not args.no_issue2:
-            for mta in (dual, pf):
-                if left() < 40:
-                    notes.append(f"time budget reached: issue-2 load skipped for {mta.name}")
-                    continue
-                res = one_run(mta, sink_of[mta.name], "127.0.0.1", 20, 5000, 4096, max(30, left() - 20))
-                issue2.append(res)
-                log(f"issue 2 {mta.name}: {fmt(res['accept_rate'])} msg/s, {res['accept_s']:.1f} s")
+        if not args.no_extras:
+            use(relaying)
+            dual, pf = relaying
+            if left() > 30:
+                idle["dualmta"] = idle_test(dual, args.idle, 60)
+                log(f"idle dualmta: {idle['dualmta']}")
+                time.sleep(1)
+                idle["postfix"] = idle_test(pf, args.idle_postfix, 8)
+                log(f"idle postfix: {idle['postfix']}")
+            else:
+                notes.append("time budget reached: idle-connection test skipped")
+            if not args.no_issue2:
+                for mta in (dual, pf):
+                    if left() < 40:
+                        notes.append(f"time budget reached: issue-2 load skipped for {mta.name}")
+                        continue
+                    res = one_run(mta, sink_of[mta.name], ("relay", 4096, 20, "127.0.0.1", False), 5000,
+                                  max(30, left() - 20))
+                    issue2.append(res)
+                    log(f"issue 2 {mta.name}: {fmt(res['accept_rate'])} msg/s, {res['accept_s']:.1f} s")
+        dual_hwm = relaying[0].hwm_kb() if relaying[0].proc and relaying[0].proc.poll() is None else 0
+        if active is not None:
+            for mta in active:
+                mta.stop()
 
         # The disk's own limit is measured last: it creates and deletes thousands of files, and on ext4 without a
         # journal (this VM) the inode allocator then skips every inode freed in the last minute or more (its
@@ -739,17 +904,23 @@ def main():
             log(f"disk: {disk[threads]:.0f} fsynced small files/s with {threads} thread(s)")
 
         notes += [
-            "acceptance and relay come from the same runs: each MTA relays to its own smtp-sink while it accepts.",
-            "relay msg/s = messages / (smtp-source start -> the sink counting the last one).",
-            "CPU covers accept + relay (until the queue is empty); Postfix = master + all children (reaped ones too).",
+            "relay rows: each MTA relays to its own smtp-sink while it accepts; msg/s = messages / (smtp-source "
+            "start -> the sink counting the last one); CPU covers accept + relay until the queue is empty.",
+            "accept rows: each MTA queues every message on hold (dualmta hold_incoming = yes, Postfix "
+            "check_client_access static:HOLD); msg/s = messages / (smtp-source start -> its exit, the last 250); "
+            "CPU until the MTA is idle again; the queue is emptied before each run.",
+            "pinned rows: smtp-source and smtp-sink on CPU 0, every thread of the MTA (Postfix: every process) on "
+            "CPU 1, so the MTA's own capacity per core; shared rows: everything on both CPUs.",
+            "CPU = utime + stime from /proc; Postfix = master + all children (reaped ones too).",
             "peak RSS sums VmRSS over the MTA's processes (Postfix: up to ~100 processes share libraries, so the "
             "sum overstates it; PSS, which splits shared pages between processes, is the fairer memory row).",
-            f"dualmta VmHWM at the end: {dual.hwm_kb() // 1024} MB.",
+            f"dualmta VmHWM at the end: {dual_hwm // 1024} MB." if dual_hwm else "",
             "Postfix: Debian master.cf with chroot off, default process limits (100), relayhost = the sink.",
             "dualmta: routes = *=[127.0.0.1]:sink, delivery_concurrency = 20, max_connections(_per_client) = 10100.",
             "numbers from a 2-core VM; runs alternate, so both MTAs meet the same conditions; read small ratio "
             "differences (about 10 %) as noise.",
         ]
+        notes = [n for n in notes if n]
         table = build_table(runs, idle, disk, issue2, notes)
         print("\n" + table)
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
