@@ -119,6 +119,27 @@ def children_of(parent):
     return out
 
 
+def filesystem_of(path):
+    """`TYPE on MOUNTPOINT (DEVICE), with|without a journal` for the filesystem holding path (/proc/self/mounts,
+    /proc/fs/jbd2): the spool's filesystem decides much of the per-message cost (docs/performance.md)."""
+    best = None
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            device, mount, fstype = line.split()[:3]
+            if (path == mount or path.startswith(mount.rstrip("/") + "/")) and (best is None or len(mount) > len(best[1])):
+                best = (device, mount, fstype)
+    if best is None:
+        return "unknown filesystem"
+    device, mount, fstype = best
+    text = f"{fstype} on {mount}"
+    if fstype.startswith("ext") and device.startswith("/dev/") and os.path.isdir("/proc/fs/jbd2"):
+        # A mounted ext3/4 with a journal has a jbd2 entry named after its device ("vda-8", "loop0-8").
+        name = os.path.basename(os.path.realpath(device))
+        journaled = any(entry.rsplit("-", 1)[0] == name for entry in os.listdir("/proc/fs/jbd2"))
+        text += f" ({name}), " + ("with a journal" if journaled else "without a journal")
+    return text
+
+
 def wait_port(host, port, deadline):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     while time.monotonic() < deadline:
@@ -781,6 +802,8 @@ def main():
     ap.add_argument("--no-extras", action="store_true",
                     help="only the 1 KiB rows over 127.0.0.1 (no ::1, 100 KiB, idle sessions, issue-2 load)")
     ap.add_argument("--no-pinned", action="store_true", help="skip the pinned (taskset) rows")
+    ap.add_argument("--workdir", help="directory to hold the temporary directory (spools, queues, sinks' logs); "
+                    "default: the system's temp directory")
     ap.add_argument("--only", help="comma list of cells KIND/SIZEK/SESSIONS, e.g. relay/1/20,accept/1/1 "
                     "(development)")
     args = ap.parse_args()
@@ -800,7 +823,7 @@ def main():
         wanted = set(args.only.split(","))
         cells = [c for c in cells if f"{c[0]}/{c[1] // 1024}/{c[2]}" in wanted]
 
-    root = tempfile.mkdtemp(prefix="dualmta-bench.")
+    root = tempfile.mkdtemp(prefix="dualmta-bench.", dir=args.workdir)
     os.chmod(root, 0o755)  # Postfix's unprivileged daemons must reach their queue below it
     mtas, sinks = [], []
 
@@ -810,7 +833,7 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     try:
-        log(f"work directory {root}")
+        log(f"work directory {root} ({filesystem_of(root)})")
 
         used = set()
         ports = {}
@@ -904,6 +927,7 @@ def main():
             log(f"disk: {disk[threads]:.0f} fsynced small files/s with {threads} thread(s)")
 
         notes += [
+            f"spools and queues on {filesystem_of(root)}.",
             "relay rows: each MTA relays to its own smtp-sink while it accepts; msg/s = messages / (smtp-source "
             "start -> the sink counting the last one); CPU covers accept + relay until the queue is empty.",
             "accept rows: each MTA queues every message on hold (dualmta hold_incoming = yes, Postfix "
