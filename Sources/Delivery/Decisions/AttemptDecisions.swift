@@ -44,6 +44,8 @@ struct DestinationRun: Equatable, Sendable {
     ) -> [DeliveryEffect] {
         var effects: [DeliveryEffect] = []
         let tls = result.tls.map { TLSNote(protocolVersion: $0.protocolVersion, cipher: $0.cipher) }
+        var connection: String?
+        if case .session(let session) = result.outcome { connection = session.reused ? "reused" : "new" }
         func line(_ index: Int, _ outcome: String, _ detail: AttemptLine.Detail) {
             effects.append(
                 .log(
@@ -52,7 +54,7 @@ struct DestinationRun: Equatable, Sendable {
                             index: index, attempt: attempt, result: outcome, detail: detail,
                             milliseconds: result.elapsedMilliseconds, tls: tls,
                             tlsFallback: result.plaintextRetryReason,
-                            tlsPolicy: result.tlsPolicy?.rawValue, fault: result.fault
+                            tlsPolicy: result.tlsPolicy?.rawValue, fault: result.fault, connection: connection
                         ))))
             if outcome != "failed" && outcome != "refused" {
                 effects.append(.metric(.remoteRecipient(family: attempt.family, rank: rank, result: outcome)))
