@@ -183,7 +183,8 @@ final class OutboundChannel: @unchecked Sendable {
 
     /// A run takes over the connection. Returns false if it died while parked: the run's first command will go
     /// nowhere, and it should act as if the connection closed.
-    func attach(onBytes: @escaping (UnsafeRawBufferPointer) -> Void, onClose: @escaping (SocketError?) -> Void) -> Bool {
+    func attach(onBytes: @escaping (UnsafeRawBufferPointer) -> Void, onClose: @escaping (SocketError?) -> Void) -> Bool
+    {
         idleTimer?.cancel()
         idleTimer = nil
         self.onBytes = onBytes

@@ -145,6 +145,7 @@ extension ClientTimeouts {
         copy.dataBlock = min(dataBlock, cap)
         copy.dataDone = min(dataDone, cap)
         copy.quit = min(quit, cap)
+        copy.rset = min(rset, cap)
         return copy
     }
 }

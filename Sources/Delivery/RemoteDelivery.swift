@@ -668,8 +668,8 @@ private struct PreparedAttempt: @unchecked Sendable {  // handed once to the con
     let faults: OutboundFaults?
 
     func run(
-        on channel: OutboundChannel, address: SocketAddress, _ request: AttemptRequest, started: ContinuousClock.Instant,
-        completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
+        on channel: OutboundChannel, address: SocketAddress, _ request: AttemptRequest,
+        started: ContinuousClock.Instant, completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
     ) {
         DeliveryRun(
             address: address, channel: channel, session: session, timeouts: request.timeouts, file: file,

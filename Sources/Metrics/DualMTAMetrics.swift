@@ -22,7 +22,8 @@ public enum DualMTAMetrics {
         kind: .counter)
     public static let outboundConnections = MetricFamily(
         name: "dualmta_outbound_connections_total",
-        help: "Outbound SMTP sessions by the connection they ran on: new (connected for it) or reused (from the cache).",
+        help:
+            "Outbound SMTP sessions by the connection they ran on: new (connected for it) or reused (from the cache).",
         kind: .counter)
     public static let connectionCacheClosed = MetricFamily(
         name: "dualmta_connection_cache_closed_total",

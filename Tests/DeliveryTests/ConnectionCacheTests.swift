@@ -44,7 +44,8 @@ import Testing
         ParkRow(name: "full, all slots this hop's: close", parked: [a: 4], expected: .close(.full)),
         ParkRow(
             name: "full, another hop holds them all: evict its oldest", parked: [b: 4], expected: .parkEvicting(b)),
-        ParkRow(name: "full, the other hop holds only one more: close (no ping-pong)", parked: [a: 2, b: 2],
+        ParkRow(
+            name: "full, the other hop holds only one more: close (no ping-pong)", parked: [a: 2, b: 2],
             expected: .close(.full)),
         ParkRow(name: "full, the busiest other hop gives way", parked: [a: 0, b: 1, c: 3], expected: .parkEvicting(c)),
         ParkRow(
@@ -91,7 +92,8 @@ import Testing
             name: "reused, lost after MAIL was answered: a real failure", kind: .hostFailed(.connectionLost(.rcpt)),
             repliesRead: 1, expected: .judge),
         ReuseRow(
-            name: "reused, 421 after RCPT answers: a real failure", kind: .hostFailed(.closing(closing)), repliesRead: 2,
+            name: "reused, 421 after RCPT answers: a real failure", kind: .hostFailed(.closing(closing)),
+            repliesRead: 2,
             expected: .judge),
         ReuseRow(
             name: "reused, timeout at MAIL: judged (the server is there but slow)",
