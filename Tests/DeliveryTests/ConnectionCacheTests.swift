@@ -295,7 +295,7 @@ struct CapturingLog: LogHandler {
     }
 
     static func setUp(
-        _ settings: ConnectionCacheSettings, peer: CountingPeer? = nil
+        _ settings: ConnectionCacheSettings, peer: CountingPeer? = nil, strategy: ConnectStrategy = .sequential
     ) throws -> Setup {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("reuse-\(UUID())")
         let spool = try Spool(directory: directory.appendingPathComponent("spool").path)
@@ -313,6 +313,7 @@ struct CapturingLog: LogHandler {
             bindAddress6: nil)
         let cache = ConnectionCache(settings: settings, logger: logger)
         outbound.connectionCache = cache
+        outbound.connectStrategy = strategy
         let configuration = DeliveryConfiguration(
             policy: RecipientPolicy(
                 hostname: hostname, localDomains: [hostname], ownAddresses: [], localRecipients: nil,
@@ -346,6 +347,18 @@ struct CapturingLog: LogHandler {
         setup.runner.stop()
         try await QueueRunnerTests.eventually("QUIT at shutdown") { setup.peer.record.withLock { $0.quits } == 1 }
         #expect(setup.cache.count == 0)
+    }
+
+    /// With Happy Eyeballs a parked connection to an address of the level wins without a race (no `connect` line).
+    @Test func happyEyeballsTakesAParkedConnectionWithoutARace() async throws {
+        let setup = try Self.setUp(Self.patient, strategy: .happyEyeballs)
+        defer { setup.remove() }
+        var ids: [QueueID] = []
+        for _ in 0..<3 { ids.append(try await setup.deliver()) }
+        #expect(setup.peer.record.withLock { $0.connections } == 1)
+        let connections = ids.map { setup.deliveryLines($0).map { $0["conn"]?.description ?? "-" } }
+        #expect(connections == [["new"], ["reused"], ["reused"]])
+        #expect(setup.log.matching("connect", "result", "won").count == 1, "one race, for the first message only")
     }
 
     @Test func aParkedConnectionAnswering421IsRetriedOnANewOneWithoutAFailure() async throws {
