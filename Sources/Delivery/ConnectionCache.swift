@@ -55,8 +55,14 @@ public final class ConnectionCache: Sendable {
                     $0.key == key && ConnectionReuse.usable(idle: now - $0.since, settings: settings)
                 })
             else { return nil }
+            defer { Self.publish(state.parked.count) }
             return state.parked.remove(at: index).channel
         }
+    }
+
+    /// The `dualmta_connection_cache_parked` gauge (set under the cache's lock, so updates never cross).
+    private static func publish(_ count: Int) {
+        DualMTAMetrics.registry.set(DualMTAMetrics.connectionCacheParked, to: Double(count))
     }
 
     /// A session ended in good order on `channel` (on its queue, nobody attached): park it or say goodbye.
@@ -79,6 +85,7 @@ public final class ConnectionCache: Sendable {
             case .close:
                 break
             }
+            Self.publish(state.parked.count)
             return decision
         }
         if let evicted {
@@ -104,7 +111,10 @@ public final class ConnectionCache: Sendable {
     public func closeAll(wait: Duration? = nil) {
         let all = state.withLock { state -> [OutboundChannel] in
             state.shutDown = true
-            defer { state.parked.removeAll() }
+            defer {
+                state.parked.removeAll()
+                Self.publish(0)
+            }
             return state.parked.map(\.channel)
         }
         let group = DispatchGroup()
@@ -122,6 +132,7 @@ public final class ConnectionCache: Sendable {
         state.withLock { state in
             guard let index = state.parked.firstIndex(where: { $0.channel === channel }) else { return false }
             state.parked.remove(at: index)
+            Self.publish(state.parked.count)
             return true
         }
     }

@@ -31,6 +31,10 @@ public enum DualMTAMetrics {
             "Outbound connections closed instead of parked, or dropped from the cache, by reason (limit, full, evicted,"
             + " expired, peer-closed, peer-spoke, shutdown).",
         kind: .counter)
+    public static let connectionCacheParked = MetricFamily(
+        name: "dualmta_connection_cache_parked",
+        help: "Outbound connections parked in the connection cache right now, waiting for the next message.",
+        kind: .gauge)
     public static let familyFallbacks = MetricFamily(
         name: "dualmta_family_fallbacks_total",
         help: "Deliveries that succeeded over one family after an attempt over the other failed (from, to).",
@@ -63,7 +67,7 @@ public enum DualMTAMetrics {
 
     public static let all: [MetricFamily] = [
         connectAttempts, connectSuccesses, connectFailures, connectLost, outboundConnections, connectionCacheClosed,
-        familyFallbacks, remoteRecipients,
+        connectionCacheParked, familyFallbacks, remoteRecipients,
         deliveryDuration, queueSize, messagesAccepted, bounces, doubleBounces, authThrottled, faults,
     ]
 

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Logging
+import Metrics
 import NetAddress
 import Routing
 import SMTPProtocol
@@ -343,6 +344,7 @@ struct CapturingLog: LogHandler {
         #expect(setup.cache.count == 1)
         let connections = ids.map { setup.deliveryLines($0).map { $0["conn"]?.description ?? "-" } }
         #expect(connections == [["new"], ["reused"], ["reused"], ["reused"], ["reused"]])
+        #expect(DualMTAMetrics.registry.value(DualMTAMetrics.connectionCacheParked) == 1)
         // Shutdown says goodbye to the parked session.
         setup.runner.stop()
         try await QueueRunnerTests.eventually("QUIT at shutdown") { setup.peer.record.withLock { $0.quits } == 1 }
