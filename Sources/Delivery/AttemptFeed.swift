@@ -64,11 +64,14 @@ struct AttemptFeed {
                 let rank = levels[levelIndex].rank
                 firstFamily = firstFamily ?? attempt.family
                 // A parked connection to this very address goes first (no connect); the plan's order is kept.
-                var outcome = await maker.attemptOnParked(envelope: envelope, attempt: attempt, recipients: recipients)
-                if outcome == nil {
+                let outcome: DeliveryAttemptResult
+                if let reused = await maker.attemptOnParked(
+                    envelope: envelope, attempt: attempt, recipients: recipients)
+                {
+                    outcome = reused
+                } else {
                     outcome = await maker.attemptDelivery(envelope: envelope, attempt: attempt, recipients: recipients)
                 }
-                guard let outcome else { continue }
                 Self.countConnect(outcome, DualMTAMetrics.labels(attempt.family, rank: rank))
                 buffered.append(Fed(attempt: attempt, outcome: outcome, rank: rank))
             case .happyEyeballs:
