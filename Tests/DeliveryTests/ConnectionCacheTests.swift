@@ -165,6 +165,11 @@ final class CountingPeer: @unchecked Sendable {
         queue.sync { for session in sessions { session.connection.close(afterFlush: false) } }
     }
 
+    /// Writes `text` on every open connection, asked or not (a server that says goodbye before closing).
+    func sayToAll(_ text: String) {
+        queue.sync { for session in sessions { session.connection.write(Array(text.utf8)) } }
+    }
+
     /// Closes every open connection from the server side (a server that drops idle clients).
     func closeAll() {
         queue.sync { for session in sessions { session.connection.close(afterFlush: false) } }
@@ -394,6 +399,18 @@ struct CapturingLog: LogHandler {
         let next = try await setup.deliver()
         #expect(setup.deliveryLines(next).map { $0["conn"]?.description } == ["new"])
         #expect(setup.peer.record.withLock { $0.connections } == 2)
+    }
+
+    @Test func aParkedConnectionThePeerTalksOnIsDroppedAtOnce() async throws {
+        let setup = try Self.setUp(Self.patient)
+        defer { setup.remove() }
+        _ = try await setup.deliver()
+        #expect(setup.cache.count == 1)
+        setup.peer.sayToAll("421 4.4.2 sink.test closing idle connection\r\n")
+        try await QueueRunnerTests.eventually("the cache to drop the session") { setup.cache.count == 0 }
+        #expect(setup.log.matching("connection-cache", "reason", "peer-spoke").count == 1)
+        let next = try await setup.deliver()
+        #expect(setup.deliveryLines(next).map { $0["conn"]?.description } == ["new"])
     }
 
     @Test func theReuseLimitEndsAConnectionWithQUIT() async throws {
