@@ -63,21 +63,16 @@ struct AttemptFeed {
                 let attempt = levels[levelIndex].remaining.removeFirst()
                 let rank = levels[levelIndex].rank
                 firstFamily = firstFamily ?? attempt.family
-                let outcome = await maker.attemptDelivery(
+                // A parked connection to this very address goes first (no connect); the plan's order is kept.
+                let outcome: DeliveryAttemptResult
+                if let reused = await maker.attemptOnParked(
                     envelope: envelope, attempt: attempt, recipients: recipients)
-                let labels = DualMTAMetrics.labels(attempt.family, rank: rank)
-                switch outcome.outcome {
-                case .connectFailed(let error):
-                    DualMTAMetrics.registry.increment(DualMTAMetrics.connectAttempts, labels)
-                    DualMTAMetrics.registry.increment(
-                        DualMTAMetrics.connectFailures,
-                        labels.merging(["reason": error.error.metricReason]) { $1 })
-                case .session:
-                    DualMTAMetrics.registry.increment(DualMTAMetrics.connectAttempts, labels)
-                    DualMTAMetrics.registry.increment(DualMTAMetrics.connectSuccesses, labels)
-                case .messageUnreadable:
-                    break  // nothing was connected
+                {
+                    outcome = reused
+                } else {
+                    outcome = await maker.attemptDelivery(envelope: envelope, attempt: attempt, recipients: recipients)
                 }
+                Self.countConnect(outcome, DualMTAMetrics.labels(attempt.family, rank: rank))
                 buffered.append(Fed(attempt: attempt, outcome: outcome, rank: rank))
             case .happyEyeballs:
                 await raceLevel(envelope: envelope, recipients: recipients)
@@ -86,10 +81,38 @@ struct AttemptFeed {
         return buffered.removeFirst()
     }
 
+    /// The connect metrics of an attempt made without a race: none when it ran on a parked connection.
+    private static func countConnect(_ outcome: DeliveryAttemptResult, _ labels: [String: String]) {
+        switch outcome.outcome {
+        case .connectFailed(let error):
+            DualMTAMetrics.registry.increment(DualMTAMetrics.connectAttempts, labels)
+            DualMTAMetrics.registry.increment(
+                DualMTAMetrics.connectFailures,
+                labels.merging(["reason": error.error.metricReason]) { $1 })
+        case .session(let session) where !session.reused:
+            DualMTAMetrics.registry.increment(DualMTAMetrics.connectAttempts, labels)
+            DualMTAMetrics.registry.increment(DualMTAMetrics.connectSuccesses, labels)
+        case .session, .messageUnreadable:
+            break  // nothing was connected
+        }
+    }
+
     /// Races the current level's remaining attempts, logs every started one, and buffers what the loop must judge.
+    /// A parked connection to one of them (first in the level's order) wins without a race: nothing to connect.
     private mutating func raceLevel(envelope: Envelope, recipients: [String]) async {
         let rank = levels[levelIndex].rank
         let attempts = levels[levelIndex].remaining
+        for (position, attempt) in attempts.enumerated() {
+            guard
+                let outcome = await maker.attemptOnParked(
+                    envelope: envelope, attempt: attempt, recipients: recipients)
+            else { continue }
+            firstFamily = firstFamily ?? attempt.family
+            Self.countConnect(outcome, DualMTAMetrics.labels(attempt.family, rank: rank))
+            levels[levelIndex].remaining.remove(at: position)
+            buffered.append(Fed(attempt: attempt, outcome: outcome, rank: rank))
+            return
+        }
         // Connect fault rules are asked once per candidate when the race starts (a candidate the race never starts
         // still counts as a match for first=/every=).
         let candidates = attempts.map {

@@ -1,4 +1,6 @@
 import Dispatch
+import Logging
+import Metrics
 import NetAddress
 import Routing
 import SMTPProtocol
@@ -13,6 +15,43 @@ struct AttemptMaker: Sendable {
     let spool: Spool
     /// The message converted to 7 bit for a next hop without 8BITMIME, when it needed and allowed conversion.
     var sevenBitBody: SevenBitBody? = nil
+    var logger: Logger? = nil
+
+    /// The connection cache when reuse applies: configured, and no lab fault rules (each attempt must then meet
+    /// its rules on a connection of its own).
+    var connectionCache: ConnectionCache? {
+        guard let cache = configuration.connectionCache, configuration.faults?.isEmpty ?? true else { return nil }
+        return cache
+    }
+
+    /// Runs the attempt on a parked connection to its address when the cache holds one; nil when it holds none. A
+    /// parked connection found dead (closed, reset or 421 before any other reply) is not an attempt: the same
+    /// address is tried again at once on a new connection, and that result is returned (logged as such).
+    func attemptOnParked(envelope: Envelope, attempt: PlannedAttempt, recipients: [String]) async
+        -> DeliveryAttemptResult?
+    {
+        guard let cache = connectionCache else { return nil }
+        let request = self.request(envelope: envelope, attempt: attempt, recipients: recipients)
+        let address = SocketAddress(ip: attempt.address, port: attempt.port)
+        guard let channel = cache.take(request.connectionKey(address)) else { return nil }
+        let result = await withCheckedContinuation { continuation in
+            RemoteDelivery.deliver(reusing: channel, request) { continuation.resume(returning: $0) }
+        }
+        guard case .session(let session) = result.outcome,
+            case .retryOnNewConnection(let reason) = ConnectionReuse.afterReusedSession(session)
+        else { return result }
+        DualMTAMetrics.registry.increment(
+            DualMTAMetrics.connectionCacheClosed, ["reason": ConnectionDropReason.deadOnReuse.rawValue])
+        logger?.info(
+            "connection-cache",
+            metadata: [
+                "id": "\(envelope.id)", "event": "closed", "addr": "\(attempt.address.bracketed)",
+                "reason": "\(ConnectionDropReason.deadOnReuse.rawValue)", "detail": "\(reason)",
+                "action": "retrying on a new connection, not counted as an attempt",
+            ])
+        return await attemptDelivery(envelope: envelope, attempt: attempt, recipients: recipients)
+    }
+
     /// Runs one attempt over a new connection; the run is suspended until the attempt ends. A lab fault rule for the
     /// connect stands in for it before any packet leaves (OutboundFaults.swift).
     func attemptDelivery(envelope: Envelope, attempt: PlannedAttempt, recipients: [String]) async
@@ -48,6 +87,7 @@ struct AttemptMaker: Sendable {
             serverName: configuration.tlsServerName(for: attempt),
             dsn: Self.dsn(envelope, recipients: recipients), sevenBitBody: sevenBitBody)
         request.faults = sessionFaults(attempt, sender: envelope.sender, recipients: recipients)
+        request.connectionCache = connectionCache
         return request
     }
 

@@ -94,6 +94,7 @@ struct EffectExecutor: Sendable {
             if let fallback = line.tlsFallback { metadata["tls_fallback"] = "\(fallback)" }
             if let policy = line.tlsPolicy { metadata["tls_policy"] = "\(policy)" }
             if let fault = line.fault { metadata["fault"] = "\(fault)" }
+            if let connection = line.connection { metadata["conn"] = "\(connection)" }
             logger.info("delivery", metadata: metadata)
         case .recipient(let index, let result, let status, let reason):
             logger.info(

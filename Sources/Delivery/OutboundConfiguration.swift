@@ -26,6 +26,9 @@ public struct OutboundConfiguration: Sendable {
     public var connectionAttemptDelay: Duration = .milliseconds(250)
     /// Lab fault rules consulted at each attempt (nil or empty: never consulted).
     public var faults: FaultBook?
+    /// Where sessions that ended in good order wait for the next message to the same next hop
+    /// (`smtp_connection_cache`); nil: every session ends with QUIT.
+    public var connectionCache: ConnectionCache?
 
     public init(
         heloName: String, connectTimeout: Duration, replyTimeout: Duration?, bindAddress: IPAddress?,

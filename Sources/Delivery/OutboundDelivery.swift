@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Logging
+import Metrics
 import NetAddress
 import Routing
 import SMTPProtocol
@@ -79,7 +80,8 @@ struct OutboundDelivery: Sendable {
         }
         var feed = AttemptFeed(
             plan: plan,
-            maker: AttemptMaker(configuration: configuration, spool: spool, sevenBitBody: sevenBitBody),
+            maker: AttemptMaker(
+                configuration: configuration, spool: spool, sevenBitBody: sevenBitBody, logger: logger),
             logger: logger)
         feed.history = history
         let started = ContinuousClock.now
@@ -88,6 +90,10 @@ struct OutboundDelivery: Sendable {
                 envelope: envelope, recipients: run.open.map { envelope.recipients[$0].address })
         {
             var outcome = fed.outcome
+            if case .session(let session) = outcome.outcome {
+                DualMTAMetrics.registry.increment(
+                    DualMTAMetrics.outboundConnections, ["conn": session.reused ? "reused" : "new"])
+            }
             outcome.tlsPolicy = configuration.tlsPolicy(
                 for: fed.attempt, recipients: run.open.map { envelope.recipients[$0].address })
             let judged = run.judge(
@@ -139,6 +145,7 @@ extension ClientTimeouts {
         copy.dataBlock = min(dataBlock, cap)
         copy.dataDone = min(dataDone, cap)
         copy.quit = min(quit, cap)
+        copy.rset = min(rset, cap)
         return copy
     }
 }

@@ -132,8 +132,15 @@ public final class QueueRunner: Sendable {
         self.executor = DispatchTaskExecutor(queue: workers)
     }
 
-    /// A reloaded config: runs that start from now on use it; runs in progress finish with the old one.
-    public func update(_ configuration: DeliveryConfiguration) { settings.withLock { $0 = configuration } }
+    /// A reloaded config: runs that start from now on use it; runs in progress finish with the old one. The old
+    /// connection cache is closed (QUIT to every parked session; sessions still running QUIT when they end).
+    public func update(_ configuration: DeliveryConfiguration) {
+        let old = settings.withLock { settings in
+            defer { settings = configuration }
+            return settings.outbound?.configuration.connectionCache
+        }
+        if let old, old !== configuration.outbound?.configuration.connectionCache { old.closeAll() }
+    }
 
     /// Schedules every message already in the queue (after start-up recovery), and prunes the message journals
     /// now and every hour.
@@ -184,6 +191,8 @@ public final class QueueRunner: Sendable {
     public func stop() {
         state.withLock { $0.stopped = true }
         scheduler.async { [timers] in timers.cancelAll() }
+        // Parked sessions end with QUIT before the process does (bounded: a peer that does not answer is cut off).
+        configuration.outbound?.configuration.connectionCache?.closeAll(wait: .seconds(1))
     }
 
     /// Number of deliveries in progress.

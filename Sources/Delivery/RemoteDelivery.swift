@@ -98,7 +98,9 @@ public final class RemoteDelivery {
                         address: address, outcome: .connectFailed(ConnectError(address: address, error: error)),
                         localAddress: nil, socketError: nil, elapsedMilliseconds: elapsedMilliseconds(since: started)))
             case .success(let connection):
-                prepared.run(on: connection, address: address, request, started: started, completion: completion)
+                prepared.run(
+                    on: OutboundChannel(connection: connection), address: address, request, started: started,
+                    completion: completion)
             }
         }
     }
@@ -136,6 +138,14 @@ public struct AttemptRequest: Sendable {
     /// Lab fault rules: what replaces the connect, and the hook for the session's replies (OutboundFaults.swift).
     var connectFault: ConnectInjection? = nil
     var faults: OutboundFaults? = nil
+    /// Where a session that ends in good order is parked instead of QUIT; nil: always QUIT.
+    var connectionCache: ConnectionCache? = nil
+
+    /// The cache key of a session to `address` made with this request.
+    func connectionKey(_ address: SocketAddress) -> ConnectionKey {
+        ConnectionKey(
+            address: address, source: source, heloName: heloName, tlsPolicy: tlsPolicy, serverName: serverName)
+    }
 
     public init(
         source: SocketAddress?, connectTimeout: Duration, timeouts: ClientTimeouts, heloName: String, sender: String,
@@ -182,7 +192,39 @@ extension RemoteDelivery {
                 })
         else { return }
         queue.async {
-            prepared.run(on: connection, address: address, request, started: started, completion: completion)
+            prepared.run(
+                on: OutboundChannel(connection: connection), address: address, request, started: started,
+                completion: completion)
+        }
+    }
+
+    /// Runs one delivery attempt on a parked connection taken from the cache: the session starts at MAIL with what
+    /// the connection's first session learnt. `completion` is called exactly once, on the connection's queue.
+    static func deliver(
+        reusing channel: OutboundChannel, _ request: AttemptRequest,
+        completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
+    ) {
+        let queue = channel.queue
+        let address = channel.connection.peer
+        let started = ContinuousClock.now
+        guard
+            let prepared = prepare(
+                to: address, request, queue: queue, started: started, completion: completion,
+                resuming: channel.resumption,
+                unreadable: { result in
+                    // Nothing was sent: the session goes back to the cache as it was.
+                    queue.async {
+                        if let cache = request.connectionCache {
+                            cache.park(channel, key: request.connectionKey(address))
+                        } else {
+                            channel.quit()
+                        }
+                        completion(result)
+                    }
+                })
+        else { return }
+        queue.async {
+            prepared.run(on: channel, address: address, request, started: started, completion: completion)
         }
     }
 
@@ -191,6 +233,7 @@ extension RemoteDelivery {
     fileprivate static func prepare(
         to address: SocketAddress, _ request: AttemptRequest, queue: DispatchQueue, started: ContinuousClock.Instant,
         completion: @escaping @Sendable (DeliveryAttemptResult) -> Void,
+        resuming: ClientSession.Resumption? = nil,
         unreadable: (DeliveryAttemptResult) -> Void
     ) -> PreparedAttempt? {
         let file: OutboundMessageFile
@@ -206,7 +249,8 @@ extension RemoteDelivery {
         var session = ClientSession(
             heloName: request.heloName, sender: request.sender, recipients: request.recipients,
             messageSize: file.size, bodyType: request.bodyType, needsSMTPUTF8: request.smtpUTF8,
-            tlsPolicy: request.tlsPolicy, dsn: request.dsn, sevenBit: request.sevenBitBody?.option ?? .unavailable(nil))
+            tlsPolicy: request.tlsPolicy, dsn: request.dsn, sevenBit: request.sevenBitBody?.option ?? .unavailable(nil),
+            resuming: resuming, keepOpen: request.connectionCache != nil)
         session.faultHook = request.faults?.hook
         let retryInPlaintext = plaintextRetry(
             to: address, request, queue: queue, started: started, completion: completion)
@@ -324,8 +368,12 @@ private final class DeliveryRun: @unchecked Sendable {
         attributes: .concurrent)
 
     private let address: SocketAddress
+    private let channel: OutboundChannel
     private let connection: Connection
     private let queue: DispatchQueue
+    /// Where the connection goes when the session keeps it open, and under which key.
+    private let cache: ConnectionCache?
+    private let cacheKey: ConnectionKey
     private let timeouts: ClientTimeouts
     private let file: OutboundMessageFile
     private let started: ContinuousClock.Instant
@@ -338,8 +386,12 @@ private final class DeliveryRun: @unchecked Sendable {
     private let faults: OutboundFaults?
 
     private var session: ClientSession
-    /// The TLS filter after the server's 220 to STARTTLS: reads go through it, and so do writes.
-    private var tls: TLSSession?
+    /// The TLS filter after the server's 220 to STARTTLS: reads go through it, and so do writes. Kept with the
+    /// connection, so a reused session goes on in TLS.
+    private var tls: TLSSession? {
+        get { channel.tls }
+        set { channel.tls = newValue }
+    }
     private var tlsDescription: TLSDescription?
     /// The current stage's reply timeout (RFC 5321 §4.5.3.2).
     private lazy var timer = DeadlineTimer(queue: queue) { [weak self] in self?.timerFired() }
@@ -352,18 +404,23 @@ private final class DeliveryRun: @unchecked Sendable {
     private var socketError: SocketError?
 
     init(
-        address: SocketAddress, connection: Connection, session: ClientSession, timeouts: ClientTimeouts,
+        address: SocketAddress, channel: OutboundChannel, session: ClientSession, timeouts: ClientTimeouts,
         file: OutboundMessageFile, started: ContinuousClock.Instant, tlsContext: TLSContext?, serverName: String?,
         retryInPlaintext: (@Sendable (String) -> Void)?, sevenBitBody: SevenBitBody?, faults: OutboundFaults?,
+        cache: ConnectionCache?, cacheKey: ConnectionKey,
         completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
     ) {
+        self.channel = channel
+        self.cache = cache
+        self.cacheKey = cacheKey
+        tlsDescription = channel.tlsDescription
         self.sevenBitBody = sevenBitBody
         self.faults = faults
         self.tlsContext = tlsContext
         self.serverName = serverName
         self.retryInPlaintext = retryInPlaintext
         self.address = address
-        self.connection = connection
+        connection = channel.connection
         queue = connection.queue
         self.session = session
         self.timeouts = timeouts
@@ -374,9 +431,9 @@ private final class DeliveryRun: @unchecked Sendable {
 
     /// On `queue`, right after the connect.
     func start() {
-        // The handlers hold `self` until the connection closes (close() drops them): that is the run's lifetime.
-        connection.startReading(
-            { bytes in self.received(bytes) },
+        // The channel holds `self` until the run detaches or the connection closes: that is the run's lifetime.
+        let alive = channel.attach(
+            onBytes: { bytes in self.received(bytes) },
             onClose: { error in
                 guard !self.done else { return }
                 self.socketError = error
@@ -385,6 +442,8 @@ private final class DeliveryRun: @unchecked Sendable {
                 self.perform(actions)
             })
         perform(session.start())
+        // A parked connection that died before it was taken: what was just sent went nowhere.
+        if !alive { perform(session.connectionClosed()) }
     }
 
     // MARK: - TLS
@@ -436,6 +495,7 @@ private final class DeliveryRun: @unchecked Sendable {
             done = true
             streaming = false
             timer.cancel()
+            channel.detach()
             connection.close(afterFlush: false)
             closeFileIfIdle()
             retryInPlaintext(reason)
@@ -562,7 +622,17 @@ private final class DeliveryRun: @unchecked Sendable {
         done = true
         streaming = false
         timer.cancel()
-        connection.close(afterFlush: false)
+        channel.transactions += 1
+        channel.detach()
+        if result.keptOpen {
+            channel.tlsDescription = tlsDescription
+            channel.resumption = ClientSession.Resumption(
+                capabilities: result.capabilities ?? ServerCapabilities(), tlsActive: tls != nil,
+                greeting: result.greeting)
+            if let cache { cache.park(channel, key: cacheKey) } else { channel.quit() }
+        } else {
+            connection.close(afterFlush: false)
+        }
         closeFileIfIdle()
         completion(
             DeliveryAttemptResult(
@@ -598,14 +668,14 @@ private struct PreparedAttempt: @unchecked Sendable {  // handed once to the con
     let faults: OutboundFaults?
 
     func run(
-        on connection: Connection, address: SocketAddress, _ request: AttemptRequest, started: ContinuousClock.Instant,
-        completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
+        on channel: OutboundChannel, address: SocketAddress, _ request: AttemptRequest,
+        started: ContinuousClock.Instant, completion: @escaping @Sendable (DeliveryAttemptResult) -> Void
     ) {
         DeliveryRun(
-            address: address, connection: connection, session: session, timeouts: request.timeouts, file: file,
+            address: address, channel: channel, session: session, timeouts: request.timeouts, file: file,
             started: started, tlsContext: request.tlsPolicy == .none ? nil : RemoteDelivery.opportunisticTLS,
             serverName: request.serverName, retryInPlaintext: retryInPlaintext, sevenBitBody: request.sevenBitBody,
-            faults: faults,
+            faults: faults, cache: request.connectionCache, cacheKey: request.connectionKey(address),
             completion: completion
         ).start()
     }

@@ -49,6 +49,10 @@ public struct Configuration: Sendable, Equatable {
     public var connectStrategy: ConnectStrategy
     /// Happy Eyeballs: how long an attempt runs alone before the next address starts (RFC 8305 §5).
     public var connectionAttemptDelay: Duration
+    /// `smtp_connection_cache`: park outbound sessions that ended in good order for the next message.
+    public var smtpConnectionCache = true
+    /// `smtp_connection_cache_time`, `smtp_connection_reuse_limit`, `smtp_connection_cache_size`.
+    public var smtpConnectionCacheSettings = ConnectionCacheSettings()
 
     // The web console, its JSON API and `/metrics` (HTTP/1.1)
     /// `http_listen`; nil when turned off with `none`.

@@ -56,6 +56,31 @@ extension ConfigurationKey {
             },
             render: { ValueParser.render($0.connectionAttemptDelay) }),
         ConfigurationKey(
+            name: "smtp_connection_cache",
+            apply: { config, value throws(ValueError) in config.smtpConnectionCache = try ValueParser.boolean(value) },
+            render: { $0.smtpConnectionCache ? "yes" : "no" }),
+        ConfigurationKey(
+            name: "smtp_connection_cache_time",
+            apply: { config, value throws(ValueError) in
+                // A parked session costs the peer a slot: seconds, not minutes (servers drop idle clients anyway).
+                let time = try ValueParser.positiveDuration(value)
+                guard time <= .seconds(300) else { throw ValueError("must be at most 300s, got \"\(value)\"") }
+                config.smtpConnectionCacheSettings.idleTime = time
+            },
+            render: { ValueParser.render($0.smtpConnectionCacheSettings.idleTime) }),
+        ConfigurationKey(
+            name: "smtp_connection_reuse_limit",
+            apply: { config, value throws(ValueError) in
+                config.smtpConnectionCacheSettings.reuseLimit = try ValueParser.count(value, range: 1...100_000)
+            },
+            render: { "\($0.smtpConnectionCacheSettings.reuseLimit)" }),
+        ConfigurationKey(
+            name: "smtp_connection_cache_size",
+            apply: { config, value throws(ValueError) in
+                config.smtpConnectionCacheSettings.size = try ValueParser.count(value, range: 1...10_000)
+            },
+            render: { "\($0.smtpConnectionCacheSettings.size)" }),
+        ConfigurationKey(
             name: "bind_address",
             apply: { config, value throws(ValueError) in
                 config.bindAddress = try ValueParser.address(value, family: .ipv4)

@@ -19,6 +19,11 @@ extension Configuration {
         return configuration
     }
 
+    /// A new, empty outbound connection cache with these settings, or nil when `smtp_connection_cache = no`.
+    public func connectionCache(logger: Logger) -> ConnectionCache? {
+        smtpConnectionCache ? ConnectionCache(settings: smtpConnectionCacheSettings, logger: logger) : nil
+    }
+
     /// Where mail goes: who we are (names, addresses, listeners), which families we can use, static routes.
     public func routingPolicy(interfaceAddresses: Set<IPAddress>) -> RoutingPolicy {
         let identity = LocalIdentity(

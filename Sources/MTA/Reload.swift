@@ -22,6 +22,9 @@ extension MTAService {
             cacheFile: spool.stateDirectory + "/transport-cache.json", logger: logger)
         var outbound = configuration.outbound
         outbound.faults = faults
+        // A new cache each time: a reload closes the parked sessions of the old one (QueueRunner.update), so none
+        // carries mail under settings (EHLO name, TLS policy, source address) that no longer apply.
+        outbound.connectionCache = configuration.connectionCache(logger: logger)
         var delivery = DeliveryConfiguration(
             policy: policy, concurrency: configuration.deliveryConcurrency,
             outbound: OutboundTransport(configuration: outbound, router: router),

@@ -20,6 +20,21 @@ public enum DualMTAMetrics {
         name: "dualmta_connect_lost_total",
         help: "Happy Eyeballs attempts closed because another address connected first, by family and MX rank.",
         kind: .counter)
+    public static let outboundConnections = MetricFamily(
+        name: "dualmta_outbound_connections_total",
+        help:
+            "Outbound SMTP sessions by the connection they ran on: new (connected for it) or reused (from the cache).",
+        kind: .counter)
+    public static let connectionCacheClosed = MetricFamily(
+        name: "dualmta_connection_cache_closed_total",
+        help:
+            "Outbound connections closed instead of parked, or dropped from the cache, by reason (limit, full, evicted,"
+            + " expired, peer-closed, peer-spoke, shutdown).",
+        kind: .counter)
+    public static let connectionCacheParked = MetricFamily(
+        name: "dualmta_connection_cache_parked",
+        help: "Outbound connections parked in the connection cache right now, waiting for the next message.",
+        kind: .gauge)
     public static let familyFallbacks = MetricFamily(
         name: "dualmta_family_fallbacks_total",
         help: "Deliveries that succeeded over one family after an attempt over the other failed (from, to).",
@@ -51,7 +66,8 @@ public enum DualMTAMetrics {
         help: "Fault rules that fired (failures on purpose), by side, stage and address family.", kind: .counter)
 
     public static let all: [MetricFamily] = [
-        connectAttempts, connectSuccesses, connectFailures, connectLost, familyFallbacks, remoteRecipients,
+        connectAttempts, connectSuccesses, connectFailures, connectLost, outboundConnections, connectionCacheClosed,
+        connectionCacheParked, familyFallbacks, remoteRecipients,
         deliveryDuration, queueSize, messagesAccepted, bounces, doubleBounces, authThrottled, faults,
     ]
 

@@ -6,6 +6,9 @@
 // Flow (RFC 5321 §3.3, §4.3.2, §5.1; RFC 3207 for STARTTLS):
 //   greeting 220 → EHLO (5xx → HELO) → [STARTTLS → 220 → handshake (driver) → EHLO again] → local checks (SIZE, SMTPUTF8, 8BITMIME) → MAIL, RCPT…, DATA (one write
 //   with PIPELINING, else one by one) → 354 → body → final reply → QUIT.
+// Connection reuse: with `keepOpen` a transaction that ended in good order does not QUIT; it ends (after RSET when
+// the server may still hold the transaction) with the connection idle, for the driver to park. A session started
+// with a `Resumption` runs on such a parked connection: no greeting, EHLO or STARTTLS, straight to MAIL.
 // Every reply is matched to a command by count, never by text. A reply that arrives before the command it
 // would answer was sent (beyond what PIPELINING allows) is a protocol error: we close (reply injection).
 
@@ -23,12 +26,15 @@ public struct ClientTimeouts: Hashable, Sendable {
     /// Final `.` → reply. Long on purpose: giving up here may deliver the message twice (RFC 5321 §4.5.3.2.6).
     public var dataDone: Duration
     public var quit: Duration
+    /// RSET before a connection is parked (no RFC minimum; 20 s like Postfix's `smtp_rset_timeout`).
+    public var rset: Duration
 
     public init(
         greeting: Duration = .seconds(300), ehlo: Duration = .seconds(300), mail: Duration = .seconds(300),
         rcpt: Duration = .seconds(300), dataInit: Duration = .seconds(120), dataBlock: Duration = .seconds(180),
-        dataDone: Duration = .seconds(600), quit: Duration = .seconds(20)
+        dataDone: Duration = .seconds(600), quit: Duration = .seconds(20), rset: Duration = .seconds(20)
     ) {
+        self.rset = rset
         self.greeting = greeting
         self.ehlo = ehlo
         self.mail = mail
@@ -43,7 +49,7 @@ public struct ClientTimeouts: Hashable, Sendable {
     public static func all(_ duration: Duration) -> ClientTimeouts {
         ClientTimeouts(
             greeting: duration, ehlo: duration, mail: duration, rcpt: duration, dataInit: duration,
-            dataBlock: duration, dataDone: duration, quit: duration)
+            dataBlock: duration, dataDone: duration, quit: duration, rset: duration)
     }
 
     public subscript(stage: ClientStage) -> Duration {
@@ -56,6 +62,7 @@ public struct ClientTimeouts: Hashable, Sendable {
         case .dataBlock: return dataBlock
         case .dataDone: return dataDone
         case .quit: return quit
+        case .rset: return rset
         }
     }
 }
@@ -63,6 +70,8 @@ public struct ClientTimeouts: Hashable, Sendable {
 /// What the client is waiting for; each stage has its own deadline (`ClientTimeouts`).
 public enum ClientStage: String, Hashable, Sendable {
     case greeting, ehlo, mail, rcpt, dataInit = "data-init", dataBlock = "data-block", dataDone = "data-done", quit
+    /// RSET after a transaction, before the connection is parked for the next one.
+    case rset
 }
 
 /// What the driver must do, in order.
@@ -224,6 +233,14 @@ public struct ClientResult: Hashable, Sendable {
     /// the message, so a retry may deliver it twice; the caller logs "may be delivered twice" (RFC 5321
     /// §4.5.3.2.6, Postfix `smtp_data_done_timeout`).
     public var possibleDuplicate: Bool
+    /// The session ended in good order without QUIT (`keepOpen`): the connection is idle and may be parked for the
+    /// next transaction. False means the session closed it (the `.close` action came first).
+    public var keptOpen = false
+    /// The session ran on a parked connection (`Resumption`).
+    public var reused = false
+    /// Replies read in this session other than a 421. A reused connection that failed before any such reply was
+    /// already dead when it was taken from the pool: nothing of this transaction reached the server.
+    public var repliesRead = 0
 
     public init(
         kind: Kind, recipients: [Recipient], capabilities: ServerCapabilities?, greeting: String?,
@@ -245,7 +262,7 @@ public struct ClientResult: Hashable, Sendable {
 /// returned actions in order. After `.finished` every call returns no actions.
 public struct ClientSession: Sendable {
     private enum Command: Hashable, Sendable {
-        case greeting, ehlo, helo, starttls, mail, rcpt(Int), data, dot, quit
+        case greeting, ehlo, helo, starttls, mail, rcpt(Int), data, dot, quit, rset
 
         var stage: ClientStage {
             switch self {
@@ -256,6 +273,7 @@ public struct ClientSession: Sendable {
             case .data: return .dataInit
             case .dot: return .dataDone
             case .quit: return .quit
+            case .rset: return .rset
             }
         }
 
@@ -268,7 +286,7 @@ public struct ClientSession: Sendable {
             case .rcpt: return .rcpt
             case .data: return .data
             case .dot: return .dataEnd
-            case .quit: return nil
+            case .quit, .rset: return nil
             }
         }
     }
@@ -283,7 +301,24 @@ public struct ClientSession: Sendable {
         case quitting
         /// STARTTLS answered 220: the driver runs the handshake.
         case handshake
+        /// `keepOpen`: RSET sent after the transaction; a 2xx leaves the connection idle for the next one.
+        case resetting
         case done
+    }
+
+    /// What a session on a parked connection takes over from the session that opened it: the server greeted us and
+    /// answered EHLO (after STARTTLS when `tlsActive`); none of it is repeated (RFC 5321 §4.1.4: after a finished
+    /// transaction or RSET the server is ready for the next MAIL with the same capabilities).
+    public struct Resumption: Hashable, Sendable {
+        public var capabilities: ServerCapabilities
+        public var tlsActive: Bool
+        public var greeting: String?
+
+        public init(capabilities: ServerCapabilities, tlsActive: Bool, greeting: String?) {
+            self.capabilities = capabilities
+            self.tlsActive = tlsActive
+            self.greeting = greeting
+        }
     }
 
     private let heloName: String
@@ -300,6 +335,13 @@ public struct ClientSession: Sendable {
     public private(set) var sendsSevenBitBody = false
     /// The handshake after STARTTLS completed; never STARTTLS twice.
     private var tlsActive = false
+    /// Set: this session runs on a parked connection and starts at MAIL.
+    private let resuming: Resumption?
+    /// The driver can park the connection: a transaction that ends in good order leaves it open instead of QUIT.
+    private let keepOpen: Bool
+    /// The end of data was answered: the server has closed the transaction itself (RFC 5321 §4.1.1.4).
+    private var dotReplied = false
+    private var repliesRead = 0
 
     private var phase = Phase.idle
     private var parser = ReplyParser()
@@ -332,11 +374,15 @@ public struct ClientSession: Sendable {
     ///   - needsSMTPUTF8: the envelope or headers need UTF-8 (RFC 6531).
     ///   - tlsPolicy: whether to STARTTLS (`smtp_tls`).
     ///   - dsn: the sender's DSN request, passed on when the server offers DSN.
+    ///   - resuming: set when the connection was parked by an earlier session: start at MAIL.
+    ///   - keepOpen: leave the connection idle after a transaction that ended in good order (no QUIT).
     public init(
         heloName: String, sender: String, recipients: [String], messageSize: Int, bodyType: BodyType?,
         needsSMTPUTF8: Bool, tlsPolicy: ClientTLSPolicy = .none, dsn: OutboundDSN? = nil,
-        sevenBit: SevenBitOption = .unavailable(nil)
+        sevenBit: SevenBitOption = .unavailable(nil), resuming: Resumption? = nil, keepOpen: Bool = false
     ) {
+        self.resuming = resuming
+        self.keepOpen = keepOpen
         self.dsn = dsn
         self.sevenBit = sevenBit
         self.tlsPolicy = tlsPolicy
@@ -352,10 +398,16 @@ public struct ClientSession: Sendable {
 
     // MARK: - Driver events
 
-    /// The connection is up: wait for the greeting.
+    /// The connection is up: wait for the greeting; on a parked connection, go straight to MAIL.
     public mutating func start() -> [ClientAction] {
         guard phase == .idle else { return [] }
         phase = .dialog
+        if let resuming {
+            capabilities = resuming.capabilities
+            tlsActive = resuming.tlsActive
+            greetingText = resuming.greeting
+            return startTransaction(resuming.capabilities)
+        }
         awaited = [.greeting]
         return [.arm(timeout: .greeting)]
     }
@@ -367,6 +419,8 @@ public struct ClientSession: Sendable {
         case .quitting:
             // Whatever the answer to QUIT is (221, garbage, more), the result is fixed.
             return finish()
+        case .resetting:
+            return rsetAnswered(bytes)
         case .dialog, .body: break
         }
         parser.append(bytes)
@@ -428,7 +482,7 @@ public struct ClientSession: Sendable {
     public mutating func timedOut() -> [ClientAction] {
         switch phase {
         case .idle, .done: return []
-        case .quitting: return finish()
+        case .quitting, .resetting: return finish()
         case .handshake: return tlsFailed("timeout during the TLS handshake")
         case .body: return fail(.timedOut(.dataBlock), status: EnhancedStatus(4, 4, 2), "timeout sending the message")
         case .dialog:
@@ -442,7 +496,7 @@ public struct ClientSession: Sendable {
     public mutating func connectionClosed() -> [ClientAction] {
         switch phase {
         case .idle, .done: return []
-        case .quitting: return finish()
+        case .quitting, .resetting: return finish()
         case .handshake: return tlsFailed("connection closed during the TLS handshake")
         case .body:
             return fail(
@@ -494,6 +548,7 @@ public struct ClientSession: Sendable {
             endKind = .hostFailed(.closing(reply))
             return finish()
         }
+        repliesRead += 1
         var actions: [ClientAction]
         switch command {
         case .greeting: actions = greeted(reply)
@@ -504,7 +559,7 @@ public struct ClientSession: Sendable {
         case .rcpt(let index): actions = rcptAnswered(reply, index: index)
         case .data: actions = dataAnswered(reply)
         case .dot: actions = dotAnswered(reply)
-        case .quit: actions = finish()
+        case .quit, .rset: actions = finish()  // answered outside the dialog (`quitting`, `resetting`)
         }
         // Re-arm for the next outstanding reply, unless the step armed or ended things itself.
         if phase == .dialog, let next = awaited.first,
@@ -581,7 +636,7 @@ public struct ClientSession: Sendable {
                     Reply(
                         552, EnhancedStatus(5, 3, 4),
                         "message size \(messageSize) exceeds the fixed maximum message size \(limit) of the server")))
-            return quit()
+            return endTransaction()
         }
         if needsSMTPUTF8 && !peer.smtpUTF8 {
             refuseLocally(
@@ -589,7 +644,7 @@ public struct ClientSession: Sendable {
                     Reply(
                         553, EnhancedStatus(5, 6, 7),
                         "the message needs SMTPUTF8 and the server does not support it")))
-            return quit()
+            return endTransaction()
         }
         if bodyType == .eightBitMIME && !peer.eightBitMIME {
             // RFC 6152 §3: convert to 7 bit when the caller could, else refuse (our decision, 5.6.3).
@@ -603,19 +658,19 @@ public struct ClientSession: Sendable {
                             554, EnhancedStatus(5, 6, 3),
                             "8-bit message and the server does not support 8BITMIME; "
                                 + (why ?? "conversion not supported"))))
-                return quit()
+                return endTransaction()
             }
         }
         if !Self.isSafePath(sender) {
             refuseLocally(.permanent(Reply(553, EnhancedStatus(5, 1, 7), "invalid sender address")))
-            return quit()
+            return endTransaction()
         }
         for (index, recipient) in recipients.enumerated() where !Self.isSafePath(recipient) || recipient.isEmpty {
             outcomes[index] = .permanent(Reply(553, EnhancedStatus(5, 1, 3), "invalid recipient address"))
             refusedLocally.insert(index)
         }
         let pending = recipients.indices.filter { outcomes[$0] == nil }
-        guard !pending.isEmpty else { return quit() }
+        guard !pending.isEmpty else { return endTransaction() }
 
         var mail = "MAIL FROM:<\(sender)>"
         if peer.size != nil { mail += " SIZE=\(messageSize)" }
@@ -658,7 +713,7 @@ public struct ClientSession: Sendable {
             return protocolError("MAIL answered \(reply.code)")
         }
         // Pipelined RCPT/DATA replies are still owed to us; read them (by count) before QUIT.
-        return capabilities?.pipelining == true ? [] : quit()
+        return capabilities?.pipelining == true ? [] : endTransaction()
     }
 
     private mutating func rcptAnswered(_ reply: Reply, index: Int) -> [ClientAction] {
@@ -685,7 +740,7 @@ public struct ClientSession: Sendable {
             return sendCommand(.rcpt(next), rcptCommand(next, capabilities ?? ServerCapabilities()))
         }
         // Without PIPELINING we never send DATA when no recipient was accepted (RFC 5321 §3.3: DATA needs one).
-        guard accepted.contains(true) else { return quit() }
+        guard accepted.contains(true) else { return endTransaction() }
         return sendCommand(.data, "DATA")
     }
 
@@ -709,11 +764,12 @@ public struct ClientSession: Sendable {
         default:
             return protocolError("DATA answered \(reply.code)")
         }
-        return quit()
+        return endTransaction()
     }
 
     private mutating func dotAnswered(_ reply: Reply) -> [ClientAction] {
-        if dotOnly { return quit() }
+        dotReplied = true
+        if dotOnly { return endTransaction() }
         awaitingFinalReply = false
         switch reply.code {
         case 200..<300: settleAccepted(.delivered(reply))
@@ -723,7 +779,7 @@ public struct ClientSession: Sendable {
             awaitingFinalReply = true
             return protocolError("end of data answered \(reply.code)")
         }
-        return quit()
+        return endTransaction()
     }
 
     // MARK: - STARTTLS
@@ -776,6 +832,43 @@ public struct ClientSession: Sendable {
 
     // MARK: - Endings
 
+    /// The transaction is over and the dialog is in good order: QUIT, or (`keepOpen`) leave the connection idle for
+    /// the next one. Once MAIL was accepted the server holds the transaction until the end of data is answered or
+    /// RSET (RFC 5321 §4.1.1.5), so then RSET goes first. RSET now rather than when the connection is taken again:
+    /// the next transaction starts at MAIL without a round trip, and a server that does not take RSET is never parked.
+    private mutating func endTransaction() -> [ClientAction] {
+        guard keepOpen else { return quit() }
+        guard mailAccepted && !dotReplied else { return finishKept() }
+        phase = .resetting
+        awaited = [.rset]
+        return [.send(Self.line("RSET")), .arm(timeout: .rset)]
+    }
+
+    /// The reply to the RSET of `endTransaction`: 2xx parks, anything else closes (the result is fixed either way).
+    private mutating func rsetAnswered(_ bytes: some Sequence<UInt8>) -> [ClientAction] {
+        parser.append(bytes)
+        let reply: Reply?
+        do throws(ReplyParseError) {
+            reply = try parser.nextReply()
+        } catch {
+            return finish()
+        }
+        guard let reply else { return [] }
+        guard (200..<300).contains(reply.code) else { return quit() }
+        return finishKept()
+    }
+
+    /// Ends with the connection open and idle. Bytes beyond the last reply mean the server said something nobody
+    /// asked for: such a connection is not parked.
+    private mutating func finishKept() -> [ClientAction] {
+        guard !parser.hasBufferedInput else { return quit() }
+        phase = .done
+        awaited = []
+        var result = outcome()
+        result.keptOpen = true
+        return [.finished(result)]
+    }
+
     private mutating func quit() -> [ClientAction] {
         phase = .quitting
         awaited = [.quit]
@@ -803,6 +896,10 @@ public struct ClientSession: Sendable {
         guard phase != .done else { return [] }
         phase = .done
         awaited = []
+        return [.close, .finished(outcome())]
+    }
+
+    private func outcome() -> ClientResult {
         var final: [ClientResult.Recipient] = []
         for (index, address) in recipients.enumerated() {
             let outcome =
@@ -812,10 +909,12 @@ public struct ClientSession: Sendable {
                 ClientResult.Recipient(
                     address: address, outcome: outcome, decidedLocally: refusedLocally.contains(index)))
         }
-        let result = ClientResult(
+        var result = ClientResult(
             kind: endKind, recipients: final, capabilities: capabilities, greeting: greetingText,
             possibleDuplicate: possibleDuplicate)
-        return [.close, .finished(result)]
+        result.reused = resuming != nil
+        result.repliesRead = repliesRead
+        return result
     }
 
     // MARK: - Helpers

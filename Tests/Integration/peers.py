@@ -1,8 +1,11 @@
 """Scripted SMTP peers for the outbound tests: a real TCP server on a loopback address that answers every stage
 as the test says, and records what it received (a "scripted fake MX").
 
-`Peer(host, port, script)` listens at once; `script` gives the `Behaviour` for each connection (a list: connection
-N uses item N, the last item repeats; or a callable taking the 0-based connection number). Every wait is a poll
+`Peer(host, port, script)` listens at once; `script` gives the `Behaviour` for each session (a list: session N uses
+item N, the last item repeats; or a callable taking the 0-based session number). A session is one connection, or one
+more transaction on a connection the client kept open (its connection cache): a MAIL after an earlier MAIL on the same
+connection starts the next session record, with the next behaviour, so "the first attempt fails, the retry works"
+scripts mean the same with and without connection reuse. `tcp_connections` counts the TCP connections themselves. Every wait is a poll
 against a deadline on a condition variable; `stop()` closes the listener and every connection. Standard library only.
 """
 
@@ -52,6 +55,7 @@ class Session:
     data: bytes | None = None  # the message (dot-unstuffed) once the final "." arrived
     accepted: bool = False  # a 2xx was sent for the final "."
     ended: str = ""  # how the session ended: quit, peer-closed, dropped-mid-data, no-reply-after-dot, ...
+    reused: bool = False  # a later transaction on a connection the client kept open
 
 
 @dataclass
@@ -87,6 +91,7 @@ class Peer:
         self._listener.listen(64)
         self.port = self._listener.getsockname()[1]
         self.sessions: list[Session] = []
+        self.tcp_connections = 0  # accepted TCP connections (fewer than sessions when the client reuses them)
         self.max_open = 0  # most sessions open at the same time
         self._cond = threading.Condition()
         self._stopped = False
@@ -136,7 +141,8 @@ class Peer:
             return list(self.sessions)
 
     def describe(self) -> str:
-        return "; ".join(f"#{s.number} {s.client[0]} cmds={s.commands} accepted={s.accepted} ended={s.ended!r}"
+        return "; ".join(f"#{s.number} {s.client[0]}{' reused' if s.reused else ''} cmds={s.commands} "
+                         f"accepted={s.accepted} ended={s.ended!r}"
                          for s in self.sessions) or "none"
 
     def stop(self) -> None:
@@ -189,6 +195,7 @@ class Peer:
                     return
                 session = Session(number=len(self.sessions), client=client)
                 self.sessions.append(session)
+                self.tcp_connections += 1
                 self.max_open = max(self.max_open, len([x for x in self.sessions if not x.ended]))
                 self._socks.append(conn)
                 self._cond.notify_all()
@@ -276,6 +283,17 @@ class Peer:
                         self._end(session, "tls-handshake-failed")
                         return
                 elif verb == "MAIL":
+                    if session.commands and any(c.split(" ", 1)[0].upper() == "MAIL" for c in session.commands[:-1]):
+                        # A reused connection: this transaction is the next session (and the next behaviour).
+                        with self._cond:
+                            session.commands.pop()
+                            if not session.ended:
+                                session.ended = "next-transaction"
+                            session = Session(number=len(self.sessions), client=session.client, reused=True,
+                                              commands=[text])
+                            self.sessions.append(session)
+                            self._cond.notify_all()
+                        b = self.behaviour(session.number)
                     reply = b.mail(arg) if callable(b.mail) else b.mail
                     if reply.startswith("2"):
                         with self._cond:

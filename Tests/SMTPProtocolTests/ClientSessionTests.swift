@@ -25,6 +25,7 @@ struct PeerScript: Sendable {
     /// Once the driver streamed the body: what happens after `.`.
     var dot = PeerStep.reply("250 2.0.0 queued as X\r\n")
     var quit = PeerStep.reply("221 2.0.0 bye\r\n")
+    var rset = PeerStep.reply("250 2.0.0 ok\r\n")
 
     static func ehlo(_ lines: String...) -> PeerStep {
         var text = ""
@@ -58,11 +59,14 @@ struct Transaction1: Sendable {
     var sevenBit = SevenBitOption.unavailable(nil)
     /// Fault rules standing in for the driver's (ClientFault.swift).
     var faultHook: ClientFaultHook? = nil
+    /// A parked connection taken again (no greeting from the script), and whether the driver could park this one.
+    var resuming: ClientSession.Resumption? = nil
+    var keepOpen = false
 
     func session() -> ClientSession {
         var session = ClientSession(
             heloName: "client.example", sender: sender, recipients: recipients, messageSize: size, bodyType: bodyType,
-            needsSMTPUTF8: smtpUTF8, dsn: dsn, sevenBit: sevenBit)
+            needsSMTPUTF8: smtpUTF8, dsn: dsn, sevenBit: sevenBit, resuming: resuming, keepOpen: keepOpen)
         session.faultHook = faultHook
         return session
     }
@@ -112,6 +116,8 @@ func drive(_ transaction: Transaction1 = Transaction1(), _ script: PeerScript, _
                         answer(script.dot)
                     } else if line == "QUIT" {
                         answer(script.quit)
+                    } else if line == "RSET" {
+                        answer(script.rset)
                     }
                 }
             case .sendBody:
@@ -135,7 +141,7 @@ func drive(_ transaction: Transaction1 = Transaction1(), _ script: PeerScript, _
     }
 
     var actions = session.start()
-    answer(script.greeting)
+    if transaction.resuming == nil { answer(script.greeting) }
     for _ in 0..<10_000 {
         while !actions.isEmpty { actions = perform(actions, &session) }
         if run.result != nil { break }

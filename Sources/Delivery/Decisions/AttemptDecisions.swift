@@ -19,6 +19,11 @@ import Spool
 /// | 4xx to MAIL, RCPT or DATA | stays open, next address; that reply is the status if nothing better comes |
 /// | the queued message cannot be read, or the session was aborted by us | every open recipient deferred (4.3.0), stop |
 /// | no address left | every open recipient deferred with the last temporary status (4.4.1 when none was tried) |
+///
+/// A parked connection that was dead when taken (closed, reset or 421 before any other reply) never reaches this
+/// table: it is not an attempt, and the same address is tried at once on a new connection
+/// (`ConnectionReuse.afterReusedSession`, `AttemptMaker.attemptOnParked`). Anything later on a reused connection is
+/// judged here like any other attempt.
 struct DestinationRun: Equatable, Sendable {
     /// The destination (domain or literal) as the transport cache keys it.
     let destination: String
@@ -44,6 +49,8 @@ struct DestinationRun: Equatable, Sendable {
     ) -> [DeliveryEffect] {
         var effects: [DeliveryEffect] = []
         let tls = result.tls.map { TLSNote(protocolVersion: $0.protocolVersion, cipher: $0.cipher) }
+        var connection: String?
+        if case .session(let session) = result.outcome { connection = session.reused ? "reused" : "new" }
         func line(_ index: Int, _ outcome: String, _ detail: AttemptLine.Detail) {
             effects.append(
                 .log(
@@ -52,7 +59,7 @@ struct DestinationRun: Equatable, Sendable {
                             index: index, attempt: attempt, result: outcome, detail: detail,
                             milliseconds: result.elapsedMilliseconds, tls: tls,
                             tlsFallback: result.plaintextRetryReason,
-                            tlsPolicy: result.tlsPolicy?.rawValue, fault: result.fault
+                            tlsPolicy: result.tlsPolicy?.rawValue, fault: result.fault, connection: connection
                         ))))
             if outcome != "failed" && outcome != "refused" {
                 effects.append(.metric(.remoteRecipient(family: attempt.family, rank: rank, result: outcome)))

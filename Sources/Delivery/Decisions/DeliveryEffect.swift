@@ -56,6 +56,9 @@ struct AttemptLine: Equatable, Sendable {
     var tlsPolicy: String?
     /// `fault=`: the lab fault rule behind this attempt's outcome.
     var fault: String? = nil
+    /// `conn=`: `new` when the session connected for this attempt, `reused` when it ran on a parked connection;
+    /// nil when no session ran (the connect failed).
+    var connection: String? = nil
 
     enum Detail: Equatable, Sendable {
         case reply(String)
