@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""What one spool commit costs, step by step, and the accept rate around it (issue 17, "one fsync round").
+
+Two modes, both against release binaries given on the command line (a throwaway measurement, not part of CI):
+
+  steps BINARY [--messages N]
+      Runs BINARY under `strace -f -T -ttt -y` (only the calls a commit makes), sends N messages of 1 KiB from one
+      smtp-source session, relayed to a local smtp-sink, and prints per step the median and mean time of the calls
+      (write of the envelope, sync_file_range, each file's fsync/fdatasync, the renames, the fsync of queue/) and
+      of the whole commit: from the envelope's open to the end of the fsync of queue/ that covers it. Also "files
+      round": from the start of the first file sync to the end of the last one (less than their sum when they
+      overlap). strace slows every call a little, so the spans are upper bounds; the fsync times are the device's.
+
+  rate BINARY_A [BINARY_B] [--sessions S] [--messages N] [--rounds R]
+      Alternates A and B (A B A B ...), each run a fresh spool: smtp-source -s S -m N -l 1024 relayed to smtp-sink,
+      accept rate = N / (smtp-source's wall time), as scripts/bench.d/bench.py measures "accept msg/s".
+
+Everything listens on 127.0.0.1 only. Exit status 0 unless it cannot run.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+TRACED = "openat,write,fsync,fdatasync,sync_file_range,rename,renameat,renameat2,linkat"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, deadline):
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)  # polling for the listener, inside the deadline
+    return False
+
+
+class Setup:
+    """A smtp-sink and a config for one dualmta, under one temporary directory."""
+
+    def __init__(self, root):
+        self.root = root
+        self.sink_port = free_port()
+        self.sink = subprocess.Popen(["smtp-sink", "-u", "nobody", f"127.0.0.1:{self.sink_port}", "1000"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def config(self, name):
+        port = free_port()
+        spool = os.path.join(self.root, name + "-spool")
+        shutil.rmtree(spool, ignore_errors=True)
+        path = os.path.join(self.root, name + ".conf")
+        with open(path, "w") as f:
+            f.write("hostname = bench.localdomain\n"
+                    f"listen = 127.0.0.1:{port}\n"
+                    f"spool_dir = {spool}\n"
+                    "local_domains = localhost\n"
+                    "relay_networks = 127.0.0.0/8\n"
+                    f"routes = *=[127.0.0.1]:{self.sink_port}\n"
+                    "smtp_tls = none\n"
+                    "delivery_concurrency = 20\n"
+                    "max_connections_per_client = 1000\n")
+        return path, port, spool
+
+    def close(self):
+        self.sink.terminate()
+        self.sink.wait(10)
+
+
+def run_load(port, sessions, messages):
+    t0 = time.monotonic()
+    rc = subprocess.call(["smtp-source", "-4", "-s", str(sessions), "-m", str(messages), "-l", "1024",
+                          "-f", "bench@client.example", "-t", "rcpt@relay.example", "-M", "client.example",
+                          f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL)
+    elapsed = time.monotonic() - t0
+    if rc != 0:
+        raise RuntimeError(f"smtp-source exited {rc}")
+    return messages / elapsed
+
+
+def start_mta(command, port, log):
+    proc = subprocess.Popen(command, stdout=log, stderr=log)
+    if not wait_port(port, time.monotonic() + 30):
+        proc.kill()
+        raise RuntimeError("dualmta did not start")
+    return proc
+
+
+def stop_mta(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# --- steps ---------------------------------------------------------------------------------------------------
+
+LINE = re.compile(r"^(\d+)\s+(\d+\.\d+)\s+(.*)$")
+CALL = re.compile(r"^(\w+)\((.*)\)\s+=\s+(-?\d+)(?:<[^>]*>)?.*?<(\d+\.\d+)>$")
+RESUMED = re.compile(r"^<\.\.\. (\w+) resumed>(.*)$")
+
+
+def parse(text):
+    """(pid, start time, end time, name, argument text, result) per completed call."""
+    pending = {}
+    calls = []
+    for raw in text.splitlines():
+        m = LINE.match(raw)
+        if not m:
+            continue
+        pid, at, rest = int(m.group(1)), float(m.group(2)), m.group(3)
+        if rest.endswith("<unfinished ...>"):
+            pending[pid] = (at, rest[: -len(" <unfinished ...>")])
+            continue
+        r = RESUMED.match(rest)
+        if r and pid in pending:
+            at, head = pending.pop(pid)
+            rest = head + r.group(2)
+        c = CALL.match(rest)
+        if not c:
+            continue
+        duration = float(c.group(4))
+        calls.append((pid, at, at + duration, c.group(1), c.group(2), int(c.group(3))))
+    return calls
+
+
+def steps(args):
+    if shutil.which("strace") is None:
+        sys.exit("strace is needed")
+    root = tempfile.mkdtemp(prefix="commit-steps.")
+    setup = Setup(root)
+    try:
+        conf, port, spool = setup.config("steps")
+        trace = os.path.join(root, "trace.txt")
+        with open(os.path.join(root, "mta.log"), "ab") as log:
+            proc = start_mta(["strace", "-f", "-T", "-ttt", "-y", "-e", f"trace={TRACED}", "-o", trace,
+                              args.binary, "serve", "-c", conf], port, log)
+            try:
+                run_load(port, 1, args.messages)
+            finally:
+                stop_mta(proc)
+        report_steps(parse(open(trace, errors="replace").read()), os.path.realpath(spool))
+    finally:
+        setup.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def report_steps(calls, spool):
+    incoming, queue = spool + "/incoming/", spool + "/queue"
+    per_id = {}
+
+    def entry(qid):
+        return per_id.setdefault(qid, {"open": None, "steps": {}, "syncs": [], "committed": None})
+
+    def add(qid, step, duration):
+        entry(qid)["steps"].setdefault(step, []).append(duration)
+
+    id_of = re.compile(r"/(?:incoming|queue)/([A-Za-z0-9]+)\.(msg|env)")
+    for pid, start, end, name, argtext, result in calls:
+        m = id_of.search(argtext)
+        if name == "openat" and m and m.group(2) == "env" and incoming in argtext and "O_CREAT" in argtext:
+            entry(m.group(1))["open"] = start
+            add(m.group(1), "open env", end - start)
+        elif name == "write" and m and incoming in argtext:
+            add(m.group(1), f"write {m.group(2)}", end - start)
+        elif name == "sync_file_range" and m:
+            add(m.group(1), f"sync_file_range {m.group(2)}", end - start)
+        elif name in ("fsync", "fdatasync") and m and incoming in argtext:
+            add(m.group(1), f"{name} {m.group(2)}", end - start)
+            entry(m.group(1))["syncs"].append((start, end))
+        elif name.startswith("rename") and m and incoming in argtext:
+            add(m.group(1), f"rename {m.group(2)}", end - start)
+            if m.group(2) == "env":
+                entry(m.group(1))["committed"] = end
+        elif name in ("fsync", "fdatasync") and f"<{queue}>" in argtext:
+            for qid, e in per_id.items():
+                if e["committed"] is not None and e["committed"] <= start and "dir" not in e:
+                    e["dir"] = (start, end)
+    spans, rounds, dirs = [], [], []
+    rows = {}
+    for qid, e in per_id.items():
+        if e["open"] is None or "dir" not in e or not e["syncs"]:
+            continue
+        spans.append(e["dir"][1] - e["open"])
+        rounds.append(max(s[1] for s in e["syncs"]) - min(s[0] for s in e["syncs"]))
+        dirs.append(e["dir"][1] - e["dir"][0])
+        for step, values in e["steps"].items():
+            rows.setdefault(step, []).append(sum(values))
+    if not spans:
+        sys.exit("no complete commit found in the trace")
+
+    def line(label, values):
+        print(f"  {label:28s} n={len(values):4d}  median {statistics.median(values) * 1e3:7.3f} ms"
+              f"  mean {statistics.fmean(values) * 1e3:7.3f} ms")
+
+    print(f"commits measured: {len(spans)}")
+    for step in sorted(rows):
+        line(step, rows[step])
+    line("fsync queue/", dirs)
+    line("files round (first→last sync)", rounds)
+    line("whole commit", spans)
+
+
+# --- rate ----------------------------------------------------------------------------------------------------
+
+
+def rate(args):
+    root = tempfile.mkdtemp(prefix="commit-rate.")
+    setup = Setup(root)
+    results = {b: [] for b in args.binaries}
+    try:
+        for round_number in range(args.rounds):
+            for index, binary in enumerate(args.binaries):
+                conf, port, _ = setup.config(f"mta{index}")
+                with open(os.path.join(root, f"mta{index}.log"), "ab") as log:
+                    proc = start_mta([binary, "serve", "-c", conf], port, log)
+                    try:
+                        value = run_load(port, args.sessions, args.messages)
+                    finally:
+                        stop_mta(proc)
+                results[binary].append(value)
+                print(f"round {round_number + 1} {binary}: {value:.0f} msg/s", flush=True)
+    finally:
+        setup.close()
+        shutil.rmtree(root, ignore_errors=True)
+    for binary, values in results.items():
+        print(f"{binary}: median {statistics.median(values):.0f} msg/s  runs {[round(v) for v in values]}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="mode", required=True)
+    s = sub.add_parser("steps")
+    s.add_argument("binary")
+    s.add_argument("--messages", type=int, default=300)
+    r = sub.add_parser("rate")
+    r.add_argument("binaries", nargs="+")
+    r.add_argument("--sessions", type=int, default=1)
+    r.add_argument("--messages", type=int, default=1000)
+    r.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    steps(args) if args.mode == "steps" else rate(args)
+
+
+if __name__ == "__main__":
+    main()
