@@ -242,23 +242,15 @@ public final class Spool: Sendable {
     private func syncTogether(_ files: [(fd: Int32, path: String)]) -> [SpoolError?] {
         var errors = [SpoolError?](repeating: nil, count: files.count)
         let laneIndices = Array(stride(from: 1, to: files.count, by: 2))
-        let lane = LaneResults()
-        let done = DispatchGroup()
-        if !laneIndices.isEmpty {
-            let laneFiles = laneIndices.map { files[$0] }
-            syncLane.async(group: done) {
-                lane.errors = laneFiles.map { file in Self.dataSync(file) }
-            }
-        }
+        let lane = LaneSync(laneIndices.map { files[$0] }, on: syncLane)
         for index in stride(from: 0, to: files.count, by: 2) {
             errors[index] = Self.dataSync(files[index])
         }
-        done.wait()
-        for (index, error) in zip(laneIndices, lane.errors) { errors[index] = error }
+        for (index, error) in zip(laneIndices, lane.wait()) { errors[index] = error }
         return errors
     }
 
-    private static func dataSync(_ file: (fd: Int32, path: String)) -> SpoolError? {
+    fileprivate static func dataSync(_ file: (fd: Int32, path: String)) -> SpoolError? {
         do throws(SpoolError) {
             try FileSystem.dataSync(file.fd, path: file.path)
             return nil
@@ -609,10 +601,24 @@ public struct PendingCommit: @unchecked Sendable {
     }
 }
 
-/// The lane's half of `Spool.syncTogether`: written on the lane, read after the DispatchGroup wait that orders the
-/// two (so never touched by two threads at once).
-private final class LaneResults: @unchecked Sendable {
-    var errors: [SpoolError?] = []
+/// The lane's half of `Spool.syncTogether`, started at once. Its results can only be read through `wait()`, which
+/// returns after the last of its syncs did: no caller can go on to rename a file whose sync is still running.
+private final class LaneSync: @unchecked Sendable {
+    private let done = DispatchGroup()
+    /// Written on the lane before `done` is left; read only after waiting for `done`.
+    private var errors: [SpoolError?] = []
+
+    init(_ files: [(fd: Int32, path: String)], on lane: DispatchQueue) {
+        guard !files.isEmpty else { return }
+        lane.async(group: done) {
+            self.errors = files.map(Spool.dataSync)
+        }
+    }
+
+    func wait() -> [SpoolError?] {
+        done.wait()
+        return errors
+    }
 }
 
 /// One message's progress through `Spool.commit(_:)`: once a step fails, the later steps skip it.
