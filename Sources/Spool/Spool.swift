@@ -79,9 +79,10 @@ public final class Spool: Sendable {
     public let mailboxDirectory: String
     public let stateDirectory: String
     private let ids: QueueIDGenerator
-    /// The second thread of a commit's file round (`syncTogether`): a serial queue of its own, so it gets a thread
-    /// even when every shared worker is busy.
-    private let syncLane = DispatchQueue(label: "dualmta.spool.sync-lane")
+    /// The other threads of a commit's file round (`syncTogether`): serial queues of their own, so each gets a
+    /// thread even when every shared worker is busy. With the commit thread, up to `syncLanes.count + 1` syncs are
+    /// in flight at once.
+    private let syncLanes = (1..<8).map { DispatchQueue(label: "dualmta.spool.sync-lane-\($0)") }
 
     /// Opens (creating when missing) the spool and its subdirectories, mode 0700. A relative path is made absolute
     /// now, so a later chdir cannot move the spool.
@@ -158,7 +159,7 @@ public final class Spool: Sendable {
     /// Commits several received messages (group commit; GroupCommit.swift batches the sessions' requests) in two
     /// device rounds, however many messages the batch holds. Per message: flush the data, write
     /// `incoming/<id>.env`, start the write-back of both (sync_file_range). Round one: fdatasync every file of the
-    /// batch, all issued at once from two threads (`syncTogether`). Then rename each data file and after it its
+    /// batch, all issued at once from up to eight threads (`syncTogether`). Then rename each data file and after it its
     /// envelope into queue/ (the envelope's rename is the commit point), and round two: fsync queue/ once for the
     /// whole batch. A message whose own step fails is cleaned up alone; if the directory fsync fails, every message
     /// of the batch is uncommitted. Returns one result per message, in order; a message may be answered 250 only
@@ -237,16 +238,23 @@ public final class Spool: Sendable {
         }
     }
 
-    /// fdatasyncs the files in one device round: every other file on `syncLane`, the rest on this thread, so a lone
-    /// message's data and envelope are in flight together. Returns one error (nil: durable) per file, in order.
+    /// fdatasyncs the files in one device round: file i on lane i mod 8 (lane 0 is this thread), so a lone
+    /// message's data and envelope are in flight together, and a batch's syncs mostly are. A sync that starts after
+    /// the journal commit it needs has ended still waits for a device flush of its own, so the syncs of a batch
+    /// should not queue behind each other. Returns one error (nil: durable) per file, in order.
     private func syncTogether(_ files: [(fd: Int32, path: String)]) -> [SpoolError?] {
+        let width = syncLanes.count + 1
+        let lanes = syncLanes.indices.map { lane in
+            let indices = Array(stride(from: lane + 1, to: files.count, by: width))
+            return (indices, LaneSync(indices.map { files[$0] }, on: syncLanes[lane]))
+        }
         var errors = [SpoolError?](repeating: nil, count: files.count)
-        let laneIndices = Array(stride(from: 1, to: files.count, by: 2))
-        let lane = LaneSync(laneIndices.map { files[$0] }, on: syncLane)
-        for index in stride(from: 0, to: files.count, by: 2) {
+        for index in stride(from: 0, to: files.count, by: width) {
             errors[index] = Self.dataSync(files[index])
         }
-        for (index, error) in zip(laneIndices, lane.wait()) { errors[index] = error }
+        for (indices, lane) in lanes {
+            for (index, error) in zip(indices, lane.wait()) { errors[index] = error }
+        }
         return errors
     }
 
@@ -601,7 +609,7 @@ public struct PendingCommit: @unchecked Sendable {
     }
 }
 
-/// The lane's half of `Spool.syncTogether`, started at once. Its results can only be read through `wait()`, which
+/// One lane's share of `Spool.syncTogether`, started at once. Its results can only be read through `wait()`, which
 /// returns after the last of its syncs did: no caller can go on to rename a file whose sync is still running.
 private final class LaneSync: @unchecked Sendable {
     private let done = DispatchGroup()

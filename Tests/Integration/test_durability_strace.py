@@ -164,7 +164,7 @@ def move_below(trace: str, moved: str, anchor: str) -> str:
     ("201 1.000010 <... fdatasync resumed>", 'rename("/s/incoming/ID1.msg"'),
 ])
 def test_a_sync_that_ends_after_its_rename_started_does_not_count(resumed, rename):
-    # Both syncs are issued at once on two threads; each must have ended before its own file's rename.
+    # The syncs are issued at once on several threads; each must have ended before its own file's rename.
     violations = check(move_below(GOOD_COMMIT, resumed, rename), SPOOL).violations
     assert len(violations) == 1 and violations[0].startswith("rule 1"), violations
 
