@@ -242,7 +242,7 @@ public final class Spool: Sendable {
     /// message's data and envelope are in flight together, and a batch's syncs mostly are. A sync that starts after
     /// the journal commit it needs has ended still waits for a device flush of its own, so the syncs of a batch
     /// should not queue behind each other. Returns one error (nil: durable) per file, in order.
-    private func syncTogether(_ files: [(fd: Int32, path: String)]) -> [SpoolError?] {
+    func syncTogether(_ files: [(fd: Int32, path: String)]) -> [SpoolError?] {
         let width = syncLanes.count + 1
         let lanes = syncLanes.indices.map { lane in
             let indices = Array(stride(from: lane + 1, to: files.count, by: width))
