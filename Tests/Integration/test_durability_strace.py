@@ -1,8 +1,9 @@
 """The commit protocol, proven by its system calls: the real daemon runs under `strace -f -y`, several clients send
 mail at once (local Maildir deliveries, relayed messages that are deferred and get their envelope rewritten, and
 messages with both), and synctrace.check() verifies, for every message, that each file was fsynced before it was
-renamed into queue/ or a Maildir new/, that queue/ was fsynced before the 250 naming the message, that an envelope
-update fsyncs queue/, and that a Maildir new/ is fsynced before the queue entry goes (docs/durability.md).
+renamed into queue/ or a Maildir new/ (the commit syncs a message's two files at once, on several threads), that
+the envelope reached queue/ after its data, that queue/ was fsynced before the 250 naming the message, that an
+envelope update fsyncs queue/, and that a Maildir new/ is fsynced before the queue entry goes (docs/durability.md).
 
 A kill -9 keeps the page cache, so no crash test can see a missing fsync; this test can. The first tests feed the
 checker hand-written traces, good and bad, so it cannot pass by checking nothing.
