@@ -12,9 +12,10 @@ Two modes, both against release binaries given on the command line (a throwaway 
       overlap). strace slows every call a little, so the spans are upper bounds; the sync times are the device's. (It
       slows file creation most: about 1 ms per create under strace here, 0.04 ms under `perf trace`.)
 
-  rate BINARY_A [BINARY_B] [--sessions S] [--messages N] [--rounds R]
+  rate BINARY_A [BINARY_B] [--sessions S] [--messages N] [--rounds R] [--pin]
       Alternates A and B (A B A B ...), each run a fresh spool: smtp-source -s S -m N -l 1024 relayed to smtp-sink,
-      accept rate = N / (smtp-source's wall time), as scripts/bench.d/bench.py measures "accept msg/s".
+      accept rate = N / (smtp-source's wall time), as scripts/bench.d/bench.py measures "accept msg/s". --pin puts
+      smtp-source and smtp-sink on CPU 0 and the MTA on CPU 1.
 
 Everything listens on 127.0.0.1 only. Exit status 0 unless it cannot run.
 """
@@ -56,7 +57,7 @@ class Setup:
     def __init__(self, root):
         self.root = root
         self.sink_port = free_port()
-        self.sink = subprocess.Popen(["smtp-sink", "-u", "nobody", f"127.0.0.1:{self.sink_port}", "1000"],
+        self.sink = subprocess.Popen(PIN_LOAD + ["smtp-sink", "-u", "nobody", f"127.0.0.1:{self.sink_port}", "1000"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def config(self, name):
@@ -81,9 +82,13 @@ class Setup:
         self.sink.wait(10)
 
 
+PIN_LOAD = []   # `taskset -c 0` with --pin: smtp-source and smtp-sink on one CPU
+PIN_MTA = []    # `taskset -c 1` with --pin: the MTA alone on the other
+
+
 def run_load(port, sessions, messages):
     t0 = time.monotonic()
-    rc = subprocess.call(["smtp-source", "-4", "-s", str(sessions), "-m", str(messages), "-l", "1024",
+    rc = subprocess.call(PIN_LOAD + ["smtp-source", "-4", "-s", str(sessions), "-m", str(messages), "-l", "1024",
                           "-f", "bench@client.example", "-t", "rcpt@relay.example", "-M", "client.example",
                           f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL)
     elapsed = time.monotonic() - t0
@@ -236,7 +241,7 @@ def rate(args):
             for index, binary in enumerate(args.binaries):
                 conf, port, _ = setup.config(f"mta{index}")
                 with open(os.path.join(root, f"mta{index}.log"), "ab") as log:
-                    proc = start_mta([binary, "serve", "-c", conf], port, log)
+                    proc = start_mta(PIN_MTA + [binary, "serve", "-c", conf], port, log)
                     try:
                         value = run_load(port, args.sessions, args.messages)
                     finally:
@@ -262,7 +267,11 @@ def main():
     r.add_argument("--sessions", type=int, default=1)
     r.add_argument("--messages", type=int, default=1000)
     r.add_argument("--rounds", type=int, default=3)
+    r.add_argument("--pin", action="store_true", help="load generator and sink on CPU 0, the MTA on CPU 1")
     args = parser.parse_args()
+    if getattr(args, "pin", False):
+        PIN_LOAD.extend(["taskset", "-c", "0"])
+        PIN_MTA.extend(["taskset", "-c", "1"])
     steps(args) if args.mode == "steps" else rate(args)
 
 
