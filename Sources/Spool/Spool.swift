@@ -244,7 +244,7 @@ public final class Spool: Sendable {
     /// should not queue behind each other. Returns one error (nil: durable) per file, in order.
     func syncTogether(_ files: [(fd: Int32, path: String)]) -> [SpoolError?] {
         let width = syncLanes.count + 1
-        let lanes = syncLanes.indices.map { lane in
+        let lanes = syncLanes.indices.prefix(max(0, files.count - 1)).map { lane in
             let indices = Array(stride(from: lane + 1, to: files.count, by: width))
             return (indices, LaneSync(indices.map { files[$0] }, on: syncLanes[lane]))
         }

@@ -33,11 +33,14 @@ import Testing
 
     /// The file round spreads a batch over the commit thread and its lanes; each file's result must come back at
     /// its own index, whichever lane synced it (a wrong mapping would let a message whose sync failed commit).
-    @Test(arguments: [[0], [1], [7], [8], [13], [0, 9, 18], []])
-    func everyFileOfTheRoundGetsItsOwnResult(failing: [Int]) throws {
+    @Test(arguments: [
+        (19, [0]), (19, [1]), (19, [7]), (19, [8]), (19, [13]), (19, [0, 9, 18]), (19, []),
+        (2, [1]), (2, [0]), (1, [0]), (1, []), (0, []),
+    ])
+    func everyFileOfTheRoundGetsItsOwnResult(count: Int, failing: [Int]) throws {
         try withSpool { spool in
             var files: [(fd: Int32, path: String)] = []
-            for index in 0..<19 {
+            for index in 0..<count {
                 let path = spool.directory + "/incoming/round.\(index)"
                 let fd = failing.contains(index) ? -1 : open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
                 #expect(failing.contains(index) || fd >= 0)
