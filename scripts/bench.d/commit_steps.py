@@ -12,6 +12,12 @@ Two modes, both against release binaries given on the command line (a throwaway 
       overlap). strace slows every call a little, so the spans are upper bounds; the sync times are the device's. (It
       slows file creation most: about 1 ms per create under strace here, 0.04 ms under `perf trace`.)
 
+  spans BINARY [--messages N] [--directory DIR]
+      The same lone session without strace: `perf record` of a few syscall tracepoints, and per commit on the commit
+      thread round one (write-back start → first rename, hand-off to the sync lanes included), round two (the fsync
+      of queue/) and both. These are the numbers to trust; `steps` tells which call costs what. DIR puts the spool
+      on another file system (e.g. a journaling ext4 on a loop device).
+
   rate BINARY_A [BINARY_B] [--sessions S] [--messages N] [--rounds R] [--pin]
       Alternates A and B (A B A B ...), each run a fresh spool: smtp-source -s S -m N -l 1024 relayed to smtp-sink,
       accept rate = N / (smtp-source's wall time), as scripts/bench.d/bench.py measures "accept msg/s". --pin puts
@@ -229,6 +235,79 @@ def report_steps(calls, spool):
     line("whole commit", spans)
 
 
+# --- spans ---------------------------------------------------------------------------------------------------
+
+SPAN_EVENTS = ",".join("syscalls:" + e for e in (
+    "sys_enter_sync_file_range", "sys_enter_rename", "sys_enter_fsync", "sys_exit_fsync"))
+
+
+def spans(args):
+    """The commit's two waits without strace: perf records syscall tracepoints of the MTA (cheap, no ptrace stops),
+    and on the commit thread a commit runs from its first sync_file_range (write-back start, after the envelope is
+    written) to its first rename (round one, including the hand-off to the sync lanes) and on to the end of the next
+    fsync (queue/, round two)."""
+    if shutil.which("perf") is None:
+        sys.exit("perf is needed")
+    root = tempfile.mkdtemp(prefix="commit-spans.", dir=args.directory)
+    setup = Setup(root)
+    try:
+        conf, port, _ = setup.config("spans")
+        data = os.path.join(root, "perf.data")
+        with open(os.path.join(root, "mta.log"), "ab") as log:
+            proc = start_mta([args.binary, "serve", "-c", conf], port, log)
+            recorder = subprocess.Popen(["perf", "record", "-q", "-m", "4096", "-e", SPAN_EVENTS, "-p",
+                                         str(proc.pid), "-o", data], stderr=subprocess.DEVNULL)
+            try:
+                time.sleep(1)  # perf attaches asynchronously; a few missed commits at the start do not matter
+                run_load(port, 1, args.messages)
+            finally:
+                recorder.send_signal(signal.SIGINT)
+                recorder.wait(60)
+                stop_mta(proc)
+        script = subprocess.run(["perf", "script", "-i", data, "-F", "tid,time,event"], capture_output=True,
+                                text=True, check=True).stdout
+        report_spans(script)
+    finally:
+        setup.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def report_spans(script):
+    per_thread = {}
+    for raw in script.splitlines():
+        m = re.match(r"\s*(\d+)\s+([\d.]+):\s+syscalls:(\w+)", raw)
+        if m:
+            per_thread.setdefault(int(m.group(1)), []).append((float(m.group(2)), m.group(3)))
+    round_one, round_two, whole = [], [], []
+    for events in per_thread.values():
+        index = 0
+        while index < len(events):
+            if events[index][1] != "sys_enter_sync_file_range":
+                index += 1
+                continue
+            start = events[index][0]
+            rename = next((n for n in range(index, len(events)) if events[n][1] == "sys_enter_rename"), None)
+            if rename is None:
+                break
+            sync = next((n for n in range(rename, len(events)) if events[n][1] == "sys_enter_fsync"), None)
+            if sync is None or sync + 1 >= len(events) or events[sync + 1][1] != "sys_exit_fsync":
+                break
+            round_one.append(events[rename][0] - start)
+            round_two.append(events[sync + 1][0] - events[sync][0])
+            whole.append(events[sync + 1][0] - start)
+            index = sync + 2
+    if not whole:
+        sys.exit("no complete commit found")
+
+    def line(label, values):
+        print(f"  {label:44s} n={len(values):4d}  median {statistics.median(values) * 1e3:7.3f} ms"
+              f"  mean {statistics.fmean(values) * 1e3:7.3f} ms")
+
+    line("round 1: write-back start to first rename", round_one)
+    line("round 2: fsync of queue/", round_two)
+    line("write-back start to the end of round 2", whole)
+
+
 # --- rate ----------------------------------------------------------------------------------------------------
 
 
@@ -262,6 +341,10 @@ def main():
     s.add_argument("binary")
     s.add_argument("--messages", type=int, default=300)
     s.add_argument("--sessions", type=int, default=1)
+    p = sub.add_parser("spans")
+    p.add_argument("binary")
+    p.add_argument("--messages", type=int, default=500)
+    p.add_argument("--directory", default=None, help="where the spool goes (default: the system's temp dir)")
     r = sub.add_parser("rate")
     r.add_argument("binaries", nargs="+")
     r.add_argument("--sessions", type=int, default=1)
@@ -272,7 +355,7 @@ def main():
     if getattr(args, "pin", False):
         PIN_LOAD.extend(["taskset", "-c", "0"])
         PIN_MTA.extend(["taskset", "-c", "1"])
-    steps(args) if args.mode == "steps" else rate(args)
+    {"steps": steps, "spans": spans, "rate": rate}[args.mode](args)
 
 
 if __name__ == "__main__":
