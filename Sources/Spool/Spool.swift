@@ -187,8 +187,8 @@ public final class Spool: Sendable {
             }
             work[index].envelopeFD = envelopeFD
         }
-        // Round one. Write-back starts for every file before any wait, and the syncs then wait for one journal
-        // commit together; one after the other, each would wait for its own device flush.
+        // Round one. Write-back starts for every file before any wait; the syncs are then issued together, so their
+        // writes and device flushes overlap instead of queueing one behind another.
         var files: [(fd: Int32, path: String, owner: Int)] = []
         for (index, item) in work.enumerated() where item.failure == nil {
             FileSystem.startWriteBack(item.pending.message.fd)
@@ -238,10 +238,10 @@ public final class Spool: Sendable {
         }
     }
 
-    /// fdatasyncs the files in one device round: file i on lane i mod 8 (lane 0 is this thread), so a lone
-    /// message's data and envelope are in flight together, and a batch's syncs mostly are. A sync that starts after
-    /// the journal commit it needs has ended still waits for a device flush of its own, so the syncs of a batch
-    /// should not queue behind each other. Returns one error (nil: durable) per file, in order.
+    /// fdatasyncs the files at once: file i on lane i mod 8 (lane 0 is this thread), so a lone message's data and
+    /// envelope are in flight together, and a batch's syncs mostly are. Each sync waits for its own writes and a
+    /// device flush; queued behind each other, a batch's syncs would add those waits up. Returns one error (nil:
+    /// durable) per file, in order.
     func syncTogether(_ files: [(fd: Int32, path: String)]) -> [SpoolError?] {
         let width = syncLanes.count + 1
         let lanes = syncLanes.indices.prefix(max(0, files.count - 1)).map { lane in
