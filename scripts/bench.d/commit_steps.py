@@ -103,6 +103,13 @@ def run_load(port, sessions, messages):
     return messages / elapsed
 
 
+def cpu_seconds(pid):
+    """utime + stime of a process (all its threads) from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_mta(command, port, log):
     proc = subprocess.Popen(command, stdout=log, stderr=log)
     if not wait_port(port, time.monotonic() + 30):
@@ -315,6 +322,7 @@ def rate(args):
     root = tempfile.mkdtemp(prefix="commit-rate.")
     setup = Setup(root)
     results = {b: [] for b in args.binaries}
+    cpus = {b: [] for b in args.binaries}
     try:
         for round_number in range(args.rounds):
             for index, binary in enumerate(args.binaries):
@@ -322,16 +330,21 @@ def rate(args):
                 with open(os.path.join(root, f"mta{index}.log"), "ab") as log:
                     proc = start_mta(PIN_MTA + [binary, "serve", "-c", conf], port, log)
                     try:
+                        before = cpu_seconds(proc.pid)
                         value = run_load(port, args.sessions, args.messages)
+                        cpu = (cpu_seconds(proc.pid) - before) * 1000 / args.messages
                     finally:
                         stop_mta(proc)
                 results[binary].append(value)
-                print(f"round {round_number + 1} {binary}: {value:.0f} msg/s", flush=True)
+                cpus[binary].append(cpu)
+                print(f"round {round_number + 1} {binary}: {value:.0f} msg/s, {cpu:.2f} ms CPU/msg", flush=True)
     finally:
         setup.close()
         shutil.rmtree(root, ignore_errors=True)
     for binary, values in results.items():
-        print(f"{binary}: median {statistics.median(values):.0f} msg/s  runs {[round(v) for v in values]}")
+        print(f"{binary}: median {statistics.median(values):.0f} msg/s  runs {[round(v) for v in values]}; "
+              f"CPU median {statistics.median(cpus[binary]):.2f} ms/msg (accepting; the relay to the sink that runs "
+              f"meanwhile included)")
 
 
 def main():
