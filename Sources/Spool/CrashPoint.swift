@@ -13,8 +13,8 @@
 ///
 /// Points (where the call sits; what the disk holds at that instant):
 ///
-///     commit.data-fsynced          Spool.commit   incoming/<id>.msg fsynced, no envelope yet
-///     commit.envelope-fsynced      Spool.commit   incoming/<id>.msg and incoming/<id>.env both fsynced
+///     commit.envelope-written      Spool.commit   incoming/<id>.msg and incoming/<id>.env written, not yet synced
+///     commit.files-synced          Spool.commit   both synced in one round (fdatasync), nothing renamed yet
 ///     commit.message-renamed       Spool.commit   queue/<id>.msg, incoming/<id>.env (not committed)
 ///     commit.envelope-renamed      Spool.commit   queue/<id>.{msg,env}: committed, queue/ not yet fsynced
 ///     commit.directory-fsynced     Spool.commit   committed and durable, the server has not answered yet

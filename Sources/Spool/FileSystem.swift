@@ -50,6 +50,16 @@ enum FileSystem {
         }
     }
 
+    /// fdatasync(2): the file's data and the metadata needed to read it back (its size, its block map), without
+    /// the timestamps. For a file just written that is everything recovery depends on; its name is made durable
+    /// separately, by fsyncing the directory that holds it.
+    static func dataSync(_ fd: Int32, path: String) throws(SpoolError) {
+        while Glibc.fdatasync(fd) != 0 {
+            if errno == EINTR { continue }
+            throw .fromWrite("fdatasync", path, errno)
+        }
+    }
+
     /// Starts writing a file's dirty pages to the device without waiting (a hint; the fsync that follows is what
     /// makes the data durable). Errors are ignored here: that fsync reports them.
     static func startWriteBack(_ fd: Int32) {

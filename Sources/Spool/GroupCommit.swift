@@ -1,7 +1,7 @@
 import Dispatch
 import Foundation
 
-/// Group commit: sessions that finish DATA at about the same time share one round of fsyncs; no
+/// Group commit: sessions that finish DATA at about the same time share the two device rounds of a commit; no
 /// session is answered 250 before the batch that holds its message is durable (`docs/durability.md`).
 ///
 /// There is no waiting window. One batch runs at a time on a private queue; requests that arrive while it runs wait

@@ -128,8 +128,13 @@ public struct MessageHistory: Sendable {
 
     public func append(_ id: QueueID, _ events: [HistoryEvent]) {
         guard !events.isEmpty else { return }
-        _ = mkdir(directory, 0o700)
-        let fd = open(path(id), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        let flags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC
+        var fd = open(path(id), flags, 0o600)
+        if fd < 0 && errno == ENOENT {
+            // The first journal of this spool: make the directory then (not on every append).
+            _ = mkdir(directory, 0o700)
+            fd = open(path(id), flags, 0o600)
+        }
         guard fd >= 0 else { return }
         defer { close(fd) }
         var info = stat()

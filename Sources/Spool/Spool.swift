@@ -1,3 +1,4 @@
+import Dispatch
 import Glibc
 
 // Spool — dualmta's durable queue (and, in MaildirWriter.swift, its local delivery). It knows files, not sockets.
@@ -15,11 +16,17 @@ import Glibc
 //     ----------------------   ------------------   -----------------------------   ---------------------------
 //     1 receiving              <id>.msg (flocked)   -                               delete (never acknowledged)
 //     2 envelope written       <id>.msg, <id>.env   -                               delete both
+//       (and synced: round 1)
 //     3 data moved             <id>.env             <id>.msg                        delete both
 //     4 committed              -                    <id>.msg, <id>.env              validate; bad → corrupt/
+//       (durable: round 2)
 //     4L committed, locked     -                    <id>.msg (flocked), <id>.env    as 4 (the lock died with its owner)
 //     5 envelope update        -                    <id>.msg, <id>.env, <id>.R.tmp  delete the .tmp (old env wins)
 //     6 removing               -                    <id>.msg                        delete (as in state 3)
+//
+// A commit waits for the device twice (docs/durability.md): round 1 syncs the data file and the envelope together
+// (state 2, both issued at once), round 2 fsyncs queue/ after the renames (state 4). Nothing is renamed into queue/
+// before round 1 has ended, so every name in queue/ points at synced bytes and recovery needs no content check.
 //
 // The message lock (4L, MessageLock.swift) is `flock(LOCK_EX)` on `queue/<id>.msg`, the one file that stays put from
 // commit to removal. A delivery run holds it from its first envelope read to its last write (5 and 6 happen under
@@ -27,7 +34,7 @@ import Glibc
 // open file, so a process that dies drops it; start-up recovery never waits for it.
 //
 // The commit point is the one rename `incoming/<id>.env → queue/<id>.env` (3 → 4): a `queue/<id>.env` exists only
-// for a message whose data and envelope are both fsynced, and `.env` without `.msg` is corrupt. `commit` then fsyncs
+// for a message whose data and envelope are both synced, and `.env` without `.msg` is corrupt. `commit` then fsyncs
 // `queue/` and only after that may the server answer `250`. Envelope updates are write-temp + fsync + rename,
 // so a reader sees the old or the new envelope, never a mix; `remove` unlinks the envelope first (4 → 6).
 //
@@ -72,6 +79,10 @@ public final class Spool: Sendable {
     public let mailboxDirectory: String
     public let stateDirectory: String
     private let ids: QueueIDGenerator
+    /// The other threads of a commit's file round (`syncTogether`): serial queues of their own, so each gets a
+    /// thread even when every shared worker is busy. With the commit thread, up to `syncLanes.count + 1` syncs are
+    /// in flight at once.
+    private let syncLanes = (1..<8).map { DispatchQueue(label: "dualmta.spool.sync-lane-\($0)") }
 
     /// Opens (creating when missing) the spool and its subdirectories, mode 0700. A relative path is made absolute
     /// now, so a later chdir cannot move the spool.
@@ -145,12 +156,14 @@ public final class Spool: Sendable {
         try commit([PendingCommit(message: message, envelope: envelope)])[0].get()
     }
 
-    /// Commits several received messages with one round of fsyncs (group commit; GroupCommit.swift batches the
-    /// sessions' requests). Per message: flush the data, write `incoming/<id>.env`; then start the write-back of all
-    /// those files at once (sync_file_range), fsync each data file and each envelope, rename each data file and then
-    /// its envelope into queue/ (the commit point), and fsync queue/ once for the whole batch. A message whose own
-    /// step fails is cleaned up alone; if the directory fsync fails, every message of the batch is uncommitted.
-    /// Returns one result per message, in order; a message may be answered 250 only when its result is success.
+    /// Commits several received messages (group commit; GroupCommit.swift batches the sessions' requests) in two
+    /// device rounds, however many messages the batch holds. Per message: flush the data, write
+    /// `incoming/<id>.env`, start the write-back of both (sync_file_range). Round one: fdatasync every file of the
+    /// batch, all issued at once from up to eight threads (`syncTogether`). Then rename each data file and after it its
+    /// envelope into queue/ (the envelope's rename is the commit point), and round two: fsync queue/ once for the
+    /// whole batch. A message whose own step fails is cleaned up alone; if the directory fsync fails, every message
+    /// of the batch is uncommitted. Returns one result per message, in order; a message may be answered 250 only
+    /// when its result is success.
     public func commit(_ batch: [PendingCommit]) -> [Result<Void, SpoolError>] {
         var work = batch.map { CommitWork(pending: $0, incomingEnvelope: "") }
         for index in work.indices {
@@ -170,25 +183,24 @@ public final class Spool: Sendable {
                 envelopeFD = try FileSystem.open(path, FileSystem.createFlags)
                 stage = 1
                 try FileSystem.writeAll(envelopeFD, bytes, path: path)
+                CrashPoint.hit("commit.envelope-written")
             }
             work[index].envelopeFD = envelopeFD
         }
-        // Start writing every file of the batch before waiting for any: the fsyncs below then mostly find their
-        // data already on its way (one device queue round instead of one per file; measured in docs/performance.md).
-        for item in work where item.failure == nil {
+        // Round one. Write-back starts for every file before any wait; the syncs are then issued together, so their
+        // writes and device flushes overlap instead of queueing one behind another.
+        var files: [(fd: Int32, path: String, owner: Int)] = []
+        for (index, item) in work.enumerated() where item.failure == nil {
             FileSystem.startWriteBack(item.pending.message.fd)
             FileSystem.startWriteBack(item.envelopeFD)
+            files.append((item.pending.message.fd, item.pending.message.path, index))
+            files.append((item.envelopeFD, item.incomingEnvelope, index))
         }
-        for index in work.indices {
-            let message = work[index].pending.message
-            let envelopeFD = work[index].envelopeFD
-            let path = work[index].incomingEnvelope
-            work[index].run { stage throws(SpoolError) in
-                try FileSystem.fsync(message.fd, path: message.path)
-                CrashPoint.hit("commit.data-fsynced")
-                try FileSystem.fsync(envelopeFD, path: path)
-                CrashPoint.hit("commit.envelope-fsynced")
-            }
+        for (file, error) in zip(files, syncTogether(files.map { ($0.fd, $0.path) })) {
+            if let error, work[file.owner].failure == nil { work[file.owner].failure = error }
+        }
+        for item in work where item.failure == nil {
+            CrashPoint.hit("commit.files-synced")
         }
         for index in work.indices {
             let message = work[index].pending.message
@@ -223,6 +235,35 @@ public final class Spool: Sendable {
             message.markFailed(error)
             message.close()
             return .failure(error)
+        }
+    }
+
+    /// fdatasyncs the files at once: file i on lane i mod 8 (lane 0 is this thread), so a lone message's data and
+    /// envelope are in flight together, and a batch's syncs mostly are. Each sync waits for its own writes and a
+    /// device flush; queued behind each other, a batch's syncs would add those waits up. Returns one error (nil:
+    /// durable) per file, in order.
+    func syncTogether(_ files: [(fd: Int32, path: String)]) -> [SpoolError?] {
+        let width = syncLanes.count + 1
+        let lanes = syncLanes.indices.prefix(max(0, files.count - 1)).map { lane in
+            let indices = Array(stride(from: lane + 1, to: files.count, by: width))
+            return (indices, LaneSync(indices.map { files[$0] }, on: syncLanes[lane]))
+        }
+        var errors = [SpoolError?](repeating: nil, count: files.count)
+        for index in stride(from: 0, to: files.count, by: width) {
+            errors[index] = Self.dataSync(files[index])
+        }
+        for (indices, lane) in lanes {
+            for (index, error) in zip(indices, lane.wait()) { errors[index] = error }
+        }
+        return errors
+    }
+
+    fileprivate static func dataSync(_ file: (fd: Int32, path: String)) -> SpoolError? {
+        do throws(SpoolError) {
+            try FileSystem.dataSync(file.fd, path: file.path)
+            return nil
+        } catch {
+            return error
         }
     }
 
@@ -303,7 +344,8 @@ public final class Spool: Sendable {
         return envelope
     }
 
-    /// Replaces an envelope atomically: write `queue/<id>.<random>.tmp`, fsync, rename over `<id>.env`, fsync queue/.
+    /// Replaces an envelope atomically: write `queue/<id>.<random>.tmp`, fdatasync, rename over `<id>.env`, fsync
+    /// queue/ (two device rounds, both needed: the rename must not reach the disk before the new bytes do).
     /// A concurrent reader sees the old or the new file, never a partial one. Fails with `.notFound` when the message
     /// was removed, so an update cannot resurrect it.
     public func update(_ envelope: Envelope) throws(SpoolError) {
@@ -319,7 +361,7 @@ public final class Spool: Sendable {
             let fd = try FileSystem.open(temporary, FileSystem.createFlags)
             defer { close(fd) }
             try FileSystem.writeAll(fd, bytes, path: temporary)
-            try FileSystem.fsync(fd, path: temporary)
+            try FileSystem.dataSync(fd, path: temporary)
             CrashPoint.hit("update.temp-fsynced")
         } catch {
             FileSystem.unlinkIfPresent(temporary)
@@ -564,6 +606,26 @@ public struct PendingCommit: @unchecked Sendable {
     public init(message: IncomingMessage, envelope: Envelope) {
         self.message = message
         self.envelope = envelope
+    }
+}
+
+/// One lane's share of `Spool.syncTogether`, started at once. Its results can only be read through `wait()`, which
+/// returns after the last of its syncs did: no caller can go on to rename a file whose sync is still running.
+private final class LaneSync: @unchecked Sendable {
+    private let done = DispatchGroup()
+    /// Written on the lane before `done` is left; read only after waiting for `done`.
+    private var errors: [SpoolError?] = []
+
+    init(_ files: [(fd: Int32, path: String)], on lane: DispatchQueue) {
+        guard !files.isEmpty else { return }
+        lane.async(group: done) {
+            self.errors = files.map(Spool.dataSync)
+        }
+    }
+
+    func wait() -> [SpoolError?] {
+        done.wait()
+        return errors
     }
 }
 

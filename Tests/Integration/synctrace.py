@@ -20,6 +20,11 @@ The rules (docs/durability.md says why each one matters):
    before the queue entry is removed (unlink of `queue/ID.env`) or its envelope replaced.
 5. No file is created under a name a reader trusts: nothing is opened with O_CREAT in a Maildir new/ or cur/, nor
    as `queue/ID.msg` or `queue/ID.env` (those names only ever appear by rename).
+6. The commit point comes last: when a message's data and envelope are moved into queue/ from outside it (a
+   commit), the data's move ended before the envelope's move started, so `queue/ID.env` never names missing data.
+
+Rule 1 does not care which thread synced a file: the commit syncs the data file and the envelope at once on two
+threads (one device round), and what counts is that each sync ended before its file's rename started.
 """
 
 from __future__ import annotations
@@ -238,6 +243,7 @@ class Report:
     committed: set[str] = field(default_factory=set)      # ids whose `250 ... queued as ID` was checked
     moves_checked: int = 0                                 # renames/links into queue/ or new/ checked by rule 1
     envelope_updates: set[str] = field(default_factory=set)
+    commit_points: set[str] = field(default_factory=set)   # ids whose commit order rule 6 checked
     maildir_deliveries: set[str] = field(default_factory=set)
     violations: list[str] = field(default_factory=list)
 
@@ -246,7 +252,7 @@ _QUEUED_AS = re.compile(rb"^250[ -].*queued as ([A-Za-z0-9]+)", re.M)
 
 
 def check(trace: str, spool: str) -> Report:
-    """Checks the four rules of the module docstring over a trace of a daemon whose spool is `spool`."""
+    """Checks the six rules of the module docstring over a trace of a daemon whose spool is `spool`."""
     queue = os.path.normpath(os.path.join(spool, "queue"))
     mailboxes = os.path.normpath(os.path.join(spool, "mailboxes"))
     evs = events(parse(trace))
@@ -327,6 +333,16 @@ def check(trace: str, spool: str) -> Report:
             report.violations.append(f"rule 4: {new_directory} not fsynced between the delivery of {qid} "
                                      f"(line {move.call.start + 1}) and the change of its queue entry "
                                      f"(line {min(changes) + 1})")
+
+    # Rule 6: in a commit, the envelope (the commit point) reaches queue/ after the data.
+    commit_moves = [e for e in evs if into_queue(e) and os.path.dirname(e.path) != queue]
+    for envelope_move in (e for e in commit_moves if e.target.endswith(".env")):
+        qid = queue_id(envelope_move.target)
+        report.commit_points.add(qid)
+        data_moves = [e for e in commit_moves if e.target == os.path.join(queue, qid + ".msg")]
+        if not any(d.call.end < envelope_move.call.start for d in data_moves):
+            report.violations.append(f"rule 6: {envelope_move.target} committed (line {envelope_move.call.start + 1})"
+                                     f" before its data was moved into queue/")
 
     # Rule 5: final names appear only by rename.
     for create in (e for e in evs if e.kind == "create"):

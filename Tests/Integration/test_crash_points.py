@@ -127,8 +127,8 @@ class CommitCase:
 
 
 COMMIT_CASES = [
-    CommitCase("commit.data-fsynced", "C02", False, {0}, {1}, "incoming-both"),
-    CommitCase("commit.envelope-fsynced", "C02", False, {0}, {1}, "incoming-both"),
+    CommitCase("commit.envelope-written", "C02", False, {0}, {1}, "incoming-both"),
+    CommitCase("commit.files-synced", "C02", False, {0}, {1}, "incoming-both"),
     CommitCase("commit.message-renamed", "C02", False, {0}, {1}, "queue-msg-incoming-env"),
     # The rename is the commit; before fsync(queue/) a power loss could undo it, a process crash cannot.
     CommitCase("commit.envelope-renamed", "C03", False, {0, 1}, {1, 2}, "committed"),

@@ -1,8 +1,9 @@
 """The commit protocol, proven by its system calls: the real daemon runs under `strace -f -y`, several clients send
 mail at once (local Maildir deliveries, relayed messages that are deferred and get their envelope rewritten, and
 messages with both), and synctrace.check() verifies, for every message, that each file was fsynced before it was
-renamed into queue/ or a Maildir new/, that queue/ was fsynced before the 250 naming the message, that an envelope
-update fsyncs queue/, and that a Maildir new/ is fsynced before the queue entry goes (docs/durability.md).
+renamed into queue/ or a Maildir new/ (the commit syncs a message's two files at once, on several threads), that
+the envelope reached queue/ after its data, that queue/ was fsynced before the 250 naming the message, that an
+envelope update fsyncs queue/, and that a Maildir new/ is fsynced before the queue entry goes (docs/durability.md).
 
 A kill -9 keeps the page cache, so no crash test can see a missing fsync; this test can. The first tests feed the
 checker hand-written traces, good and bad, so it cannot pass by checking nothing.
@@ -28,22 +29,26 @@ from synctrace import check, parse
 SPOOL = "/s"
 
 # A commit of one message by a group-commit thread (201) answered by a session thread (200), written the way strace
-# prints it: the session's reply interleaves with nothing, the commit's fsync is split by the other thread's line.
+# prints it. The data file and the envelope are synced in one round: the commit thread fdatasyncs the data while its
+# sync lane (203) fdatasyncs the envelope, so both calls are split into `<unfinished ...>` and `<... resumed>` lines
+# around each other (and around the session's unrelated reply).
 GOOD_COMMIT = """\
 200 1.000001 openat(AT_FDCWD</>, "/s/incoming/ID1.msg", O_WRONLY|O_CREAT|O_EXCL, 0600) = 12</s/incoming/ID1.msg>
 201 1.000002 write(12</s/incoming/ID1.msg>, "Received: x\\r\\n", 13) = 13
 201 1.000003 openat(AT_FDCWD</>, "/s/incoming/ID1.env", O_WRONLY|O_CREAT|O_EXCL, 0600) = 13</s/incoming/ID1.env>
 201 1.000004 write(13</s/incoming/ID1.env>, "DUALMTA-ENV 1\\n", 14) = 14
 201 1.000005 sync_file_range(12</s/incoming/ID1.msg>, 0, 0, SYNC_FILE_RANGE_WRITE) = 0
-201 1.000006 fsync(12</s/incoming/ID1.msg> <unfinished ...>
-200 1.000007 sendto(9<socket:[1]>, "250 2.1.5 Ok\\r\\n", 14, MSG_NOSIGNAL, NULL, 0) = 14
-201 1.000008 <... fsync resumed>) = 0
-201 1.000009 fsync(13</s/incoming/ID1.env>) = 0
-201 1.000010 rename("/s/incoming/ID1.msg", "/s/queue/ID1.msg") = 0
-201 1.000011 rename("/s/incoming/ID1.env", "/s/queue/ID1.env") = 0
-201 1.000012 openat(AT_FDCWD</>, "/s/queue", O_RDONLY|O_DIRECTORY) = 14</s/queue>
-201 1.000013 fsync(14</s/queue>) = 0
-200 1.000014 sendto(9<socket:[1]>, "250 2.0.0 Ok: queued as ID1\\r\\n", 30, MSG_NOSIGNAL, NULL, 0) = 30
+201 1.000006 sync_file_range(13</s/incoming/ID1.env>, 0, 0, SYNC_FILE_RANGE_WRITE) = 0
+201 1.000007 fdatasync(12</s/incoming/ID1.msg> <unfinished ...>
+203 1.000008 fdatasync(13</s/incoming/ID1.env> <unfinished ...>
+200 1.000009 sendto(9<socket:[1]>, "250 2.1.5 Ok\\r\\n", 14, MSG_NOSIGNAL, NULL, 0) = 14
+201 1.000010 <... fdatasync resumed>) = 0
+203 1.000011 <... fdatasync resumed>) = 0
+201 1.000012 rename("/s/incoming/ID1.msg", "/s/queue/ID1.msg") = 0
+201 1.000013 rename("/s/incoming/ID1.env", "/s/queue/ID1.env") = 0
+201 1.000014 openat(AT_FDCWD</>, "/s/queue", O_RDONLY|O_DIRECTORY) = 14</s/queue>
+201 1.000015 fsync(14</s/queue>) = 0
+200 1.000016 sendto(9<socket:[1]>, "250 2.0.0 Ok: queued as ID1\\r\\n", 30, MSG_NOSIGNAL, NULL, 0) = 30
 """
 
 # Local delivery of ID1 by a runner thread (202), then the queue entry removed.
@@ -79,8 +84,11 @@ def without(trace: str, *fragments: str) -> str:
 
 def test_parser_joins_unfinished_and_resumed_lines_of_interleaved_threads():
     calls = parse(GOOD_COMMIT)
-    fsync = [c for c in calls if c.name == "fsync" and c.args == ["12</s/incoming/ID1.msg>"]]
-    assert len(fsync) == 1 and (fsync[0].start, fsync[0].end, fsync[0].result) == (5, 7, "0")
+    syncs = {c.args[0]: c for c in calls if c.name == "fdatasync"}
+    data, envelope = syncs["12</s/incoming/ID1.msg>"], syncs["13</s/incoming/ID1.env>"]
+    assert (data.start, data.end, data.pid, data.result) == (6, 9, 201, "0")
+    assert (envelope.start, envelope.end, envelope.pid, envelope.result) == (7, 10, 203, "0")
+    assert data.start < envelope.start < data.end < envelope.end  # one round: the two syncs overlap
     reply = [c for c in calls if c.name == "sendto"][-1]
     assert reply.args[1] == '"250 2.0.0 Ok: queued as ID1\\r\\n"' and reply.pid == 200
     # sync_file_range is parsed; signals and exits are skipped; a call cut by death has no result.
@@ -93,14 +101,17 @@ def test_parser_joins_unfinished_and_resumed_lines_of_interleaved_threads():
 def test_good_orders_pass_and_every_part_is_counted():
     report = check(GOOD_COMMIT + GOOD_DELIVERY + GOOD_UPDATE, SPOOL)
     assert report.violations == []
-    assert report.committed == {"ID1"} and report.moves_checked == 4
+    assert report.committed == {"ID1"} and report.moves_checked == 4 and report.commit_points == {"ID1"}
     assert report.maildir_deliveries == {"ID1"} and report.envelope_updates == {"ID1"}
 
 
 @pytest.mark.parametrize("trace, fragments, rule", [
-    # the data file's fsync (printed split in two lines) removed
-    (GOOD_COMMIT, ("fsync(12</s/incoming/ID1.msg> <unfinished", "<... fsync resumed>"), "rule 1"),
-    (GOOD_COMMIT, ("fsync(13</s/incoming/ID1.env>)",), "rule 1"),  # the envelope's fsync removed
+    # the data file's sync (printed split in two lines) removed
+    (GOOD_COMMIT, ("fdatasync(12</s/incoming/ID1.msg> <unfinished", "201 1.000010 <... fdatasync resumed>"),
+     "rule 1"),
+    # the envelope's sync (on the sync lane) removed
+    (GOOD_COMMIT, ("fdatasync(13</s/incoming/ID1.env> <unfinished", "203 1.000011 <... fdatasync resumed>"),
+     "rule 1"),
     (GOOD_COMMIT, ("fsync(14</s/queue>)",), "rule 2"),  # the directory fsync removed
     (GOOD_UPDATE, ("fsync(15</s/queue/ID1.ABCDEFGH.tmp>)",), "rule 1"),
     (GOOD_UPDATE, ("fsync(16</s/queue>)",), "rule 3"),
@@ -123,8 +134,8 @@ def swap(trace: str, first: str, second: str) -> str:
 
 
 @pytest.mark.parametrize("trace, first, second, rule", [
-    # fsync after the rename instead of before
-    (GOOD_COMMIT, 'fsync(13</s/incoming/ID1.env>)', 'rename("/s/incoming/ID1.env"', "rule 1"),
+    # the commit point (the envelope's rename) before the data is in queue/
+    (GOOD_COMMIT, 'rename("/s/incoming/ID1.msg"', 'rename("/s/incoming/ID1.env"', "rule 6"),
     # the 250 written before the directory fsync
     (GOOD_COMMIT, "fsync(14</s/queue>)", "queued as ID1", "rule 2"),
     # a write after the fsync
@@ -137,6 +148,26 @@ def test_a_wrong_order_is_a_violation(trace, first, second, rule):
     context = GOOD_COMMIT if trace is not GOOD_COMMIT else ""
     violations = check(context + bad, SPOOL).violations
     assert violations and all(v.startswith(rule) for v in violations), violations
+
+
+def move_below(trace: str, moved: str, anchor: str) -> str:
+    """The trace with the line containing `moved` taken out and put back just below the line containing `anchor`."""
+    lines = trace.splitlines()
+    line = lines.pop(next(n for n, text in enumerate(lines) if moved in text))
+    lines.insert(next(n for n, text in enumerate(lines) if anchor in text) + 1, line)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("resumed, rename", [
+    # the sync lane still syncing the envelope when the envelope is renamed
+    ("203 1.000011 <... fdatasync resumed>", 'rename("/s/incoming/ID1.env"'),
+    # the data's sync still running when the data is renamed
+    ("201 1.000010 <... fdatasync resumed>", 'rename("/s/incoming/ID1.msg"'),
+])
+def test_a_sync_that_ends_after_its_rename_started_does_not_count(resumed, rename):
+    # The syncs are issued at once on several threads; each must have ended before its own file's rename.
+    violations = check(move_below(GOOD_COMMIT, resumed, rename), SPOOL).violations
+    assert len(violations) == 1 and violations[0].startswith("rule 1"), violations
 
 
 @pytest.mark.parametrize("old, new", [
@@ -157,12 +188,12 @@ def test_a_file_created_under_its_final_name_is_a_violation(old, new):
 def test_a_directory_fsync_that_started_before_the_rename_does_not_count():
     # The fsync of queue/ overlaps the rename (another thread): it may have missed the new entry.
     trace = GOOD_COMMIT.replace(
-        '201 1.000011 rename("/s/incoming/ID1.env", "/s/queue/ID1.env") = 0\n'
-        "201 1.000012 openat(AT_FDCWD</>, \"/s/queue\", O_RDONLY|O_DIRECTORY) = 14</s/queue>\n"
-        "201 1.000013 fsync(14</s/queue>) = 0\n",
-        '201 1.000011 rename("/s/incoming/ID1.env", "/s/queue/ID1.env" <unfinished ...>\n'
-        "203 1.000012 fsync(14</s/queue>) = 0\n"
-        "201 1.000013 <... rename resumed>) = 0\n")
+        '201 1.000013 rename("/s/incoming/ID1.env", "/s/queue/ID1.env") = 0\n'
+        "201 1.000014 openat(AT_FDCWD</>, \"/s/queue\", O_RDONLY|O_DIRECTORY) = 14</s/queue>\n"
+        "201 1.000015 fsync(14</s/queue>) = 0\n",
+        '201 1.000013 rename("/s/incoming/ID1.env", "/s/queue/ID1.env" <unfinished ...>\n'
+        "203 1.000014 fsync(14</s/queue>) = 0\n"
+        "201 1.000015 <... rename resumed>) = 0\n")
     violations = check(trace, SPOOL).violations
     assert len(violations) == 1 and violations[0].startswith("rule 2"), violations
 
@@ -282,6 +313,7 @@ def test_every_message_follows_the_commit_protocol_under_concurrent_load(traced_
     assert unsettled is None, f"queue did not settle: {unsettled}\n{srv.log_text()}"
     # The check saw every message: each 250, each local copy, each deferral's envelope update.
     assert report.committed >= set(sent), set(sent) - report.committed
+    assert report.commit_points >= set(sent), set(sent) - report.commit_points
     local = {qid for qid, kind in sent.items() if kind != "relay"}
     deferred = {qid for qid, kind in sent.items() if kind != "local"}
     assert report.maildir_deliveries == local

@@ -31,6 +31,38 @@ import Testing
         }
     }
 
+    /// The file round spreads a batch over the commit thread and its lanes; each file's result must come back at
+    /// its own index, whichever lane synced it (a wrong mapping would let a message whose sync failed commit).
+    @Test(arguments: [
+        (19, [0]), (19, [1]), (19, [7]), (19, [8]), (19, [13]), (19, [0, 9, 18]), (19, []),
+        (2, [1]), (2, [0]), (1, [0]), (1, []), (0, []),
+    ])
+    func everyFileOfTheRoundGetsItsOwnResult(count: Int, failing: [Int]) throws {
+        try withSpool { spool in
+            var files: [(fd: Int32, path: String)] = []
+            for index in 0..<count {
+                let path = spool.directory + "/incoming/round.\(index)"
+                let fd = failing.contains(index) ? -1 : open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+                #expect(failing.contains(index) || fd >= 0)
+                files.append((fd, path))
+            }
+            defer { for file in files where file.fd >= 0 { close(file.fd) } }
+            let errors = spool.syncTogether(files)
+            #expect(errors.count == files.count)
+            for (index, error) in errors.enumerated() {
+                if failing.contains(index) {
+                    guard case .io("fdatasync", let path, EBADF) = error else {
+                        Issue.record("file \(index): expected EBADF, got \(String(describing: error))")
+                        continue
+                    }
+                    #expect(path == files[index].path)
+                } else {
+                    #expect(error == nil, "file \(index)")
+                }
+            }
+        }
+    }
+
     @Test func requestsThatWaitTogetherShareOneBatch() throws {
         try withSpool { spool in
             let queue = DispatchQueue(label: "test.group-commit")
