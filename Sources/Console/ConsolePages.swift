@@ -55,7 +55,7 @@ public enum ConsolePages {
 
     public static func overview(
         listeners: [ConsoleListener], selfCheck: ConsoleSelfCheck? = nil, queued: [Envelope], lastHour: FamilyCounts,
-        live: LiveCursor? = nil
+        parked: [ConsoleParkedConnection] = [], live: LiveCursor? = nil
     ) -> String {
         var body = "<h2>Listeners</h2><table id=\"listeners\"><tr><th>Key</th><th>Address</th><th>Family</th></tr>"
         for listener in listeners {
@@ -79,7 +79,20 @@ public enum ConsolePages {
             "<tr><th>Messages</th><td>\(queued.count)</td></tr><tr><th>Pending recipients</th><td>\(pending)</td></tr>"
         body += "<tr><th>Held</th><td>\(held)</td></tr></table>"
         body += "<h2>Remote attempts in the last hour</h2>" + familyChart(lastHour)
+        body += "<h2>Parked outbound connections</h2>" + parkedTable(parked)
         return page("dualmta", body, live: live)
+    }
+
+    /// The connection cache's open sessions per next hop, busiest first (what `conn=reused` lines will use next).
+    static func parkedTable(_ parked: [ConsoleParkedConnection]) -> String {
+        guard !parked.isEmpty else { return "<p id=\"no-parked\">None.</p>" }
+        var table = "<table id=\"parked\"><tr><th>Next hop</th><th>Family</th><th>Parked</th></tr>"
+        for entry in parked {
+            table += "<tr><td>\(HTML.escape(entry.address))</td>"
+            table += "<td class=\"\(HTML.escape(entry.family))\">\(HTML.escape(entry.family))</td>"
+            table += "<td>\(entry.count)</td></tr>"
+        }
+        return table + "</table>"
     }
 
     /// One bar per family: the sent part filled in the family's colour, the rest as an outline; numbers beside.

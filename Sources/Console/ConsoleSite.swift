@@ -20,7 +20,7 @@ public struct ConsoleSite: Sendable {
             return .html(
                 ConsolePages.overview(
                     listeners: source.listeners(), selfCheck: source.selfCheck(), queued: source.queued(),
-                    lastHour: FamilyCounts(recent),
+                    lastHour: FamilyCounts(recent), parked: source.parkedConnections(),
                     live: liveCursor()))
         case "metrics" where segments.count == 1:
             return HTTPResponse(
@@ -112,6 +112,12 @@ public struct ConsoleSite: Sendable {
             return QueueID(segments[1]).flatMap(source.traceJSON).map(HTTPResponse.json) ?? notFound
         case ("mailboxes", _):
             return mailboxes(Array(segments.dropFirst()), json: true)
+        case ("connections", 1):
+            return .json(
+                Self.jsonText(
+                    source.parkedConnections().map {
+                        ["address": $0.address, "family": $0.family, "parked": $0.count] as [String: Any]
+                    }))
         case ("faults", 1):
             return .json(
                 Self.jsonText(

@@ -38,6 +38,23 @@ public protocol ConsoleSource: Sendable {
     func faults() -> [ConsoleFault]
     /// `dualmta fault add|delete|clear` on the running daemon's rules.
     func changeFaults(_ change: ConsoleFaultChange) -> ConsoleActionResult
+    /// The outbound connections parked for reuse right now, per next hop (empty with the cache off).
+    func parkedConnections() -> [ConsoleParkedConnection]
+}
+
+/// Outbound sessions parked for reuse to one next hop.
+public struct ConsoleParkedConnection: Equatable, Sendable {
+    /// `[address]:port`.
+    public var address: String
+    /// ipv4 or ipv6.
+    public var family: String
+    public var count: Int
+
+    public init(address: String, family: String, count: Int) {
+        self.address = address
+        self.family = family
+        self.count = count
+    }
 }
 
 /// One fault rule as `dualmta fault list` shows it.

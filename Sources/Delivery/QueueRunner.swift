@@ -142,6 +142,9 @@ public final class QueueRunner: Sendable {
         if let old, old !== configuration.outbound?.configuration.connectionCache { old.closeAll() }
     }
 
+    /// The outbound connection cache of the configuration in force (nil when it is off).
+    public var connectionCache: ConnectionCache? { configuration.outbound?.configuration.connectionCache }
+
     /// Schedules every message already in the queue (after start-up recovery), and prunes the message journals
     /// now and every hour.
     public func start() {

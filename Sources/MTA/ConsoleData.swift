@@ -1,4 +1,5 @@
 import Console
+import Delivery
 import Faults
 import Foundation
 import Glibc
@@ -16,6 +17,14 @@ struct ConsoleData: ConsoleSource {
     let faultBook: FaultBook
     /// The self-check's report once it has run (it runs off the start path).
     let selfCheckReport: @Sendable () -> SelfCheck.Report?
+    /// The queue runner's connection cache now (a reload replaces it).
+    let connectionCache: @Sendable () -> ConnectionCache?
+
+    func parkedConnections() -> [ConsoleParkedConnection] {
+        let parked = connectionCache()?.parkedByAddress ?? [:]
+        return parked.map { ConsoleParkedConnection(address: "\($0.key)", family: "\($0.key.family)", count: $0.value) }
+            .sorted { ($0.count, $1.address) > ($1.count, $0.address) }
+    }
 
     func selfCheck() -> ConsoleSelfCheck? {
         selfCheckReport().map { ConsoleSelfCheck(listeners: $0.listeners, warnings: $0.warnings, notes: $0.notes) }

@@ -145,7 +145,8 @@ public final class MTAService: Sendable {
         let site = ConsoleSite(
             source: ConsoleData(
                 configuration: configuration, spool: spool, faultBook: faults,
-                selfCheckReport: { [weak self] in self?.selfCheckReport.withLock { $0 } ?? nil }))
+                selfCheckReport: { [weak self] in self?.selfCheckReport.withLock { $0 } ?? nil },
+                connectionCache: { [runner] in runner.connectionCache }))
         do throws(SocketError) {
             let server = try HTTPServer.start(on: address) { request in site.respond(request) }
             console.withLock { $0 = server }

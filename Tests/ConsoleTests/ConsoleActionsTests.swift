@@ -35,6 +35,9 @@ private final class RecordingSource: ConsoleSource {
         [ConsoleFault(id: "F1", origin: "config", matched: 3, fired: 2, rule: "inbound rcpt reply 451 <b>x</b>")]
     }
 
+    let parked = Mutex<[ConsoleParkedConnection]>([])
+    func parkedConnections() -> [ConsoleParkedConnection] { parked.withLock { $0 } }
+
     func changeFaults(_ change: ConsoleFaultChange) -> ConsoleActionResult {
         performed.withLock { $0.append("fault \(change)") }
         if case .delete("F9") = change { return .notFound("error: no fault rule F9\n") }
@@ -119,5 +122,33 @@ private final class RecordingSource: ConsoleSource {
             HTTPRequest(method: "GET", path: "/faults", query: [], version: "HTTP/1.1", headers: []))
         let html = String(decoding: page.body, as: UTF8.self)
         #expect(html.contains("&lt;b&gt;x&lt;/b&gt;") && !html.contains("<b>x</b>"))
+    }
+
+    @Test func parkedConnectionsOnTheOverviewAndAsJSON() {
+        let source = RecordingSource(token: nil)
+        let get = { (site: ConsoleSite, path: String) in
+            String(
+                decoding: site.respond(
+                    HTTPRequest(method: "GET", path: path, query: [], version: "HTTP/1.1", headers: [])
+                ).body, as: UTF8.self)
+        }
+        let empty = ConsoleSite(source: source)
+        #expect(get(empty, "/").contains("<p id=\"no-parked\">None.</p>"))
+        let none = get(empty, "/api/connections")
+        #expect(none.hasPrefix("[") && !none.contains("address"))
+
+        source.parked.withLock {
+            $0 = [
+                ConsoleParkedConnection(address: "[2001:db8::25]:25", family: "ipv6", count: 3),
+                ConsoleParkedConnection(address: "192.0.2.25:25", family: "ipv4", count: 1),
+            ]
+        }
+        let site = ConsoleSite(source: source)
+        let page = get(site, "/")
+        #expect(page.contains("<tr><td>[2001:db8::25]:25</td><td class=\"ipv6\">ipv6</td><td>3</td></tr>"))
+        #expect(page.contains("<tr><td>192.0.2.25:25</td><td class=\"ipv4\">ipv4</td><td>1</td></tr>"))
+        #expect(!page.contains("no-parked"))
+        let json = get(site, "/api/connections")
+        #expect(json.contains("\"address\" : \"[2001:db8::25]:25\"") && json.contains("\"parked\" : 3"))
     }
 }

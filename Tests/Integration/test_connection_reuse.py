@@ -6,9 +6,11 @@ and `smtp_connection_cache = no` gives every message its own connection again.
 
 from __future__ import annotations
 
+import json
 import signal
+import urllib.request
 
-from conftest import DEADLINE, wait_until
+from conftest import DEADLINE, free_port, wait_until
 from mtalog import events, maildir, outbound_settings, story, submit, wait_event, wait_queue_empty
 from peers import peers  # noqa: F401  (fixture)
 
@@ -100,3 +102,21 @@ def test_a_tls_session_is_reused_inside_tls(start_server, tmp_path):
     wait_until(lambda: len(maildir(final.spool, "dest.example", "bob")) == 3, what="three messages in bob's Maildir")
     assert len(events(final, "tls")) == 1, final.log_text()
     assert len(events(final, "accepted")) == 3, final.log_text()
+
+
+def test_console_lists_the_parked_connection(start_server, peers):
+    port = free_port()
+    srv, dest = relay_to_sink(start_server, peers, http_listen=f"127.0.0.1:{port}")
+    send_one_after_another(srv, 2)
+    assert dest.tcp_connections == 1, dest.describe()
+
+    def parked():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/connections", timeout=DEADLINE) as reply:
+            return json.loads(reply.read())
+
+    # The session parks right after its last delivery line; poll until the cache holds it.
+    wait_until(lambda: parked() == [{"address": f"127.0.0.1:{dest.port}", "family": "ipv4", "parked": 1}],
+               what="one parked connection in /api/connections")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=DEADLINE) as reply:
+        page = reply.read().decode()
+    assert f"<tr><td>127.0.0.1:{dest.port}</td><td class=\"ipv4\">ipv4</td><td>1</td></tr>" in page, page
