@@ -777,6 +777,7 @@ class Sink:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name=f"sink-{host.name}")
         self.servers: list[asyncio.base_events.Server] = []
+        self.tasks: set[asyncio.Task] = set()  # the open sessions, touched only on the loop's thread
 
     def start(self) -> "Sink":
         socks = []
@@ -807,6 +808,12 @@ class Sink:
         async def close() -> None:
             for server in self.servers:
                 server.close()
+            # Sessions still open (an MTA's parked connection) end here, inside the loop: a session coroutine left
+            # for the garbage collector after the loop stopped would raise "Event loop is closed" from its finally.
+            tasks = list(self.tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         try:
             asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
@@ -815,6 +822,14 @@ class Sink:
             self.thread.join(5)
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self.tasks.add(task)
+        try:
+            await self._converse(reader, writer)
+        finally:
+            self.tasks.discard(task)
+
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")[0]
         local = writer.get_extra_info("sockname")[0]
         session = SinkSession(peer, local)
