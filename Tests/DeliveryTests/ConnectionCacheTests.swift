@@ -450,13 +450,15 @@ struct CapturingLog: LogHandler {
             address: setup.peer.address, source: nil, heloName: Self.hostname, tlsPolicy: .none, serverName: nil)
         var channels: [OutboundChannel] = []
         for _ in 0..<2 {
+            // The connection is made and handed over on `queue`; touching it only inside `queue.sync` orders this
+            // thread after that (ThreadSanitizer does not see the continuation's resume as an ordering).
+            let queue = DispatchQueue(label: "reuse-test")
             let connection = try await withCheckedThrowingContinuation { continuation in
-                Connection.connect(
-                    to: setup.peer.address, from: nil, timeout: .seconds(5),
-                    queue: DispatchQueue(label: "reuse-test")
-                ) { continuation.resume(with: $0) }
+                Connection.connect(to: setup.peer.address, from: nil, timeout: .seconds(5), queue: queue) {
+                    continuation.resume(with: $0)
+                }
             }
-            let channel = connection.queue.sync { OutboundChannel(connection: connection) }
+            let channel = queue.sync { OutboundChannel(connection: connection) }
             channel.queue.sync { setup.cache.park(channel, key: key) }
             channels.append(channel)
         }
