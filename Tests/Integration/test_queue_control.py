@@ -42,7 +42,7 @@ def queued_remote(srv) -> str:
     end = time.monotonic() + DEADLINE
     while not show_json(srv, qid)["attempts"]:
         assert time.monotonic() < end, f"no attempt recorded for {qid}"
-        time.sleep(0.02)
+        time.sleep(0.02)  # between polls only (deadline above)
     return qid
 
 
@@ -132,7 +132,7 @@ def test_bounce_now_reports_to_the_sender(qsrv):
     wait_queue_empty(qsrv)
     end = time.monotonic() + DEADLINE
     while not maildir(qsrv.spool, "lab.example", "sender") and time.monotonic() < end:
-        time.sleep(0.02)
+        time.sleep(0.02)  # between polls only (deadline above)
     (report,) = maildir(qsrv.spool, "lab.example", "sender")
     raw = report.read_bytes()
     dsn = parse_dsn(raw)
