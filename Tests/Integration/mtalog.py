@@ -119,7 +119,7 @@ def wait_queue_empty(server: Server, timeout: float = DEADLINE) -> None:
         if time.monotonic() >= end:
             left = sorted(p.name for p in (server.spool / "queue").iterdir())
             pytest.fail(f"queue not empty after {timeout:.1f}s: {left}\nlog:\n{server.log_text()}")
-        time.sleep(0.02)
+        time.sleep(0.02)  # between polls only (deadline above)
 
 
 @dataclass
